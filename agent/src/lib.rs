@@ -1,1 +1,28 @@
-//! placeholder
+//! `ate-refagent`: the reference identity-mounting node agent.
+//!
+//! It runs every actor of a template in a real gVisor sandbox (`runsc`):
+//! the golden actor is booted once and checkpointed; every other actor is
+//! restored from that image with its own freshly generated OCI bundle whose
+//! `config.json` bind-mounts the actor's own identity directory read-only
+//! at `/run/ate`. See `ARCHITECTURE.md` at the workspace root.
+//!
+//! Modules, outside in:
+//! - [`server`]: `serve` entry point: state dir, signals, orphan cleanup,
+//! - [`api`]: the control API (HTTP + JSON),
+//! - [`router`]: the Host-routed HTTP front door (ID-15),
+//! - [`engine`]: templates and actors with their state machine,
+//! - [`relay`]: the path into an actor's own network stack,
+//! - [`runsc`]: the `runsc` command vectors,
+//! - [`names`], [`identity`], [`rootfs`], [`bundle`]: the identity contract's
+//!   host side (ID-14/15, ID-9/10, ID-13, ID-6/7).
+
+pub mod api;
+pub mod bundle;
+pub mod engine;
+pub mod identity;
+pub mod names;
+pub mod relay;
+pub mod rootfs;
+pub mod router;
+pub mod runsc;
+pub mod server;

@@ -1,0 +1,1483 @@
+//! Templates and actors, with the actor state machine.
+//!
+//! ```text
+//!            create                resume (golden or own snapshot)
+//!   (none) ---------> Suspended ----------------------------> Running
+//!                      ^   |  delete                            |
+//!                      |   v                                    |
+//!                      | (gone)          suspend (checkpoint)   |
+//!                      +----------------------------------------+
+//! ```
+//!
+//! **Invariants.** Operations on one actor are serialised by its `op` lock;
+//! a failed operation leaves the actor in the state it started from, with
+//! nothing half-made on disk or in runsc. Every sandbox is recorded in
+//! `sandboxes/<cid>.json` *before* runsc is asked to start it and the record
+//! is removed only after runsc deleted it, so a crashed agent's successor
+//! finds every orphan. The per-actor bundle, identity and rootfs directories
+//! are reset at the start of every run/restore and after every suspend's
+//! checkpoint (ID-10), and `config.json` is generated anew each time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, error, info, warn};
+
+use crate::bundle::{self, BundleSpec, IdentityMount, HELPER_MOUNT_POINT};
+use crate::identity;
+use crate::names::{self, NameError, GOLDEN_ATESPACE};
+use crate::relay::{FullResponse, RelayError, RelayPool};
+use crate::rootfs;
+use crate::runsc::{DebugLog, Runsc, RunscError};
+
+/// File name of the agent binary inside the helper directory.
+pub const HELPER_BIN_NAME: &str = "ate-refagent";
+
+/// Errors of engine operations; `api` maps each to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A name broke ID-14.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// A request field has a value that is not allowed.
+    #[error("invalid {field} {value:?}: {allowed}")]
+    InvalidField {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+    /// The thing named does not exist.
+    #[error("{kind} {name:?} not found")]
+    NotFound {
+        /// "template", "atespace" or "actor".
+        kind: &'static str,
+        /// Its name (`atespace/actor` for actors).
+        name: String,
+    },
+    /// The thing named exists already.
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists {
+        /// "template", "atespace" or "actor".
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The operation is not allowed in the actor's or template's state.
+    #[error("cannot {op} {what}: it is {state}; {allowed}")]
+    WrongState {
+        /// The operation.
+        op: &'static str,
+        /// What it was asked of.
+        what: String,
+        /// The state it is in.
+        state: String,
+        /// When the operation is allowed.
+        allowed: &'static str,
+    },
+    /// The runtime failed; the source says how.
+    #[error("{context}")]
+    Runtime {
+        /// What the agent was doing.
+        context: String,
+        /// The runsc failure.
+        #[source]
+        source: Box<RunscError>,
+    },
+    /// Preparing files on the host failed.
+    #[error("{context}")]
+    Host {
+        /// What the agent was doing.
+        context: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Talking to the actor through its relay failed.
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+}
+
+fn host_err<E: std::error::Error + Send + Sync + 'static>(
+    context: impl Into<String>,
+) -> impl FnOnce(E) -> EngineError {
+    let context = context.into();
+    move |e| EngineError::Host {
+        context,
+        source: Box::new(e),
+    }
+}
+
+/// What a template runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateSpec {
+    /// Template name (DNS-1123 subdomain).
+    pub name: String,
+    /// Absolute host path of the static binary that is the whole image.
+    pub binary: PathBuf,
+    /// Process arguments; default `["/<binary file name>"]`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Process environment (`KEY=VALUE`).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// TCP port the app serves HTTP on inside the actor (default 80).
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_port() -> u16 {
+    80
+}
+
+/// Phase of a template, as the ActorTemplate status upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Booting the golden actor.
+    ResumeGoldenActor,
+    /// Waiting for the golden actor to become healthy, then checkpointing.
+    WaitGoldenActor,
+    /// The golden snapshot is ready.
+    Ready,
+    /// Golden boot failed; `reason` says why.
+    Failed,
+}
+
+/// A template's status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateStatus {
+    /// Current phase.
+    pub phase: Phase,
+    /// The golden actor's ID (set at boot; the snapshot is usable on Ready).
+    pub golden_actor_id: Option<String>,
+    /// Why the template failed.
+    pub reason: Option<String>,
+    /// Host path of the golden snapshot image directory.
+    pub snapshot: Option<PathBuf>,
+    /// Milliseconds: golden boot, health wait, checkpoint.
+    pub timings_ms: BTreeMap<String, u64>,
+}
+
+/// A template: its spec and status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateView {
+    /// The spec as given (args defaulted).
+    pub spec: TemplateSpec,
+    /// The status.
+    pub status: TemplateStatus,
+}
+
+/// Where an actor's next restore comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "path")]
+pub enum SnapshotSource {
+    /// The template's golden image (never run yet).
+    Golden,
+    /// The actor's own last checkpoint.
+    Own(PathBuf),
+}
+
+/// Actor states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ActorState {
+    /// Not running; resumable.
+    Suspended,
+    /// A restore is in progress.
+    Resuming,
+    /// Running in a sandbox.
+    Running,
+    /// A checkpoint is in progress.
+    Suspending,
+}
+
+impl std::fmt::Display for ActorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            ActorState::Suspended => "SUSPENDED",
+            ActorState::Resuming => "RESUMING",
+            ActorState::Running => "RUNNING",
+            ActorState::Suspending => "SUSPENDING",
+        };
+        f.write_str(s)
+    }
+}
+
+/// What the API shows of an actor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActorView {
+    /// Actor ID.
+    pub id: String,
+    /// Atespace.
+    pub atespace: String,
+    /// Template name.
+    pub template: String,
+    /// State.
+    pub state: ActorState,
+    /// Container ID while running.
+    pub sandbox: Option<String>,
+    /// Where the next restore comes from.
+    pub snapshot: SnapshotSource,
+    /// Restores so far.
+    pub restores: u64,
+    /// Source of the last restore: "golden" or "own".
+    pub last_restore_from: Option<String>,
+    /// Milliseconds of the last restore (runsc restore alone) and of the
+    /// whole resume.
+    pub last_restore_ms: Option<u64>,
+    /// Milliseconds of the whole last resume (dirs, bundle, restore).
+    pub last_resume_ms: Option<u64>,
+    /// Host paths of this actor's directories.
+    pub dirs: ActorDirs,
+}
+
+/// Host directories of one actor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActorDirs {
+    /// Root of everything this actor owns.
+    pub root: PathBuf,
+    /// OCI bundle (`config.json`).
+    pub bundle: PathBuf,
+    /// Identity directory, bind-mounted at `/run/ate`.
+    pub identity: PathBuf,
+    /// The actor's rootfs.
+    pub rootfs: PathBuf,
+    /// runsc debug logs, when enabled.
+    pub logs: PathBuf,
+}
+
+impl ActorDirs {
+    fn new(root: PathBuf) -> Self {
+        ActorDirs {
+            bundle: root.join("bundle"),
+            identity: root.join("identity"),
+            rootfs: root.join("rootfs"),
+            logs: root.join("logs"),
+            root,
+        }
+    }
+}
+
+struct Running {
+    cid: String,
+    relays: Arc<RelayPool>,
+}
+
+struct Actor {
+    view: Mutex<ActorView>,
+    running: Mutex<Option<Arc<RelayPool>>>,
+    /// Serialises resume/suspend/delete of this actor.
+    op: tokio::sync::Mutex<Option<Running>>,
+    port: u16,
+}
+
+struct Template {
+    view: Mutex<TemplateView>,
+}
+
+#[derive(Default)]
+struct Registry {
+    templates: BTreeMap<String, Arc<Template>>,
+    atespaces: BTreeMap<String, BTreeMap<String, Arc<Actor>>>,
+}
+
+/// Engine configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The agent's state directory.
+    pub state_dir: PathBuf,
+    /// How to call runsc.
+    pub runsc: Runsc,
+    /// Host path of the static agent binary to expose at `/.ate` as relay.
+    pub helper_bin: PathBuf,
+    /// Deadline for the golden actor to answer `/healthz`.
+    pub golden_health_timeout: Duration,
+    /// Pass `--debug --debug-log` to runsc (per-actor `logs/`).
+    pub runsc_debug: bool,
+}
+
+/// Persisted registry (`state.json`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Persisted {
+    templates: Vec<TemplateView>,
+    atespaces: BTreeMap<String, Vec<ActorView>>,
+}
+
+/// One record per started sandbox, for orphan cleanup.
+#[derive(Debug, Serialize, Deserialize)]
+struct SandboxRecord {
+    cid: String,
+    owner: String,
+    agent_pid: u32,
+    created_unix_ms: u64,
+}
+
+/// The engine: all templates, atespaces and actors of one agent.
+pub struct Engine {
+    cfg: EngineConfig,
+    instance: String,
+    seq: AtomicU64,
+    reg: Mutex<Registry>,
+    persist_lock: Mutex<()>,
+    /// Deletions of checkpointed (stopped) containers still in progress.
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).expect("getrandom");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A random UUID (v4), lowercase: a valid actor ID.
+pub fn new_uuid() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("getrandom");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl Engine {
+    /// Opens the engine on its state dir: loads the persisted registry and
+    /// removes every sandbox a previous agent left (logging each one).
+    /// Returns the engine and the IDs of the orphans it removed.
+    pub async fn open(cfg: EngineConfig) -> Result<(Arc<Engine>, Vec<String>), EngineError> {
+        for d in ["templates", "actors", "sandboxes", "helper"] {
+            std::fs::create_dir_all(cfg.state_dir.join(d)).map_err(host_err(format!(
+                "cannot create {}",
+                cfg.state_dir.join(d).display()
+            )))?;
+        }
+        // The helper dir holds exactly the agent binary, mounted at /.ate.
+        let helper = cfg.state_dir.join("helper").join(HELPER_BIN_NAME);
+        let _ = std::fs::remove_file(&helper);
+        rootfs::link_or_copy(&cfg.helper_bin, &helper).map_err(host_err(format!(
+            "cannot place the relay helper at {}",
+            helper.display()
+        )))?;
+
+        let engine = Arc::new(Engine {
+            instance: random_hex(4),
+            seq: AtomicU64::new(0),
+            reg: Mutex::new(Registry::default()),
+            persist_lock: Mutex::new(()),
+            background: Mutex::new(Vec::new()),
+            cfg,
+        });
+        let orphans = engine.remove_orphans().await?;
+        engine.load()?;
+        Ok((engine, orphans))
+    }
+
+    /// The agent instance ID (part of every container ID it makes).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The runsc driver.
+    pub fn runsc(&self) -> &Runsc {
+        &self.cfg.runsc
+    }
+
+    async fn remove_orphans(&self) -> Result<Vec<String>, EngineError> {
+        remove_recorded_sandboxes(&self.cfg.state_dir, &self.cfg.runsc).await
+    }
+
+    fn load(&self) -> Result<(), EngineError> {
+        let path = self.cfg.state_dir.join("state.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(host_err(format!("cannot read {}", path.display()))(e)),
+        };
+        let p: Persisted = serde_json::from_slice(&bytes)
+            .map_err(host_err(format!("cannot parse {}", path.display())))?;
+        let mut reg = self.reg.lock().unwrap();
+        for mut t in p.templates {
+            if t.status.phase != Phase::Ready {
+                t.status.phase = Phase::Failed;
+                t.status.reason.get_or_insert_with(|| {
+                    "the agent stopped while the golden actor was booting".into()
+                });
+            }
+            reg.templates.insert(
+                t.spec.name.clone(),
+                Arc::new(Template {
+                    view: Mutex::new(t),
+                }),
+            );
+        }
+        for (a, actors) in p.atespaces {
+            let mut m = BTreeMap::new();
+            for mut v in actors {
+                let port = reg
+                    .templates
+                    .get(&v.template)
+                    .map(|t| t.view.lock().unwrap().spec.port)
+                    .unwrap_or(80);
+                // Whatever ran before is gone (orphans were removed): the
+                // actor resumes from its last own snapshot, or the golden.
+                v.state = ActorState::Suspended;
+                v.sandbox = None;
+                m.insert(v.id.clone(), Arc::new(Actor::new(v, port)));
+            }
+            reg.atespaces.insert(a, m);
+        }
+        info!(
+            templates = reg.templates.len(),
+            atespaces = reg.atespaces.len(),
+            "loaded agent state"
+        );
+        Ok(())
+    }
+
+    fn persist(&self) {
+        let _g = self.persist_lock.lock().unwrap();
+        let p = {
+            let reg = self.reg.lock().unwrap();
+            Persisted {
+                templates: reg
+                    .templates
+                    .values()
+                    .map(|t| t.view.lock().unwrap().clone())
+                    .collect(),
+                atespaces: reg
+                    .atespaces
+                    .iter()
+                    .map(|(a, m)| {
+                        (
+                            a.clone(),
+                            m.values().map(|x| x.view.lock().unwrap().clone()).collect(),
+                        )
+                    })
+                    .collect(),
+            }
+        };
+        let path = self.cfg.state_dir.join("state.json");
+        let tmp = self.cfg.state_dir.join(".state.json.tmp");
+        let res = serde_json::to_vec_pretty(&p)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = res {
+            error!(error = %e, path = %path.display(), "cannot persist agent state");
+        }
+    }
+
+    fn new_cid(&self) -> String {
+        format!(
+            "ate-{}-{}",
+            self.instance,
+            self.seq.fetch_add(1, Ordering::Relaxed) + 1
+        )
+    }
+
+    fn record_sandbox(&self, cid: &str, owner: &str) -> Result<PathBuf, EngineError> {
+        let path = self
+            .cfg
+            .state_dir
+            .join("sandboxes")
+            .join(format!("{cid}.json"));
+        let rec = SandboxRecord {
+            cid: cid.into(),
+            owner: owner.into(),
+            agent_pid: std::process::id(),
+            created_unix_ms: unix_ms(),
+        };
+        std::fs::write(&path, serde_json::to_vec(&rec).expect("record serialises")).map_err(
+            host_err(format!("cannot record sandbox {cid} at {}", path.display())),
+        )?;
+        Ok(path)
+    }
+
+    async fn remove_sandbox(&self, cid: &str) -> Result<(), EngineError> {
+        self.cfg
+            .runsc
+            .remove(cid)
+            .await
+            .map_err(|source| EngineError::Runtime {
+                context: format!("cannot remove sandbox {cid}"),
+                source: Box::new(source),
+            })?;
+        let _ = std::fs::remove_file(
+            self.cfg
+                .state_dir
+                .join("sandboxes")
+                .join(format!("{cid}.json")),
+        );
+        Ok(())
+    }
+
+    /// Deletes a container that a successful checkpoint has stopped, in
+    /// the background: runsc takes about 1.5 s to tear such a sandbox down
+    /// and nothing needs to wait for it. The record stays until runsc has
+    /// deleted it, and [`Engine::shutdown`] waits for these deletions.
+    fn remove_stopped_sandbox_later(&self, cid: String) {
+        let runsc = self.cfg.runsc.clone();
+        let record = self
+            .cfg
+            .state_dir
+            .join("sandboxes")
+            .join(format!("{cid}.json"));
+        let task = tokio::spawn(async move {
+            match runsc.remove(&cid).await {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&record);
+                    debug!(%cid, "deleted checkpointed sandbox");
+                }
+                Err(e) => {
+                    error!(%cid, error = %error_chain(&e), "cannot delete a checkpointed sandbox; it stays recorded for cleanup")
+                }
+            }
+        });
+        let mut bg = self.background.lock().unwrap();
+        bg.retain(|t| !t.is_finished());
+        bg.push(task);
+    }
+
+    /// Container IDs this agent has recorded as started and not yet removed.
+    pub fn recorded_sandboxes(&self) -> Vec<String> {
+        let dir = self.cfg.state_dir.join("sandboxes");
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.path()
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .map(String::from)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn helper_dir(&self) -> PathBuf {
+        self.cfg.state_dir.join("helper")
+    }
+
+    fn helper_in_sandbox() -> String {
+        format!("{HELPER_MOUNT_POINT}/{HELPER_BIN_NAME}")
+    }
+
+    /// `logs/console.log`: the container's stdio and runsc's messages for
+    /// run and restore (appended across resumes).
+    fn console_log(&self, logs: &Path) -> Result<PathBuf, EngineError> {
+        std::fs::create_dir_all(logs)
+            .map_err(host_err(format!("cannot create {}", logs.display())))?;
+        Ok(logs.join("console.log"))
+    }
+
+    fn debug_dir<'a>(&self, logs: &'a Path) -> DebugLog<'a> {
+        if self.cfg.runsc_debug {
+            let _ = std::fs::create_dir_all(logs);
+            DebugLog(Some(logs))
+        } else {
+            DebugLog(None)
+        }
+    }
+
+    // ---------------------------------------------------------------- templates
+
+    fn validate_spec(spec: &mut TemplateSpec) -> Result<(), EngineError> {
+        names::validate_template_name(&spec.name)?;
+        let bad = |field, value: String, allowed: &str| EngineError::InvalidField {
+            field,
+            value,
+            allowed: allowed.into(),
+        };
+        if !spec.binary.is_absolute() {
+            return Err(bad(
+                "binary",
+                spec.binary.display().to_string(),
+                "must be an absolute path to a static executable on the agent's host",
+            ));
+        }
+        let meta = std::fs::metadata(&spec.binary).map_err(|e| {
+            bad(
+                "binary",
+                spec.binary.display().to_string(),
+                &format!("must exist ({e})"),
+            )
+        })?;
+        use std::os::unix::fs::PermissionsExt;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(bad(
+                "binary",
+                spec.binary.display().to_string(),
+                "must be an executable regular file",
+            ));
+        }
+        if spec.port == 0 {
+            return Err(bad("port", "0".into(), "must be 1..=65535"));
+        }
+        let file_name = spec
+            .binary
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("app")
+            .to_owned();
+        if spec.args.is_empty() {
+            spec.args = vec![format!("/{file_name}")];
+        }
+        if !spec.args[0].starts_with('/') {
+            return Err(bad(
+                "args[0]",
+                spec.args[0].clone(),
+                "must be an absolute path inside the image",
+            ));
+        }
+        if let Some(e) = spec
+            .env
+            .iter()
+            .find(|e| !e.contains('=') || e.starts_with('='))
+        {
+            return Err(bad("env", e.clone(), "entries must be KEY=VALUE"));
+        }
+        Ok(())
+    }
+
+    /// Creates a template and boots its golden actor in the background;
+    /// poll [`Engine::template`] for the phase.
+    pub fn create_template(
+        self: &Arc<Self>,
+        mut spec: TemplateSpec,
+    ) -> Result<TemplateView, EngineError> {
+        Self::validate_spec(&mut spec)?;
+        let golden_id = new_uuid();
+        let view = TemplateView {
+            spec: spec.clone(),
+            status: TemplateStatus {
+                phase: Phase::ResumeGoldenActor,
+                golden_actor_id: Some(golden_id.clone()),
+                reason: None,
+                snapshot: None,
+                timings_ms: BTreeMap::new(),
+            },
+        };
+        let t = Arc::new(Template {
+            view: Mutex::new(view.clone()),
+        });
+        {
+            let mut reg = self.reg.lock().unwrap();
+            if reg.templates.contains_key(&spec.name) {
+                return Err(EngineError::AlreadyExists {
+                    kind: "template",
+                    name: spec.name,
+                });
+            }
+            reg.templates.insert(spec.name.clone(), t.clone());
+        }
+        self.persist();
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let result = engine.boot_golden(&t, &golden_id).await;
+            {
+                let mut v = t.view.lock().unwrap();
+                match result {
+                    Ok(()) => {
+                        v.status.phase = Phase::Ready;
+                        info!(template = %v.spec.name, golden = %golden_id, timings = ?v.status.timings_ms, "golden snapshot ready");
+                    }
+                    Err(e) => {
+                        let reason = error_chain(&e);
+                        error!(template = %v.spec.name, %reason, "golden boot failed");
+                        v.status.phase = Phase::Failed;
+                        v.status.reason = Some(reason);
+                    }
+                }
+            }
+            engine.persist();
+        });
+        Ok(view)
+    }
+
+    fn template_dir(&self, name: &str) -> PathBuf {
+        self.cfg.state_dir.join("templates").join(name)
+    }
+
+    /// Prepares an actor's rootfs: the template's binary (hard-linked, so
+    /// the rootfs is never copied whole), the directories the runtime
+    /// mounts over, and the identity mount point created with resolution
+    /// confined to the rootfs (ID-13).
+    fn prepare_rootfs(
+        &self,
+        template: &str,
+        spec: &TemplateSpec,
+        rootfs_dir: &Path,
+    ) -> Result<(), EngineError> {
+        let image_bin = self.template_dir(template).join("image-bin");
+        let name = spec.args[0].trim_start_matches('/');
+        let target = rootfs_dir.join(name);
+        if let Some(parent) = Path::new(name)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            rootfs::mkdir_all_in_root(rootfs_dir, parent, 0o755)
+                .map_err(host_err("cannot prepare the rootfs"))?;
+        }
+        rootfs::link_or_copy(&image_bin, &target).map_err(host_err(format!(
+            "cannot place the image binary in {}",
+            rootfs_dir.display()
+        )))?;
+        for d in ["proc", "dev", "sys", ".ate"] {
+            rootfs::mkdir_all_in_root(rootfs_dir, Path::new(d), 0o755)
+                .map_err(host_err("cannot prepare the rootfs"))?;
+        }
+        rootfs::mkdir_all_in_root(rootfs_dir, Path::new("run/ate"), 0o755).map_err(host_err(
+            format!(
+                "cannot create the identity mount point in {}",
+                rootfs_dir.display()
+            ),
+        ))?;
+        Ok(())
+    }
+
+    /// Resets an actor's per-run directories (ID-10) and writes its
+    /// identity (ID-9), rootfs (ID-13) and a fresh `config.json` (ID-6/7).
+    fn prepare_actor_dirs(
+        &self,
+        template: &str,
+        spec: &TemplateSpec,
+        dirs: &ActorDirs,
+        actor_id: &str,
+    ) -> Result<(), EngineError> {
+        for d in [&dirs.bundle, &dirs.identity, &dirs.rootfs] {
+            identity::reset_dir(d).map_err(host_err(format!("cannot reset {}", d.display())))?;
+        }
+        identity::write_actor_id(&dirs.identity, actor_id.as_bytes()).map_err(host_err(
+            format!("cannot write the identity in {}", dirs.identity.display()),
+        ))?;
+        self.prepare_rootfs(template, spec, &dirs.rootfs)?;
+        let b = BundleSpec {
+            args: spec.args.clone(),
+            env: spec.env.clone(),
+            cwd: "/".into(),
+            hostname: "runsc".into(),
+            rootfs: dirs.rootfs.clone(),
+            readonly_root: true,
+            identity: IdentityMount::ReadOnlyDir(dirs.identity.clone()),
+            helper_dir: Some(self.helper_dir()),
+        };
+        let oci = bundle::build_spec(&b).map_err(host_err("cannot build the OCI spec"))?;
+        bundle::write_bundle(&dirs.bundle, &oci)
+            .map_err(host_err(format!("cannot write {}", dirs.bundle.display())))?;
+        Ok(())
+    }
+
+    async fn boot_golden(&self, t: &Template, golden_id: &str) -> Result<(), EngineError> {
+        let spec = t.view.lock().unwrap().spec.clone();
+        let tdir = self.template_dir(&spec.name);
+        let _ = std::fs::remove_dir_all(&tdir);
+        std::fs::create_dir_all(&tdir)
+            .map_err(host_err(format!("cannot create {}", tdir.display())))?;
+        // The image is the binary alone: keep our own link to it so a
+        // rebuild of the original path cannot change a template.
+        rootfs::link_or_copy(&spec.binary, &tdir.join("image-bin")).map_err(host_err(format!(
+            "cannot copy {} into the template",
+            spec.binary.display()
+        )))?;
+        let dirs = ActorDirs::new(tdir.join("golden"));
+        self.prepare_actor_dirs(&spec.name, &spec, &dirs, golden_id)?;
+
+        let cid = self.new_cid();
+        let owner = format!("golden:{}", spec.name);
+        self.record_sandbox(&cid, &owner)?;
+        let t0 = Instant::now();
+        let result = async {
+            self.cfg
+                .runsc
+                .run(&cid, &dirs.bundle, &self.console_log(&dirs.logs)?, self.debug_dir(&dirs.logs))
+                .await
+                .map_err(|source| EngineError::Runtime { context: format!("cannot boot the golden actor {golden_id}"), source: Box::new(source) })?;
+            let boot = t0.elapsed();
+            {
+                let mut v = t.view.lock().unwrap();
+                v.status.phase = Phase::WaitGoldenActor;
+                v.status.timings_ms.insert("boot".into(), ms(boot));
+            }
+            info!(template = %spec.name, golden = %golden_id, %cid, boot_ms = ms(boot), "golden actor booted; waiting for /healthz");
+            let pool = RelayPool::new(self.cfg.runsc.clone(), &cid, &Self::helper_in_sandbox(), spec.port);
+            let t1 = Instant::now();
+            let health = wait_healthy(&pool, self.cfg.golden_health_timeout).await;
+            pool.close(Duration::from_secs(2)).await;
+            health?;
+            t.view.lock().unwrap().status.timings_ms.insert("health".into(), ms(t1.elapsed()));
+            let image = tdir.join("snapshot");
+            std::fs::create_dir_all(&image).map_err(host_err(format!("cannot create {}", image.display())))?;
+            let t2 = Instant::now();
+            self.cfg
+                .runsc
+                .checkpoint(&cid, &image, self.debug_dir(&dirs.logs))
+                .await
+                .map_err(|source| EngineError::Runtime { context: format!("cannot checkpoint the golden actor {golden_id}"), source: Box::new(source) })?;
+            let mut v = t.view.lock().unwrap();
+            v.status.timings_ms.insert("checkpoint".into(), ms(t2.elapsed()));
+            v.status.snapshot = Some(image);
+            Ok::<(), EngineError>(())
+        }
+        .await;
+        // The golden actor never serves traffic: stop it whatever happened
+        // (a checkpoint has already stopped it; otherwise it may still run).
+        match result {
+            Ok(()) => {
+                self.remove_stopped_sandbox_later(cid);
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(r) = self.remove_sandbox(&cid).await {
+                    error!(%cid, error = %error_chain(&r), "cannot remove the failed golden actor's sandbox");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A template's view.
+    pub fn template(&self, name: &str) -> Result<TemplateView, EngineError> {
+        let reg = self.reg.lock().unwrap();
+        let t = reg
+            .templates
+            .get(name)
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "template",
+                name: name.into(),
+            })?;
+        let v = t.view.lock().unwrap().clone();
+        Ok(v)
+    }
+
+    /// All templates.
+    pub fn templates(&self) -> Vec<TemplateView> {
+        self.reg
+            .lock()
+            .unwrap()
+            .templates
+            .values()
+            .map(|t| t.view.lock().unwrap().clone())
+            .collect()
+    }
+
+    /// Deletes a template that no actor uses and whose golden boot is over.
+    pub fn delete_template(&self, name: &str) -> Result<(), EngineError> {
+        {
+            let mut reg = self.reg.lock().unwrap();
+            let t = reg
+                .templates
+                .get(name)
+                .ok_or_else(|| EngineError::NotFound {
+                    kind: "template",
+                    name: name.into(),
+                })?;
+            let phase = t.view.lock().unwrap().status.phase;
+            if matches!(phase, Phase::ResumeGoldenActor | Phase::WaitGoldenActor) {
+                return Err(EngineError::WrongState {
+                    op: "delete",
+                    what: format!("template {name}"),
+                    state: format!("{phase:?}"),
+                    allowed: "a template can be deleted once it is Ready or Failed",
+                });
+            }
+            if let Some((a, id)) = reg
+                .atespaces
+                .iter()
+                .flat_map(|(a, m)| m.iter().map(move |(id, x)| (a, id, x)))
+                .find_map(|(a, id, x)| {
+                    (x.view.lock().unwrap().template == name).then(|| (a.clone(), id.clone()))
+                })
+            {
+                return Err(EngineError::WrongState {
+                    op: "delete",
+                    what: format!("template {name}"),
+                    state: format!("in use by actor {a}/{id}"),
+                    allowed: "delete its actors first",
+                });
+            }
+            reg.templates.remove(name);
+        }
+        let _ = std::fs::remove_dir_all(self.template_dir(name));
+        self.persist();
+        Ok(())
+    }
+
+    // --------------------------------------------------------------- atespaces
+
+    /// Creates an atespace.
+    pub fn create_atespace(&self, name: &str) -> Result<(), EngineError> {
+        names::validate_atespace(name)?;
+        if name == GOLDEN_ATESPACE {
+            return Err(EngineError::InvalidField {
+                field: "atespace",
+                value: name.into(),
+                allowed: format!("{GOLDEN_ATESPACE} is reserved for golden actors"),
+            });
+        }
+        {
+            let mut reg = self.reg.lock().unwrap();
+            if reg.atespaces.contains_key(name) {
+                return Err(EngineError::AlreadyExists {
+                    kind: "atespace",
+                    name: name.into(),
+                });
+            }
+            reg.atespaces.insert(name.into(), BTreeMap::new());
+        }
+        self.persist();
+        Ok(())
+    }
+
+    /// Deletes an empty atespace.
+    pub fn delete_atespace(&self, name: &str) -> Result<(), EngineError> {
+        {
+            let mut reg = self.reg.lock().unwrap();
+            let m = reg
+                .atespaces
+                .get(name)
+                .ok_or_else(|| EngineError::NotFound {
+                    kind: "atespace",
+                    name: name.into(),
+                })?;
+            if let Some(id) = m.keys().next() {
+                return Err(EngineError::WrongState {
+                    op: "delete",
+                    what: format!("atespace {name}"),
+                    state: format!("not empty (actor {id})"),
+                    allowed: "delete its actors first",
+                });
+            }
+            reg.atespaces.remove(name);
+        }
+        let _ = std::fs::remove_dir_all(self.cfg.state_dir.join("actors").join(name));
+        self.persist();
+        Ok(())
+    }
+
+    /// Names of all atespaces.
+    pub fn atespaces(&self) -> Vec<String> {
+        self.reg.lock().unwrap().atespaces.keys().cloned().collect()
+    }
+
+    // ------------------------------------------------------------------ actors
+
+    fn actor(&self, atespace: &str, id: &str) -> Result<Arc<Actor>, EngineError> {
+        names::validate_atespace(atespace)?;
+        names::validate_actor_id(id)?;
+        let reg = self.reg.lock().unwrap();
+        let m = reg
+            .atespaces
+            .get(atespace)
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "atespace",
+                name: atespace.into(),
+            })?;
+        m.get(id).cloned().ok_or_else(|| EngineError::NotFound {
+            kind: "actor",
+            name: format!("{atespace}/{id}"),
+        })
+    }
+
+    /// Creates an actor of a Ready template; it starts Suspended and its
+    /// first resume restores the golden snapshot.
+    pub fn create_actor(
+        &self,
+        atespace: &str,
+        id: &str,
+        template: &str,
+    ) -> Result<ActorView, EngineError> {
+        names::validate_atespace(atespace)?;
+        names::validate_actor_id(id)?;
+        names::validate_template_name(template)?;
+        let view = {
+            let mut reg = self.reg.lock().unwrap();
+            let t = reg
+                .templates
+                .get(template)
+                .ok_or_else(|| EngineError::NotFound {
+                    kind: "template",
+                    name: template.into(),
+                })?;
+            let (phase, port) = {
+                let v = t.view.lock().unwrap();
+                (v.status.phase, v.spec.port)
+            };
+            if phase != Phase::Ready {
+                return Err(EngineError::WrongState {
+                    op: "create an actor of",
+                    what: format!("template {template}"),
+                    state: format!("{phase:?}"),
+                    allowed: "actors can be created once the template is Ready",
+                });
+            }
+            let m = reg
+                .atespaces
+                .get_mut(atespace)
+                .ok_or_else(|| EngineError::NotFound {
+                    kind: "atespace",
+                    name: atespace.into(),
+                })?;
+            if m.contains_key(id) {
+                return Err(EngineError::AlreadyExists {
+                    kind: "actor",
+                    name: format!("{atespace}/{id}"),
+                });
+            }
+            let view = ActorView {
+                id: id.into(),
+                atespace: atespace.into(),
+                template: template.into(),
+                state: ActorState::Suspended,
+                sandbox: None,
+                snapshot: SnapshotSource::Golden,
+                restores: 0,
+                last_restore_from: None,
+                last_restore_ms: None,
+                last_resume_ms: None,
+                dirs: ActorDirs::new(self.cfg.state_dir.join("actors").join(atespace).join(id)),
+            };
+            m.insert(id.into(), Arc::new(Actor::new(view.clone(), port)));
+            view
+        };
+        self.persist();
+        Ok(view)
+    }
+
+    /// An actor's view.
+    pub fn get_actor(&self, atespace: &str, id: &str) -> Result<ActorView, EngineError> {
+        let a = self.actor(atespace, id)?;
+        let v = a.view.lock().unwrap().clone();
+        Ok(v)
+    }
+
+    /// All actors of an atespace.
+    pub fn list_actors(&self, atespace: &str) -> Result<Vec<ActorView>, EngineError> {
+        names::validate_atespace(atespace)?;
+        let reg = self.reg.lock().unwrap();
+        let m = reg
+            .atespaces
+            .get(atespace)
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "atespace",
+                name: atespace.into(),
+            })?;
+        Ok(m.values().map(|a| a.view.lock().unwrap().clone()).collect())
+    }
+
+    /// Resumes a suspended actor. `on_demand` (the router's path) treats an
+    /// actor that is already running as success; the API's explicit resume
+    /// reports it as a wrong-state call.
+    pub async fn resume(
+        &self,
+        atespace: &str,
+        id: &str,
+        on_demand: bool,
+    ) -> Result<ActorView, EngineError> {
+        let actor = self.actor(atespace, id)?;
+        let mut op = actor.op.lock().await;
+        if op.is_some() {
+            if on_demand {
+                return Ok(actor.view.lock().unwrap().clone());
+            }
+            return Err(EngineError::WrongState {
+                op: "resume",
+                what: format!("actor {atespace}/{id}"),
+                state: "RUNNING".into(),
+                allowed: "only a SUSPENDED actor can be resumed",
+            });
+        }
+        let (template, dirs, source) = {
+            let mut v = actor.view.lock().unwrap();
+            v.state = ActorState::Resuming;
+            (v.template.clone(), v.dirs.clone(), v.snapshot.clone())
+        };
+        let t0 = Instant::now();
+        match self
+            .do_resume(&template, &dirs, id, &source, actor.port)
+            .await
+        {
+            Ok((running, restore)) => {
+                let pool = running.relays.clone();
+                let cid = running.cid.clone();
+                *op = Some(running);
+                *actor.running.lock().unwrap() = Some(pool);
+                let v = {
+                    let mut v = actor.view.lock().unwrap();
+                    v.state = ActorState::Running;
+                    v.sandbox = Some(cid.clone());
+                    v.restores += 1;
+                    v.last_restore_from = Some(match source {
+                        SnapshotSource::Golden => "golden".into(),
+                        SnapshotSource::Own(_) => "own".into(),
+                    });
+                    v.last_restore_ms = Some(ms(restore));
+                    v.last_resume_ms = Some(ms(t0.elapsed()));
+                    v.clone()
+                };
+                info!(
+                    actor = %format!("{atespace}/{id}"),
+                    %cid,
+                    from = %v.last_restore_from.as_deref().unwrap_or(""),
+                    restore_ms = ms(restore),
+                    resume_ms = ms(t0.elapsed()),
+                    "restored actor from {} image",
+                    if matches!(source, SnapshotSource::Golden) { "the template's golden" } else { "its own snapshot" }
+                );
+                drop(op);
+                self.persist();
+                Ok(v)
+            }
+            Err(e) => {
+                actor.view.lock().unwrap().state = ActorState::Suspended;
+                Err(e)
+            }
+        }
+    }
+
+    async fn do_resume(
+        &self,
+        template: &str,
+        dirs: &ActorDirs,
+        id: &str,
+        source: &SnapshotSource,
+        port: u16,
+    ) -> Result<(Running, Duration), EngineError> {
+        let (spec, golden) = {
+            let t = self.template(template)?;
+            (t.spec, t.status.snapshot)
+        };
+        let image = match source {
+            SnapshotSource::Golden => golden.ok_or_else(|| EngineError::WrongState {
+                op: "resume from",
+                what: format!("template {template}"),
+                state: "without a golden snapshot".into(),
+                allowed: "the template must be Ready",
+            })?,
+            SnapshotSource::Own(p) => p.clone(),
+        };
+        self.prepare_actor_dirs(template, &spec, dirs, id)?;
+        let cid = self.new_cid();
+        self.record_sandbox(&cid, &format!("actor:{id}"))?;
+        let t0 = Instant::now();
+        if let Err(source) = self
+            .cfg
+            .runsc
+            .restore(
+                &cid,
+                &dirs.bundle,
+                &image,
+                &self.console_log(&dirs.logs)?,
+                self.debug_dir(&dirs.logs),
+            )
+            .await
+        {
+            let _ = self.remove_sandbox(&cid).await;
+            return Err(EngineError::Runtime {
+                context: format!("cannot restore actor {id} from {}", image.display()),
+                source: Box::new(source),
+            });
+        }
+        let restore = t0.elapsed();
+        let relays = RelayPool::new(
+            self.cfg.runsc.clone(),
+            &cid,
+            &Self::helper_in_sandbox(),
+            port,
+        );
+        Ok((Running { cid, relays }, restore))
+    }
+
+    /// Suspends a running actor: closes its relays, checkpoints it into a
+    /// fresh snapshot directory of its own, deletes the container, and
+    /// resets its per-run directories (the identity dir is empty until the
+    /// next resume, ID-10).
+    pub async fn suspend(&self, atespace: &str, id: &str) -> Result<ActorView, EngineError> {
+        let actor = self.actor(atespace, id)?;
+        let mut op = actor.op.lock().await;
+        let Some(running) = op.take() else {
+            return Err(EngineError::WrongState {
+                op: "suspend",
+                what: format!("actor {atespace}/{id}"),
+                state: "SUSPENDED".into(),
+                allowed: "only a RUNNING actor can be suspended",
+            });
+        };
+        let (dirs, old) = {
+            let mut v = actor.view.lock().unwrap();
+            v.state = ActorState::Suspending;
+            (v.dirs.clone(), v.snapshot.clone())
+        };
+        *actor.running.lock().unwrap() = None;
+        running.relays.close(Duration::from_secs(2)).await;
+        let snap = dirs.root.join(format!(
+            "snapshot-{}",
+            self.seq.fetch_add(1, Ordering::Relaxed) + 1
+        ));
+        let t0 = Instant::now();
+        let ck = async {
+            std::fs::create_dir_all(&snap)
+                .map_err(host_err(format!("cannot create {}", snap.display())))?;
+            self.cfg
+                .runsc
+                .checkpoint(&running.cid, &snap, self.debug_dir(&dirs.logs))
+                .await
+                .map_err(|source| EngineError::Runtime {
+                    context: format!("cannot checkpoint actor {atespace}/{id}"),
+                    source: Box::new(source),
+                })
+        }
+        .await;
+        if let Err(e) = ck {
+            // The container may still run: keep it, with fresh relays.
+            let _ = std::fs::remove_dir_all(&snap);
+            let relays = RelayPool::new(
+                self.cfg.runsc.clone(),
+                &running.cid,
+                &Self::helper_in_sandbox(),
+                actor.port,
+            );
+            *actor.running.lock().unwrap() = Some(relays.clone());
+            *op = Some(Running {
+                cid: running.cid,
+                relays,
+            });
+            actor.view.lock().unwrap().state = ActorState::Running;
+            return Err(e);
+        }
+        let checkpoint_ms = ms(t0.elapsed());
+        self.remove_stopped_sandbox_later(running.cid.clone());
+        for d in [&dirs.bundle, &dirs.identity, &dirs.rootfs] {
+            identity::reset_dir(d).map_err(host_err(format!("cannot reset {}", d.display())))?;
+        }
+        if let SnapshotSource::Own(p) = old {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        let v = {
+            let mut v = actor.view.lock().unwrap();
+            v.state = ActorState::Suspended;
+            v.sandbox = None;
+            v.snapshot = SnapshotSource::Own(snap);
+            v.clone()
+        };
+        info!(actor = %format!("{atespace}/{id}"), cid = %running.cid, checkpoint_ms, "suspended actor into its own snapshot");
+        drop(op);
+        self.persist();
+        Ok(v)
+    }
+
+    /// Deletes a suspended actor and everything it owns on the host.
+    pub async fn delete_actor(&self, atespace: &str, id: &str) -> Result<(), EngineError> {
+        let actor = self.actor(atespace, id)?;
+        let op = actor.op.lock().await;
+        if op.is_some() {
+            return Err(EngineError::WrongState {
+                op: "delete",
+                what: format!("actor {atespace}/{id}"),
+                state: "RUNNING".into(),
+                allowed: "only a SUSPENDED actor can be deleted; suspend it first",
+            });
+        }
+        let root = actor.view.lock().unwrap().dirs.root.clone();
+        {
+            let mut reg = self.reg.lock().unwrap();
+            if let Some(m) = reg.atespaces.get_mut(atespace) {
+                m.remove(id);
+            }
+        }
+        drop(op);
+        let _ = std::fs::remove_dir_all(&root);
+        self.persist();
+        Ok(())
+    }
+
+    /// Sends an HTTP request to a running actor through its relay, resuming
+    /// it first if it is suspended (the router's on-demand path).
+    pub async fn forward(
+        &self,
+        atespace: &str,
+        id: &str,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<FullResponse, EngineError> {
+        let actor = self.actor(atespace, id)?;
+        let pool = actor.running.lock().unwrap().clone();
+        let pool = match pool {
+            Some(p) => p,
+            None => {
+                self.resume(atespace, id, true).await?;
+                let p = actor.running.lock().unwrap().clone();
+                p.ok_or_else(|| EngineError::WrongState {
+                    op: "route to",
+                    what: format!("actor {atespace}/{id}"),
+                    state: "suspended again while resuming".into(),
+                    allowed: "retry the request",
+                })?
+            }
+        };
+        Ok(pool.send(req).await?)
+    }
+
+    /// Stops every running actor and removes its sandbox (agent shutdown).
+    /// Returns the container IDs removed.
+    pub async fn shutdown(&self) -> Vec<String> {
+        let actors: Vec<Arc<Actor>> = {
+            let reg = self.reg.lock().unwrap();
+            reg.atespaces
+                .values()
+                .flat_map(|m| m.values().cloned())
+                .collect()
+        };
+        let mut removed = Vec::new();
+        for a in actors {
+            let mut op = a.op.lock().await;
+            if let Some(running) = op.take() {
+                *a.running.lock().unwrap() = None;
+                running.relays.close(Duration::from_millis(500)).await;
+                match self.remove_sandbox(&running.cid).await {
+                    Ok(()) => removed.push(running.cid.clone()),
+                    Err(e) => {
+                        error!(cid = %running.cid, error = %error_chain(&e), "cannot remove sandbox at shutdown")
+                    }
+                }
+                let mut v = a.view.lock().unwrap();
+                v.state = ActorState::Suspended;
+                v.sandbox = None;
+            }
+        }
+        // Deletions of checkpointed sandboxes still in flight.
+        let pending = std::mem::take(&mut *self.background.lock().unwrap());
+        for task in pending {
+            let _ = task.await;
+        }
+        // Anything else recorded (a golden boot in flight, a failed delete).
+        for cid in self.recorded_sandboxes() {
+            match self.remove_sandbox(&cid).await {
+                Ok(()) => removed.push(cid),
+                Err(e) => {
+                    error!(%cid, error = %error_chain(&e), "cannot remove sandbox at shutdown")
+                }
+            }
+        }
+        self.persist();
+        removed
+    }
+}
+
+impl Actor {
+    fn new(view: ActorView, port: u16) -> Self {
+        Actor {
+            view: Mutex::new(view),
+            running: Mutex::new(None),
+            op: tokio::sync::Mutex::new(None),
+            port,
+        }
+    }
+}
+
+/// Kills and deletes, by container ID, every sandbox recorded in
+/// `state_dir/sandboxes/` (left by an agent that did not shut down), logging
+/// each one. Returns the IDs removed.
+pub async fn remove_recorded_sandboxes(
+    state_dir: &Path,
+    runsc: &Runsc,
+) -> Result<Vec<String>, EngineError> {
+    let dir = state_dir.join("sandboxes");
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(host_err(format!("cannot read {}", dir.display()))(e)),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(cid) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else {
+            continue;
+        };
+        let owner = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SandboxRecord>(&b).ok())
+            .map(|r| r.owner)
+            .unwrap_or_else(|| "unknown".into());
+        runsc
+            .remove(&cid)
+            .await
+            .map_err(|source| EngineError::Runtime {
+                context: format!("cannot remove orphan sandbox {cid} ({owner})"),
+                source: Box::new(source),
+            })?;
+        warn!(%cid, %owner, state_dir = %state_dir.display(), "removed orphan sandbox left by an earlier agent");
+        let _ = std::fs::remove_file(&path);
+        removed.push(cid);
+    }
+    Ok(removed)
+}
+
+/// Polls `GET /healthz` through the relay until it answers 200 or the
+/// deadline passes; on timeout says what it saw last.
+async fn wait_healthy(pool: &RelayPool, deadline: Duration) -> Result<(), EngineError> {
+    let start = Instant::now();
+    loop {
+        let req = hyper::Request::get("/healthz")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .expect("static request");
+        let last = match tokio::time::timeout(Duration::from_secs(5), pool.send(req)).await {
+            Ok(Ok(resp)) if resp.status().is_success() => return Ok(()),
+            Ok(Ok(resp)) => format!("/healthz answered {}", resp.status()),
+            Ok(Err(e)) => error_chain(&e),
+            Err(_) => "/healthz did not answer within 5s".to_owned(),
+        };
+        if start.elapsed() >= deadline {
+            return Err(EngineError::Host {
+                context: format!(
+                    "golden actor not healthy after {:?}; last: {last}",
+                    deadline
+                ),
+                source: Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "health deadline passed",
+                )),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Renders an error and its sources, one cause per line (`caused by: ...`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str("\ncaused by: ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
