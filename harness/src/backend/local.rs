@@ -1,0 +1,527 @@
+//! The embedded backend: the reference agent (`ate-refagent`) as a child
+//! process, actors in real gVisor sandboxes on this machine.
+//!
+//! Start-up: build (or take) the static probe and agent, remove what a
+//! crashed earlier run left (`ate-refagent gc` on every state dir no agent
+//! holds), start `ate-refagent serve --exit-with-parent` with a state dir of
+//! this run's own, read its one JSON line (bound control and router
+//! addresses), then drive its control API. Teardown: SIGTERM, which makes
+//! the agent kill and delete every sandbox it started; then a check that
+//! `runsc list` shows none of them.
+
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use async_trait::async_trait;
+use ate_cmd::{Cmd, Spawned, Stdio};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tracing::{info, warn};
+
+use super::{ActorInfo, Backend, Golden, Result};
+use crate::fixture::{self, StaticBins};
+use crate::router::RouterClient;
+
+/// Options of the local backend.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// This run's ID (part of the state dir, template and actor names).
+    pub run_id: String,
+    /// Parent of every run's agent state dir.
+    pub state_root: PathBuf,
+    /// Where the agent's log goes (`agent-<run>.log`).
+    pub log_dir: PathBuf,
+    /// Use this probe binary instead of building ours.
+    pub probe_bin: Option<PathBuf>,
+    /// Ask runsc for debug logs (per actor, under the state dir).
+    pub runsc_debug: bool,
+    /// Deadline for the agent to print its address line.
+    pub start_timeout: Duration,
+}
+
+/// The agent's start-up line.
+#[derive(Debug, Deserialize)]
+struct AgentLine {
+    control: SocketAddr,
+    router: SocketAddr,
+    pid: u32,
+    instance: String,
+    runsc_version: String,
+    #[serde(default)]
+    orphans_removed: Vec<String>,
+}
+
+/// The embedded backend.
+pub struct LocalBackend {
+    opts: LocalOptions,
+    agent: Mutex<Option<Spawned>>,
+    line: AgentLine,
+    http: reqwest::Client,
+    state_dir: PathBuf,
+    log_path: PathBuf,
+    bins: StaticBins,
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("    {l}\n"))
+        .collect()
+}
+
+/// True when no agent holds `dir`'s lock (its agent is gone).
+fn state_dir_is_stale(dir: &Path) -> bool {
+    let Ok(f) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("agent.lock"))
+    else {
+        // No lock file: not an agent state dir we know how to judge.
+        return false;
+    };
+    rustix::fs::flock(
+        f.as_fd(),
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    )
+    .is_ok()
+}
+
+/// Removes what crashed earlier runs left under `state_root`: for every
+/// state dir no agent holds, `ate-refagent gc --remove` kills and deletes
+/// its recorded sandboxes by ID and removes the dir. Returns what `gc`
+/// printed, one line per thing removed.
+pub async fn gc_stale_runs(agent_bin: &Path, state_root: &Path) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(state_root) else {
+        return Ok(removed);
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        if !dir.is_dir() || !state_dir_is_stale(&dir) {
+            continue;
+        }
+        let out = Cmd::new(agent_bin)
+            .arg("gc")
+            .arg("--state-dir")
+            .arg(&dir)
+            .arg("--remove")
+            .timeout(Duration::from_secs(120))
+            .run()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot clean up the state dir {} of an earlier run",
+                    dir.display()
+                )
+            })?;
+        for l in out.stdout_str().lines() {
+            warn!(run_dir = %dir.display(), "earlier run left: {l}");
+            removed.push(l.to_owned());
+        }
+    }
+    Ok(removed)
+}
+
+/// The probe template spec, rendered from `fixtures/local/probe-template.json`.
+pub fn probe_template(name: &str, probe_bin: &Path) -> Result<Value> {
+    let path = crate::suite::workspace_root().join("fixtures/local/probe-template.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let doc: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let file = probe_bin
+        .file_name()
+        .and_then(|f| f.to_str())
+        .ok_or_else(|| {
+            anyhow!(
+                "probe binary {} has no UTF-8 file name",
+                probe_bin.display()
+            )
+        })?;
+    let vars = std::collections::BTreeMap::from([
+        ("TEMPLATE", name.to_owned()),
+        (
+            "PROBE_BIN",
+            probe_bin
+                .to_str()
+                .ok_or_else(|| anyhow!("probe path {} is not UTF-8", probe_bin.display()))?
+                .to_owned(),
+        ),
+        ("PROBE_FILE", file.to_owned()),
+    ]);
+    Ok(crate::template::render_json(
+        "fixtures/local/probe-template.json",
+        &doc,
+        &vars,
+    )?)
+}
+
+impl LocalBackend {
+    /// Builds what is needed, cleans up after crashed runs, and starts the
+    /// agent.
+    pub async fn start(opts: LocalOptions) -> Result<LocalBackend> {
+        let bins = fixture::static_bins(&fixture::BuildOptions::default())
+            .await
+            .context("cannot build the static probe and agent")?;
+        let probe = opts.probe_bin.clone().unwrap_or_else(|| bins.probe.clone());
+        let bins = StaticBins {
+            probe,
+            agent: bins.agent,
+        };
+        std::fs::create_dir_all(&opts.state_root)
+            .with_context(|| format!("cannot create {}", opts.state_root.display()))?;
+        std::fs::create_dir_all(&opts.log_dir)
+            .with_context(|| format!("cannot create {}", opts.log_dir.display()))?;
+        let gc = gc_stale_runs(&bins.agent, &opts.state_root).await?;
+        if !gc.is_empty() {
+            info!(count = gc.len(), "removed leftovers of earlier runs");
+        }
+
+        let state_dir = opts.state_root.join(&opts.run_id);
+        let log_path = opts.log_dir.join(format!("agent-{}.log", opts.run_id));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let mut cmd = Cmd::new(&bins.agent)
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--exit-with-parent")
+            .stderr(Stdio::file(log));
+        if opts.runsc_debug {
+            cmd = cmd.arg("--runsc-debug");
+        }
+        let started = Instant::now();
+        let mut agent = cmd.spawn().context("cannot start the reference agent")?;
+        let stdout = agent.stdout.take().expect("stdout is piped");
+        let first = tokio::time::timeout(opts.start_timeout, async {
+            BufReader::new(stdout).lines().next_line().await
+        })
+        .await;
+        let line = match first {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                let status = agent.wait().await.ok();
+                bail!(
+                    "the agent `{}` exited before it was ready ({status:?}); its log {}:\n{}",
+                    agent.cmd(),
+                    log_path.display(),
+                    tail(&log_path, 30)
+                );
+            }
+            Err(_) => {
+                let cmdline = agent.cmd().to_owned();
+                let _ = agent.terminate(Duration::from_secs(10)).await;
+                bail!(
+                    "the agent `{cmdline}` printed no address line within {:?}; its log {}:\n{}",
+                    opts.start_timeout,
+                    log_path.display(),
+                    tail(&log_path, 30)
+                );
+            }
+        };
+        let line: AgentLine = serde_json::from_str(&line)
+            .with_context(|| format!("the agent's first line is not its address JSON: {line}"))?;
+        info!(pid = line.pid, control = %line.control, router = %line.router, ms = started.elapsed().as_millis() as u64, "agent ready");
+        if !line.orphans_removed.is_empty() {
+            warn!(orphans = ?line.orphans_removed, "agent removed orphan sandboxes");
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("reqwest client builds without TLS");
+        Ok(LocalBackend {
+            opts,
+            agent: Mutex::new(Some(agent)),
+            line,
+            http,
+            state_dir,
+            log_path,
+            bins,
+        })
+    }
+
+    /// The agent's log file.
+    pub fn agent_log(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The agent's control API address.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.line.control
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let what = format!("agent API `{method} {path}`");
+        let mut req = self
+            .http
+            .request(method, format!("http://{}{}", self.line.control, path))
+            .timeout(Duration::from_secs(120));
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "{what}: no answer from the agent (log: {})",
+                self.log_path.display()
+            )
+        })?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("{what}: cannot read the body"))?;
+        if !status.is_success() {
+            let msg = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(String::from))
+                .unwrap_or(text);
+            bail!("{what} answered {status}: {msg}");
+        }
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
+            .with_context(|| format!("{what}: the answer is not JSON: {text}"))
+    }
+
+    fn actor_info(v: &Value) -> Result<ActorInfo> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+        Ok(ActorInfo {
+            atespace: s("atespace").ok_or_else(|| anyhow!("actor view without atespace: {v}"))?,
+            id: s("id").ok_or_else(|| anyhow!("actor view without id: {v}"))?,
+            state: s("state").unwrap_or_default(),
+            restored_from: s("last_restore_from"),
+            restore_ms: v.get("last_restore_ms").and_then(Value::as_u64),
+            host_identity_dir: v
+                .pointer("/dirs/identity")
+                .and_then(Value::as_str)
+                .map(PathBuf::from),
+            sandbox: s("sandbox"),
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn fingerprint(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "backend".into(),
+                "local (embedded ate-refagent on gVisor runsc)".into(),
+            ),
+            ("runsc".into(), self.line.runsc_version.clone()),
+            (
+                "agent".into(),
+                format!(
+                    "{} (pid {}, instance {})",
+                    self.bins.agent.display(),
+                    self.line.pid,
+                    self.line.instance
+                ),
+            ),
+            ("probe".into(), self.bins.probe.display().to_string()),
+            ("agent_log".into(), self.log_path.display().to_string()),
+        ]
+    }
+
+    async fn deploy_probe(&self, deadline: Duration) -> Result<Golden> {
+        let name = format!("probe-{}", self.opts.run_id);
+        let start = Instant::now();
+        let spec = probe_template(&name, &self.bins.probe)?;
+        self.call(reqwest::Method::POST, "/templates", Some(spec))
+            .await
+            .context("cannot create the probe template")?;
+        let mut last = Value::Null;
+        while start.elapsed() < deadline {
+            last = self
+                .call(reqwest::Method::GET, &format!("/templates/{name}"), None)
+                .await?;
+            match last.pointer("/status/phase").and_then(Value::as_str) {
+                Some("Ready") => {
+                    let golden_actor_id = last
+                        .pointer("/status/goldenActorID")
+                        .or_else(|| last.pointer("/status/goldenActorId"))
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| {
+                            anyhow!("template {name} is Ready without a golden actor ID: {last}")
+                        })?
+                        .to_owned();
+                    let snapshot = last
+                        .pointer("/status/snapshot")
+                        .and_then(Value::as_str)
+                        .map(String::from);
+                    return Ok(Golden {
+                        template: name,
+                        golden_actor_id,
+                        snapshot,
+                        ready_after: start.elapsed(),
+                    });
+                }
+                Some("Failed") => bail!(
+                    "template {name} failed: {}",
+                    last.pointer("/status/reason")
+                        .and_then(Value::as_str)
+                        .unwrap_or("(no reason given)")
+                ),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        bail!(
+            "template {name} not Ready after {deadline:?}; last status seen: {}",
+            last.get("status").unwrap_or(&last)
+        )
+    }
+
+    async fn create_atespace(&self, atespace: &str) -> Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "/atespaces",
+            Some(json!({ "name": atespace })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn delete_atespace(&self, atespace: &str) -> Result<()> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/atespaces/{atespace}"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn create_actor(&self, atespace: &str, id: &str, template: &str) -> Result<ActorInfo> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/atespaces/{atespace}/actors"),
+                Some(json!({ "id": id, "template": template })),
+            )
+            .await?;
+        Self::actor_info(&v)
+    }
+
+    async fn resume(&self, atespace: &str, id: &str) -> Result<ActorInfo> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/atespaces/{atespace}/actors/{id}/resume"),
+                None,
+            )
+            .await?;
+        Self::actor_info(&v)
+    }
+
+    async fn suspend(&self, atespace: &str, id: &str) -> Result<ActorInfo> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/atespaces/{atespace}/actors/{id}/suspend"),
+                None,
+            )
+            .await?;
+        Self::actor_info(&v)
+    }
+
+    async fn delete_actor(&self, atespace: &str, id: &str) -> Result<()> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/atespaces/{atespace}/actors/{id}"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn get_actor(&self, atespace: &str, id: &str) -> Result<ActorInfo> {
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/atespaces/{atespace}/actors/{id}"),
+                None,
+            )
+            .await?;
+        Self::actor_info(&v)
+    }
+
+    fn router(&self) -> RouterClient {
+        RouterClient::new(self.line.router)
+    }
+
+    async fn live_sandboxes(&self) -> Result<Vec<String>> {
+        // What runsc itself lists, not what the agent believes.
+        let out = Cmd::new("runsc")
+            .args(["list", "-quiet"])
+            .timeout(Duration::from_secs(20))
+            .run()
+            .await?;
+        let prefix = format!("ate-{}-", self.line.instance);
+        Ok(out
+            .stdout_str()
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with(&prefix))
+            .map(String::from)
+            .collect())
+    }
+
+    async fn teardown(&self) -> Result<()> {
+        let agent = self.agent.lock().unwrap().take();
+        let Some(agent) = agent else { return Ok(()) };
+        let pid = agent.pid();
+        let status = agent
+            .terminate(Duration::from_secs(30))
+            .await
+            .context("cannot stop the agent")?;
+        info!(pid, ?status, "agent stopped");
+        let left = self.live_sandboxes().await?;
+        if !left.is_empty() {
+            // The agent failed its own invariant: remove them by ID, and
+            // fail loudly.
+            for cid in &left {
+                let _ = Cmd::new("runsc")
+                    .args(["kill", cid, "KILL"])
+                    .timeout(Duration::from_secs(20))
+                    .output()
+                    .await;
+                let _ = Cmd::new("runsc")
+                    .args(["delete", "-force", cid])
+                    .timeout(Duration::from_secs(20))
+                    .output()
+                    .await;
+            }
+            bail!(
+                "the agent left {} sandbox(es) running after SIGTERM: {left:?} (removed now by ID)",
+                left.len()
+            );
+        }
+        if !status.success() {
+            bail!(
+                "the agent exited with {status} at teardown; its log {}:\n{}",
+                self.log_path.display(),
+                tail(&self.log_path, 30)
+            );
+        }
+        std::fs::remove_dir_all(&self.state_dir)
+            .with_context(|| format!("cannot remove {}", self.state_dir.display()))?;
+        Ok(())
+    }
+}
