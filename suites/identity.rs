@@ -1,1 +1,473 @@
-fn main() {}
+//! The identity suite: every actor restored from one golden snapshot reads
+//! its own ID from `/run/ate/actor-id`, and the rest of the identity
+//! contract (CONTRACT.md I) holds, observed from inside real sandboxes and
+//! through the router.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, ensure, Context};
+use ate_harness::probe::{Counter, Env, IdentityDir, Snapshot, TryWrite, Whoami};
+use ate_harness::suite::{Ctx, Suite};
+
+fn main() -> ExitCode {
+    Suite::new("identity")
+        .trial(
+            "gate::own_identity_after_restore",
+            &["ID-1", "ID-3", "ID-4", "ID-5"],
+            own_identity_after_restore,
+        )
+        .trial(
+            "gate::restored_from_golden_not_booted",
+            &["ID-3"],
+            restored_not_booted,
+        )
+        .trial(
+            "format::exact_bytes_no_newline",
+            &["ID-1", "ID-2"],
+            exact_bytes,
+        )
+        .trial("mount::read_only", &["ID-6"], read_only)
+        .trial(
+            "mount::directory_bind_not_env",
+            &["ID-7"],
+            directory_bind_not_env,
+        )
+        .trial(
+            "cycle::suspend_then_routed_request_resumes_own_identity",
+            &["ID-10", "ID-11", "ID-15"],
+            suspend_resume_cycle,
+        )
+        .trial("router::host_names", &["ID-14", "ID-15"], router_host_names)
+        .main()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Creates and resumes an actor named `<base>-<run>`; phases are timed.
+async fn running_actor(ctx: &Ctx, base: &str) -> anyhow::Result<String> {
+    let id = ctx.new_actor(base).await?;
+    let info = ctx
+        .phase(
+            format!("restore {id}"),
+            ctx.backend().resume(ctx.atespace(), &id),
+        )
+        .await?;
+    ensure!(
+        info.state == "RUNNING",
+        "actor {}/{id} is {} after resume, expected RUNNING",
+        ctx.atespace(),
+        info.state
+    );
+    Ok(id)
+}
+
+async fn whoami(ctx: &Ctx, id: &str) -> anyhow::Result<Whoami> {
+    ctx.phase(
+        format!("whoami {id}"),
+        ctx.router()
+            .get_json::<Whoami>(ctx.atespace(), id, "/whoami"),
+    )
+    .await
+}
+
+/// ID-3 and ID-4 for one actor, with a message that quotes everything a
+/// person needs: the actor, what it read, the golden ID, the read error.
+fn check_own_identity(ctx: &Ctx, id: &str, w: &Whoami) -> anyhow::Result<()> {
+    let golden = &ctx.golden().golden_actor_id;
+    let read = w.bytes();
+    let shown = String::from_utf8_lossy(&read);
+    let err = w.error.as_deref().unwrap_or("none");
+    if read == golden.as_bytes() {
+        bail!(
+            "ID-4: actor {}/{id} read the GOLDEN actor's ID {golden:?} from /run/ate/actor-id: it sees the identity \
+             the snapshot was taken with, not its own (probe read error: {err})",
+            ctx.atespace()
+        );
+    }
+    if read != id.as_bytes() {
+        bail!(
+            "ID-3: actor {}/{id} read {shown:?} ({} bytes) from /run/ate/actor-id, expected its own ID {id:?}; \
+             golden actor is {golden:?}; probe read error: {err}",
+            ctx.atespace(),
+            read.len()
+        );
+    }
+    Ok(())
+}
+
+/// The regression gate: two actors restored from one golden snapshot,
+/// reached through the router, each read their own ID.
+async fn own_identity_after_restore(ctx: Ctx) -> anyhow::Result<()> {
+    let (alpha, beta) = tokio::try_join!(
+        running_actor(&ctx, "probe-alpha"),
+        running_actor(&ctx, "probe-beta")
+    )?;
+    let (wa, wb) = tokio::try_join!(whoami(&ctx, &alpha), whoami(&ctx, &beta))?;
+    check_own_identity(&ctx, &alpha, &wa)?;
+    check_own_identity(&ctx, &beta, &wb)?;
+    ensure!(
+        wa.bytes() != wb.bytes(),
+        "ID-5: actors {alpha} and {beta}, restored from one golden snapshot, both read {:?}",
+        wa.file
+    );
+    Ok(())
+}
+
+/// Both actors came from the golden snapshot (same start-time nonce, and
+/// the identity their process saw at start is the golden's), while each
+/// reads its own ID now.
+async fn restored_not_booted(ctx: Ctx) -> anyhow::Result<()> {
+    let (a, b) = tokio::try_join!(
+        running_actor(&ctx, "probe-nonce-a"),
+        running_actor(&ctx, "probe-nonce-b")
+    )?;
+    let golden = ctx.golden().golden_actor_id.clone();
+    let r = ctx.router();
+    let (sa, sb) = tokio::try_join!(
+        r.get_json::<Snapshot>(ctx.atespace(), &a, "/snapshot"),
+        r.get_json::<Snapshot>(ctx.atespace(), &b, "/snapshot")
+    )?;
+    for (id, s) in [(&a, &sa), (&b, &sb)] {
+        ensure!(
+            s.identity_at_start == golden,
+            "actor {id} was not restored from the golden snapshot: its process read {:?} at start (error: {}), \
+             the golden actor is {golden:?}; a cold boot or another image would read something else",
+            s.identity_at_start,
+            s.identity_at_start_error.as_deref().unwrap_or("none")
+        );
+        let info = ctx.backend().get_actor(ctx.atespace(), id).await?;
+        if let Some(from) = &info.restored_from {
+            ensure!(from == "golden", "the backend says actor {id} was restored from {from:?}, expected the golden snapshot");
+        }
+    }
+    ensure!(
+        sa.nonce == sb.nonce,
+        "actors {a} and {b} carry different start nonces ({} vs {}): they are not restores of one process image",
+        sa.nonce,
+        sb.nonce
+    );
+    let (wa, wb) = tokio::try_join!(whoami(&ctx, &a), whoami(&ctx, &b))?;
+    check_own_identity(&ctx, &a, &wa)?;
+    check_own_identity(&ctx, &b, &wb)
+}
+
+/// ID-2: exactly the raw ID bytes, no newline, nothing else.
+async fn exact_bytes(ctx: Ctx) -> anyhow::Result<()> {
+    let id = running_actor(&ctx, "probe-format").await?;
+    let w = whoami(&ctx, &id).await?;
+    ensure!(
+        w.error.is_none(),
+        "ID-1: actor {id} cannot read /run/ate/actor-id: {}",
+        w.error.as_deref().unwrap_or("")
+    );
+    let read = w.bytes();
+    ensure!(
+        read == id.as_bytes(),
+        "ID-2: /run/ate/actor-id of actor {id} holds {} bytes (hex {}), expected exactly the {} bytes of {id:?} \
+         (hex {}) with no trailing newline or padding",
+        read.len(),
+        hex(&read),
+        id.len(),
+        hex(id.as_bytes())
+    );
+    if let Some(n) = w.file_len {
+        ensure!(
+            n as usize == id.len(),
+            "ID-2: the probe reports {n} bytes in /run/ate/actor-id of {id}, expected {}",
+            id.len()
+        );
+    }
+    Ok(())
+}
+
+/// ID-6: every write, create, unlink, rename and mkdir inside /run/ate
+/// fails with EROFS or EACCES, and nothing changes on the host.
+async fn read_only(ctx: Ctx) -> anyhow::Result<()> {
+    const EACCES: i32 = 13;
+    const EROFS: i32 = 30;
+    let id = running_actor(&ctx, "probe-readonly").await?;
+    let info = ctx.backend().get_actor(ctx.atespace(), &id).await?;
+    let tw: TryWrite = ctx
+        .phase(
+            "try-write",
+            ctx.router()
+                .post_json(ctx.atespace(), &id, "/identity-dir/try-write"),
+        )
+        .await?;
+    ensure!(
+        !tw.attempts.is_empty(),
+        "the probe reported no write attempts inside /run/ate"
+    );
+    let bad: Vec<String> = tw
+        .attempts
+        .iter()
+        .filter(|a| a.ok || !matches!(a.errno, Some(EROFS) | Some(EACCES)))
+        .map(|a| {
+            if a.ok {
+                format!("{} SUCCEEDED", a.op)
+            } else {
+                format!(
+                    "{} failed with errno {:?} ({})",
+                    a.op,
+                    a.errno,
+                    a.error.as_deref().unwrap_or("")
+                )
+            }
+        })
+        .collect();
+    ensure!(
+        bad.is_empty(),
+        "ID-6: /run/ate is not read-only in actor {id}: {} (every attempt must fail with EROFS or EACCES)",
+        bad.join("; ")
+    );
+    if let Some(dir) = info.host_identity_dir {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot list the host identity dir {}", dir.display()))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        ensure!(
+            names == ["actor-id"],
+            "ID-6: the host identity dir {} of {id} changed: it holds {names:?}",
+            dir.display()
+        );
+        let host = std::fs::read(dir.join("actor-id"))
+            .with_context(|| format!("cannot read {}/actor-id", dir.display()))?;
+        ensure!(
+            host == id.as_bytes(),
+            "ID-6: the host file {}/actor-id of {id} changed to {:?}",
+            dir.display(),
+            String::from_utf8_lossy(&host)
+        );
+    }
+    let w = whoami(&ctx, &id).await?;
+    check_own_identity(&ctx, &id, &w)
+}
+
+/// ID-7: what is mounted is the directory (one read-only mount at
+/// /run/ate, none on the file), and the ID is not in the environment.
+async fn directory_bind_not_env(ctx: Ctx) -> anyhow::Result<()> {
+    let id = running_actor(&ctx, "probe-dirmount").await?;
+    let r = ctx.router();
+    let d: IdentityDir = ctx
+        .phase(
+            "identity-dir",
+            r.get_json(ctx.atespace(), &id, "/identity-dir"),
+        )
+        .await?;
+    ensure!(
+        d.mountinfo_error.is_none(),
+        "the probe cannot read mountinfo: {}",
+        d.mountinfo_error.as_deref().unwrap_or("")
+    );
+    let at_dir: Vec<_> = d
+        .mounts
+        .iter()
+        .filter(|m| m.mount_point == "/run/ate")
+        .collect();
+    let below: Vec<_> = d
+        .mounts
+        .iter()
+        .filter(|m| m.mount_point.starts_with("/run/ate/"))
+        .collect();
+    ensure!(
+        below.is_empty(),
+        "ID-7: actor {id} has mounts inside /run/ate ({:?}): a single-file mount cannot take sibling files",
+        below.iter().map(|m| &m.mount_point).collect::<Vec<_>>()
+    );
+    ensure!(
+        at_dir.len() == 1,
+        "ID-7: actor {id} has {} mounts at /run/ate (expected exactly one bind mount of its identity directory); mounts seen: {:?}",
+        at_dir.len(),
+        d.mounts
+    );
+    ensure!(
+        at_dir[0].read_only(),
+        "ID-6/ID-7: the mount at /run/ate in actor {id} is not read-only: options {:?}",
+        at_dir[0].mount_options
+    );
+    ensure!(
+        d.entries
+            .iter()
+            .any(|e| e.name == "actor-id" && e.kind == "file"),
+        "ID-1: /run/ate of actor {id} has no regular file actor-id; entries: {:?} (error: {})",
+        d.entries
+            .iter()
+            .map(|e| format!("{} ({})", e.name, e.kind))
+            .collect::<Vec<_>>(),
+        d.entries_error.as_deref().unwrap_or("none")
+    );
+    let env: Env = ctx
+        .phase("env", r.get_json(ctx.atespace(), &id, "/env"))
+        .await?;
+    let golden = &ctx.golden().golden_actor_id;
+    let leaks: Vec<String> = env
+        .env
+        .iter()
+        .filter(|(_, v)| v.contains(id.as_str()) || v.contains(golden.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    ensure!(
+        leaks.is_empty(),
+        "ID-7: the identity is passed in the environment of actor {id}: {leaks:?} (golden actor {golden}); \
+         an environment variable is frozen into the snapshot"
+    );
+    Ok(())
+}
+
+/// ID-10/11/15: suspend, then a request through the router resumes the
+/// actor on demand from its own snapshot; it reads its own ID and keeps
+/// its own in-memory state. Twice.
+async fn suspend_resume_cycle(ctx: Ctx) -> anyhow::Result<()> {
+    let id = running_actor(&ctx, "probe-cycle").await?;
+    let r = ctx.router();
+    let golden = ctx.golden().golden_actor_id.clone();
+    for cycle in 1..=2u64 {
+        let c: Counter = r.post_json(ctx.atespace(), &id, "/counter").await?;
+        ensure!(
+            c.counter == cycle,
+            "ID-11: in-memory counter of {id} is {} before suspend {cycle}, expected {cycle} (state not restored from its own snapshot)",
+            c.counter
+        );
+        let info = ctx
+            .phase(
+                format!("suspend {id} (cycle {cycle})"),
+                ctx.backend().suspend(ctx.atespace(), &id),
+            )
+            .await?;
+        ensure!(
+            info.state == "SUSPENDED",
+            "actor {id} is {} after suspend, expected SUSPENDED",
+            info.state
+        );
+        if let Some(dir) = &info.host_identity_dir {
+            let left: Vec<String> = std::fs::read_dir(dir)
+                .map(|it| {
+                    it.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            ensure!(
+                left.is_empty(),
+                "ID-10: after suspending {id} its host identity dir {} still holds {left:?}",
+                dir.display()
+            );
+        }
+        let w = ctx
+            .phase(
+                format!("whoami {id} via router, resumes on demand (cycle {cycle})"),
+                r.get_json::<Whoami>(ctx.atespace(), &id, "/whoami"),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "ID-15: a request to suspended actor {id} through the router did not resume it"
+                )
+            })?;
+        check_own_identity(&ctx, &id, &w)
+            .with_context(|| format!("ID-11: after suspend/resume cycle {cycle}"))?;
+        let info = ctx.backend().get_actor(ctx.atespace(), &id).await?;
+        ensure!(
+            info.state == "RUNNING",
+            "actor {id} is {} after an on-demand resume, expected RUNNING",
+            info.state
+        );
+        if let Some(from) = &info.restored_from {
+            ensure!(from == "own", "ID-11: actor {id} was resumed from {from:?} after a suspend, expected its own snapshot");
+        }
+        let c: Counter = r.get_json(ctx.atespace(), &id, "/counter").await?;
+        ensure!(
+            c.counter == cycle,
+            "ID-11: in-memory counter of {id} is {} after resume {cycle}, expected {cycle}: its memory did not come from its own last snapshot",
+            c.counter
+        );
+        let s: Snapshot = r.get_json(ctx.atespace(), &id, "/snapshot").await?;
+        ensure!(
+            s.identity_at_start == golden,
+            "actor {id}'s process is not the one restored from the golden snapshot (it read {:?} at start)",
+            s.identity_at_start
+        );
+    }
+    Ok(())
+}
+
+/// ID-15: the router routes on Host, accepts a trailing dot and a port,
+/// answers 400 naming the rule for malformed names and 404 for unknown
+/// actors.
+async fn router_host_names(ctx: Ctx) -> anyhow::Result<()> {
+    let id = running_actor(&ctx, "probe-router").await?;
+    let r = ctx.router();
+    let host = ate_harness::router::actor_host(&id, ctx.atespace());
+    for h in [
+        format!("{host}."),
+        format!("{host}:80"),
+        format!("{host}.:8080"),
+    ] {
+        let resp = r
+            .send_with_host(reqwest::Method::GET, Some(&h), "/whoami")
+            .await?
+            .ok()?;
+        let w: Whoami = resp.json()?;
+        check_own_identity(&ctx, &id, &w).with_context(|| format!("ID-15: with Host {h:?}"))?;
+    }
+    let unknown = ate_harness::router::actor_host(&ctx.unique("no-such-actor"), ctx.atespace());
+    let resp = r
+        .send_with_host(reqwest::Method::GET, Some(&unknown), "/whoami")
+        .await?;
+    ensure!(
+        resp.status == 404,
+        "ID-15: Host {unknown:?} (no such actor) answered {}, expected 404: {}",
+        resp.status,
+        resp.body_text()
+    );
+    let cases = [
+        (
+            format!(
+                "Bad_Name.{}.actors.resources.substrate.ate.dev",
+                ctx.atespace()
+            ),
+            "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        ),
+        (
+            format!("-a.{}.actors.resources.substrate.ate.dev", ctx.atespace()),
+            "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        ),
+        (
+            format!(
+                "{}.{}.actors.resources.substrate.ate.dev",
+                "a".repeat(64),
+                ctx.atespace()
+            ),
+            "63",
+        ),
+        (
+            format!("{id}.{}.example.com", ctx.atespace()),
+            "actors.resources.substrate.ate.dev",
+        ),
+        (
+            "127.0.0.1".to_string(),
+            "actors.resources.substrate.ate.dev",
+        ),
+    ];
+    for (h, rule) in cases {
+        let resp = r
+            .send_with_host(reqwest::Method::GET, Some(&h), "/whoami")
+            .await?;
+        ensure!(
+            resp.status == 400,
+            "ID-14/15: Host {h:?} answered {}, expected 400: {}",
+            resp.status,
+            resp.body_text()
+        );
+        ensure!(
+            resp.body_text().contains(rule),
+            "ID-14/15: the 400 for Host {h:?} does not name the rule {rule:?}: {}",
+            resp.body_text()
+        );
+    }
+    Ok(())
+}
