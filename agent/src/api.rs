@@ -18,7 +18,8 @@
 //!
 //! Every error is `{"error": <message with its causes>, "kind": <kind>}`
 //! with a status that says which kind: 400 invalid input, 404 unknown, 409
-//! exists or wrong state, 500 runtime or host failure, 502 relay failure.
+//! exists or wrong state, 500 runtime or host failure, 502 relay failure,
+//! 503 while the agent shuts down.
 
 use std::sync::Arc;
 
@@ -59,6 +60,7 @@ impl From<EngineError> for ApiError {
             EngineError::Runtime { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "runtime"),
             EngineError::Host { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "host"),
             EngineError::Relay(_) => (StatusCode::BAD_GATEWAY, "relay"),
+            EngineError::ShuttingDown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shutting-down"),
         };
         ApiError(status, kind, error_chain(&e))
     }

@@ -101,6 +101,12 @@ pub enum EngineError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The agent is shutting down and starts nothing new.
+    #[error("the agent is shutting down: cannot {op}")]
+    ShuttingDown {
+        /// What was refused.
+        op: String,
+    },
     /// Talking to the actor through its relay failed.
     #[error(transparent)]
     Relay(#[from] RelayError),
@@ -330,6 +336,11 @@ pub struct Engine {
     persist_lock: Mutex<()>,
     /// Deletions of checkpointed (stopped) containers still in progress.
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Golden boots in progress.
+    golden_boots: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set (under the registry lock) when shutdown begins: nothing new is
+    /// created or started after it.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 fn unix_ms() -> u64 {
@@ -391,6 +402,8 @@ impl Engine {
             reg: Mutex::new(Registry::default()),
             persist_lock: Mutex::new(()),
             background: Mutex::new(Vec::new()),
+            golden_boots: Mutex::new(Vec::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
             cfg,
         });
         let orphans = engine.remove_orphans().await?;
@@ -690,6 +703,7 @@ impl Engine {
         });
         {
             let mut reg = self.reg.lock().unwrap();
+            self.refuse_if_closing(|| format!("create template {}", spec.name))?;
             if reg.templates.contains_key(&spec.name) {
                 return Err(EngineError::AlreadyExists {
                     kind: "template",
@@ -700,7 +714,7 @@ impl Engine {
         }
         self.persist();
         let engine = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let result = engine.boot_golden(&t, &golden_id).await;
             {
                 let mut v = t.view.lock().unwrap();
@@ -719,7 +733,17 @@ impl Engine {
             }
             engine.persist();
         });
+        let mut boots = self.golden_boots.lock().unwrap();
+        boots.retain(|t| !t.is_finished());
+        boots.push(task);
         Ok(view)
+    }
+
+    fn refuse_if_closing(&self, op: impl FnOnce() -> String) -> Result<(), EngineError> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown { op: op() });
+        }
+        Ok(())
     }
 
     fn template_dir(&self, name: &str) -> PathBuf {
@@ -1019,6 +1043,7 @@ impl Engine {
         names::validate_template_name(template)?;
         let view = {
             let mut reg = self.reg.lock().unwrap();
+            self.refuse_if_closing(|| format!("create actor {atespace}/{id}"))?;
             let t = reg
                 .templates
                 .get(template)
@@ -1103,6 +1128,9 @@ impl Engine {
     ) -> Result<ActorView, EngineError> {
         let actor = self.actor(atespace, id)?;
         let mut op = actor.op.lock().await;
+        // Checked under the op lock: shutdown takes every op lock after
+        // setting the flag, so no sandbox starts behind its back.
+        self.refuse_if_closing(|| format!("resume actor {atespace}/{id}"))?;
         if op.is_some() {
             if on_demand {
                 return Ok(actor.view.lock().unwrap().clone());
@@ -1349,6 +1377,7 @@ impl Engine {
     pub async fn shutdown(&self) -> Vec<String> {
         let actors: Vec<Arc<Actor>> = {
             let reg = self.reg.lock().unwrap();
+            self.closing.store(true, Ordering::SeqCst);
             reg.atespaces
                 .values()
                 .flat_map(|m| m.values().cloned())
@@ -1370,6 +1399,13 @@ impl Engine {
                 v.state = ActorState::Suspended;
                 v.sandbox = None;
             }
+        }
+        // Golden boots in flight: stop them; their sandboxes are recorded
+        // and removed below.
+        let boots = std::mem::take(&mut *self.golden_boots.lock().unwrap());
+        for task in boots {
+            task.abort();
+            let _ = task.await;
         }
         // Deletions of checkpointed sandboxes still in flight.
         let pending = std::mem::take(&mut *self.background.lock().unwrap());

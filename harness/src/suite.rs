@@ -141,6 +141,9 @@ struct Shared {
     opts: Options,
     backend: tokio::sync::OnceCell<Result<Setup, String>>,
     records: Mutex<Vec<TrialRecord>>,
+    /// Set by the signal handler; from then on it owns the teardown and
+    /// the exit.
+    interrupted: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -294,6 +297,7 @@ impl Suite {
             opts,
             backend: Default::default(),
             records: Mutex::new(Vec::new()),
+            interrupted: Default::default(),
         });
         rt.spawn(interrupt_handler(shared.clone()));
         let started = SystemTime::now();
@@ -308,6 +312,12 @@ impl Suite {
             })
             .collect();
         let conclusion = libtest_mimic::run(&args, trials);
+        if shared.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            // The signal handler is tearing down and will exit(130).
+            loop {
+                std::thread::park();
+            }
+        }
 
         let mut teardown_error = None;
         let mut fingerprint = vec![];
@@ -489,6 +499,9 @@ async fn interrupt_handler(shared: Arc<Shared>) {
         _ = int.recv() => "SIGINT",
         _ = term.recv() => "SIGTERM",
     };
+    shared
+        .interrupted
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     eprintln!("\n{sig}: interrupted; cleaning up what this run started");
     if let Some(Ok(setup)) = shared.backend.get() {
         let live = setup.backend.live_sandboxes().await.unwrap_or_default();
@@ -500,7 +513,7 @@ async fn interrupt_handler(shared: Arc<Shared>) {
             Err(e) => eprintln!("cleanup after {sig} failed: {e:#}"),
         }
     } else {
-        eprintln!("nothing was started yet");
+        eprintln!("no backend was up yet (an agent still starting stops itself and its sandboxes when this process exits)");
     }
     std::process::exit(130);
 }
