@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, ensure, Context};
 use ate_harness::probe::{Counter, Env, IdentityDir, Snapshot, TryWrite, Whoami};
 use ate_harness::suite::{Ctx, Suite};
+use reqwest::Method;
 
 fn main() -> ExitCode {
     Suite::new("identity")
@@ -124,10 +125,9 @@ async fn restored_not_booted(ctx: Ctx) -> anyhow::Result<()> {
         running_actor(&ctx, "probe-nonce-b")
     )?;
     let golden = ctx.golden().golden_actor_id.clone();
-    let r = ctx.router();
     let (sa, sb) = tokio::try_join!(
-        r.get_json::<Snapshot>(ctx.atespace(), &a, "/snapshot"),
-        r.get_json::<Snapshot>(ctx.atespace(), &b, "/snapshot")
+        ctx.probe_json::<Snapshot>(Method::GET, &a, "/snapshot"),
+        ctx.probe_json::<Snapshot>(Method::GET, &b, "/snapshot")
     )?;
     for (id, s) in [(&a, &sa), (&b, &sb)] {
         ensure!(
@@ -192,8 +192,7 @@ async fn read_only(ctx: Ctx) -> anyhow::Result<()> {
     let tw: TryWrite = ctx
         .phase(
             "try-write",
-            ctx.router()
-                .post_json(ctx.atespace(), &id, "/identity-dir/try-write"),
+            ctx.probe_json(Method::POST, &id, "/identity-dir/try-write"),
         )
         .await?;
     ensure!(
@@ -251,11 +250,10 @@ async fn read_only(ctx: Ctx) -> anyhow::Result<()> {
 /// /run/ate, none on the file), and the ID is not in the environment.
 async fn directory_bind_not_env(ctx: Ctx) -> anyhow::Result<()> {
     let id = running_actor(&ctx, "probe-dirmount").await?;
-    let r = ctx.router();
     let d: IdentityDir = ctx
         .phase(
             "identity-dir",
-            r.get_json(ctx.atespace(), &id, "/identity-dir"),
+            ctx.probe_json(Method::GET, &id, "/identity-dir"),
         )
         .await?;
     ensure!(
@@ -301,7 +299,7 @@ async fn directory_bind_not_env(ctx: Ctx) -> anyhow::Result<()> {
         d.entries_error.as_deref().unwrap_or("none")
     );
     let env: Env = ctx
-        .phase("env", r.get_json(ctx.atespace(), &id, "/env"))
+        .phase("env", ctx.probe_json(Method::GET, &id, "/env"))
         .await?;
     let golden = &ctx.golden().golden_actor_id;
     let leaks: Vec<String> = env
@@ -326,7 +324,7 @@ async fn suspend_resume_cycle(ctx: Ctx) -> anyhow::Result<()> {
     let r = ctx.router();
     let golden = ctx.golden().golden_actor_id.clone();
     for cycle in 1..=2u64 {
-        let c: Counter = r.post_json(ctx.atespace(), &id, "/counter").await?;
+        let c: Counter = ctx.probe_json(Method::POST, &id, "/counter").await?;
         ensure!(
             c.counter == cycle,
             "ID-11: in-memory counter of {id} is {} before suspend {cycle}, expected {cycle} (state not restored from its own snapshot)",
@@ -379,13 +377,13 @@ async fn suspend_resume_cycle(ctx: Ctx) -> anyhow::Result<()> {
         if let Some(from) = &info.restored_from {
             ensure!(from == "own", "ID-11: actor {id} was resumed from {from:?} after a suspend, expected its own snapshot");
         }
-        let c: Counter = r.get_json(ctx.atespace(), &id, "/counter").await?;
+        let c: Counter = ctx.probe_json(Method::GET, &id, "/counter").await?;
         ensure!(
             c.counter == cycle,
             "ID-11: in-memory counter of {id} is {} after resume {cycle}, expected {cycle}: its memory did not come from its own last snapshot",
             c.counter
         );
-        let s: Snapshot = r.get_json(ctx.atespace(), &id, "/snapshot").await?;
+        let s: Snapshot = ctx.probe_json(Method::GET, &id, "/snapshot").await?;
         ensure!(
             s.identity_at_start == golden,
             "actor {id}'s process is not the one restored from the golden snapshot (it read {:?} at start)",

@@ -15,6 +15,7 @@
 //! | `POST /atespaces/{a}/actors/{id}/suspend` | checkpoint; 409 when SUSPENDED |
 //! | `DELETE /atespaces/{a}/actors/{id}` | 409 unless SUSPENDED |
 //! | `GET /sandboxes` | container IDs this agent has started and not removed |
+//! | `POST /detach` | exit, leaving every sandbox running and recorded (for `--keep`) |
 //!
 //! Every error is `{"error": <message with its causes>, "kind": <kind>}`
 //! with a status that says which kind: 400 invalid input, 404 unknown, 409
@@ -43,6 +44,9 @@ pub struct ApiState {
     pub runsc_version: String,
     /// The agent's state dir.
     pub state_dir: std::path::PathBuf,
+    /// Asks the server to exit leaving sandboxes in place (`POST /detach`);
+    /// `None` where there is no server to stop (tests).
+    pub detach: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 /// An API error response.
@@ -104,6 +108,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/atespaces/{a}/actors/{id}/resume", post(resume_actor))
         .route("/atespaces/{a}/actors/{id}/suspend", post(suspend_actor))
         .route("/sandboxes", get(sandboxes))
+        .route("/detach", post(detach))
         .with_state(state)
 }
 
@@ -239,4 +244,20 @@ async fn delete_actor(
 
 async fn sandboxes(State(s): State<ApiState>) -> Json<serde_json::Value> {
     Json(json!({ "sandboxes": s.engine.recorded_sandboxes() }))
+}
+
+async fn detach(State(s): State<ApiState>) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let Some(tx) = s.detach else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "wrong-state",
+            "this agent cannot detach".into(),
+        ));
+    };
+    let sandboxes = s.engine.recorded_sandboxes();
+    let _ = tx.try_send(());
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "detaching": true, "sandboxes": sandboxes, "state_dir": s.state_dir })),
+    ))
 }

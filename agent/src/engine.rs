@@ -1372,6 +1372,32 @@ impl Engine {
         Ok(pool.send(req).await?)
     }
 
+    /// Stops taking work and lets in-flight operations finish, but leaves
+    /// every sandbox running and recorded (the harness's `--keep`).
+    /// Returns the recorded container IDs.
+    pub async fn detach(&self) -> Vec<String> {
+        let actors: Vec<Arc<Actor>> = {
+            let reg = self.reg.lock().unwrap();
+            self.closing.store(true, Ordering::SeqCst);
+            reg.atespaces
+                .values()
+                .flat_map(|m| m.values().cloned())
+                .collect()
+        };
+        for a in actors {
+            let op = a.op.lock().await;
+            if let Some(running) = op.as_ref() {
+                running.relays.close(Duration::from_millis(500)).await;
+            }
+        }
+        let pending = std::mem::take(&mut *self.background.lock().unwrap());
+        for task in pending {
+            let _ = task.await;
+        }
+        self.persist();
+        self.recorded_sandboxes()
+    }
+
     /// Stops every running actor and removes its sandbox (agent shutdown).
     /// Returns the container IDs removed.
     pub async fn shutdown(&self) -> Vec<String> {

@@ -139,10 +139,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let control_addr = control.local_addr()?;
     let router_addr = routerl.local_addr()?;
 
+    let (detach_tx, mut detach_rx) = tokio::sync::mpsc::channel::<()>(1);
     let api_app = api::app(ApiState {
         engine: engine.clone(),
         runsc_version: runsc_version.clone(),
         state_dir: state_dir.clone(),
+        detach: Some(detach_tx),
     });
     let router_app = router::app(engine.clone());
 
@@ -195,14 +197,22 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
         _ = parent_gone, if opts.exit_with_parent => "parent exited",
+        _ = detach_rx.recv() => "detach",
     };
-    info!(
-        signal = sig,
-        "shutting down: removing every sandbox this agent started"
-    );
     let _ = stop_tx.send(true);
-    let removed = engine.shutdown().await;
-    info!(count = removed.len(), ?removed, "removed sandboxes");
+    if sig == "detach" {
+        // Asked to leave everything as it is for inspection (`--keep`):
+        // sandboxes stay, and so do their records, so `gc` finds them.
+        let kept = engine.detach().await;
+        warn!(count = kept.len(), ?kept, "detached: leaving sandboxes running for inspection; remove them with `ate-refagent gc --state-dir {}`", state_dir.display());
+    } else {
+        info!(
+            signal = sig,
+            "shutting down: removing every sandbox this agent started"
+        );
+        let removed = engine.shutdown().await;
+        info!(count = removed.len(), ?removed, "removed sandboxes");
+    }
     // Connections held open by clients must not keep the agent alive.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = api_task.await;

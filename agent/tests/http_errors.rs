@@ -43,6 +43,7 @@ async fn serve() -> Served {
         engine: engine.clone(),
         runsc_version: "test".into(),
         state_dir: dir.path().to_path_buf(),
+        detach: None,
     };
     tokio::spawn(async move { axum::serve(c, api::app(state)).await.unwrap() });
     let e = engine.clone();

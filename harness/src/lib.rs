@@ -7,7 +7,9 @@
 //! (`${VAR}` fixtures).
 
 pub mod backend;
+pub mod fingerprint;
 pub mod fixture;
+pub mod options;
 pub mod probe;
 pub mod report;
 pub mod router;

@@ -1,22 +1,88 @@
-//! Reports: one JSON file per suite run and a Markdown summary of every
-//! suite in the report directory.
+//! Reports: what a run found, for machines (`report.json`, `junit.xml`) and
+//! for the release manager (`report.md`).
+//!
+//! Several suite binaries of one run write into one report directory,
+//! possibly at the same time. Each writes its own `suites/<suite>.json`
+//! (temp file + rename), then, under an exclusive `flock` on
+//! `<dir>/.report.lock`, regenerates the merged outputs from every
+//! `suites/*.json` in the directory:
+//!
+//! - `report.json`: the [`RunReport`];
+//! - `junit.xml`: one `<testsuite>` per suite, one `<testcase>` per trial;
+//! - `report.md`: the release gate, one row per contract statement.
+//!
+//! **Invariant:** the merged files are a pure function of `suites/*.json`;
+//! [`merge_dir`] rebuilds them at any time. **Invariant:** a run passes
+//! ([`RunVerdict::Pass`], [`gate`] is `Ok`) only if every statement ID-1..ID-15
+//! was checked and held, and nothing failed, was skipped, filtered out or
+//! interrupted.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Golden;
 
+/// The contract statements of CONTRACT.md section I, in order, with short
+/// titles. Every [`RunReport`] has one [`ContractRow`] per entry.
+pub const CONTRACT: [(&str, &str); 15] = [
+    ("ID-1", "Location: the ID is in /run/ate/actor-id"),
+    ("ID-2", "Format: raw ID bytes, no newline, nothing else"),
+    ("ID-3", "A restored actor reads its own ID"),
+    ("ID-4", "No restored actor reads the golden actor's ID"),
+    ("ID-5", "Two actors from one snapshot read different IDs"),
+    (
+        "ID-6",
+        "/run/ate is read-only; writes change nothing on the host",
+    ),
+    (
+        "ID-7",
+        "A directory bind mount, not a file or an env variable",
+    ),
+    ("ID-8", "Each actor has its own host identity directory"),
+    ("ID-9", "actor-id is replaced atomically; no torn reads"),
+    (
+        "ID-10",
+        "Per-actor directories reset on run, restore and resume",
+    ),
+    ("ID-11", "The own ID survives suspend/resume cycles"),
+    ("ID-12", "The pause container gets no identity mount"),
+    ("ID-13", "No symlink escape when creating run/ate"),
+    (
+        "ID-14",
+        "Invalid actor, atespace and template names are rejected",
+    ),
+    ("ID-15", "DNS name routing by Host; resume on demand"),
+];
+
 /// A trial's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Every assertion held.
     Pass,
     /// An assertion failed, or the trial could not run.
     Fail,
+    /// The trial did not check anything (a missing precondition); the
+    /// message says why.
+    Skip,
+}
+
+impl Verdict {
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "FAIL",
+            Verdict::Skip => "skip",
+        }
+    }
 }
 
 /// One timed phase of a trial.
@@ -28,27 +94,40 @@ pub struct PhaseTime {
     pub ms: f64,
 }
 
-/// What a trial did.
+/// What one trial did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrialRecord {
+    /// The suite the trial belongs to.
+    #[serde(default)]
+    pub suite: String,
     /// Trial name.
     pub name: String,
-    /// Contract statements it covers.
+    /// Contract statements it covers (`ID-3`, ...).
+    #[serde(default)]
     pub covers: Vec<String>,
     /// Verdict.
     pub verdict: Verdict,
     /// Wall time.
     pub duration_ms: f64,
-    /// The failure with its cause chain.
+    /// Fail: the failure with its full cause chain (`caused by:` lines);
+    /// Skip: the reason.
+    #[serde(default)]
     pub message: Option<String>,
+    /// The trial's own log lines (phases, notes).
+    #[serde(default)]
+    pub log: String,
     /// Timed phases in order.
+    #[serde(default)]
     pub phases: Vec<PhaseTime>,
+    /// Files kept for this trial, relative to the report directory.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
 }
 
-/// One suite run.
+/// One suite binary's run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SuiteReport {
-    /// Suite name.
+    /// Suite name (also the file name `suites/<suite>.json`).
     pub suite: String,
     /// Run ID.
     pub run_id: String,
@@ -56,182 +135,1285 @@ pub struct SuiteReport {
     pub backend: String,
     /// Start time.
     pub started_unix_ms: u64,
+    /// End time.
+    #[serde(default)]
+    pub ended_unix_ms: u64,
     /// Wall time of the whole suite (setup, trials, teardown).
     pub wall_ms: u64,
     /// Versions and facts of the system under test.
-    pub fingerprint: Vec<(String, String)>,
+    #[serde(default)]
+    pub fingerprint: BTreeMap<String, String>,
     /// The golden snapshot the trials restored from.
+    #[serde(default)]
     pub golden: Option<Golden>,
     /// Teardown failure, if any (fails the run).
+    #[serde(default)]
     pub teardown_error: Option<String>,
+    /// Set when the run was interrupted (fails the run), e.g.
+    /// `SIGINT: cleaned up ...`.
+    #[serde(default)]
+    pub interrupted: Option<String>,
+    /// Resources left on purpose by `--keep`, one line each.
+    #[serde(default)]
+    pub kept: Vec<String>,
     /// Trials not run because of name filters.
+    #[serde(default)]
     pub filtered_out: u64,
+    /// A skipped trial fails the run.
+    #[serde(default)]
+    pub fail_on_skip: bool,
     /// Every trial that ran.
+    #[serde(default)]
     pub trials: Vec<TrialRecord>,
 }
 
-/// Paths written for one suite run.
-#[derive(Debug)]
-pub struct Written {
-    /// `<suite>.json`.
-    pub json: PathBuf,
-    /// `summary.md` (all suites in the directory).
-    pub summary: PathBuf,
+/// What the run says about one contract statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContractVerdict {
+    /// Covered, and every covering trial passed.
+    Pass,
+    /// A covering trial failed.
+    Fail,
+    /// No covering trial failed, but at least one was skipped: the
+    /// statement was not fully checked.
+    Skip,
+    /// No trial of this run covers the statement.
+    NotCovered,
 }
 
-/// Writes `<dir>/<suite>.json` and regenerates `<dir>/summary.md` from
-/// every suite JSON in `dir`.
-pub fn write_suite(dir: &Path, rep: &SuiteReport) -> anyhow::Result<Written> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let json = dir.join(format!("{}.json", rep.suite));
-    let tmp = dir.join(format!(".{}.json.tmp", rep.suite));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(rep)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &json).with_context(|| format!("cannot write {}", json.display()))?;
-    let mut all = Vec::new();
-    for e in std::fs::read_dir(dir)?.flatten() {
-        let p = e.path();
-        if p.extension().is_some_and(|x| x == "json") {
-            if let Ok(r) = serde_json::from_slice::<SuiteReport>(&std::fs::read(&p)?) {
-                all.push(r);
-            }
+/// One contract statement and the trials of this run that cover it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContractRow {
+    /// `ID-1` .. `ID-15`.
+    pub id: String,
+    /// Short title.
+    pub title: String,
+    /// Covering trials: (suite, trial, verdict).
+    pub trials: Vec<(String, String, Verdict)>,
+    /// The statement's verdict.
+    pub verdict: ContractVerdict,
+}
+
+/// The verdict of a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunVerdict {
+    /// Every statement checked and held; nothing failed, skipped, filtered
+    /// out or interrupted.
+    Pass,
+    /// A trial failed, a teardown failed, the run was interrupted, or a
+    /// trial was skipped under `fail_on_skip`.
+    Fail,
+    /// Nothing failed, but not everything was checked (skips, statements
+    /// not covered, filtered trials, reports of several runs).
+    Incomplete,
+}
+
+impl RunVerdict {
+    fn word(self) -> &'static str {
+        match self {
+            RunVerdict::Pass => "PASS",
+            RunVerdict::Fail => "FAIL",
+            RunVerdict::Incomplete => "INCOMPLETE",
         }
     }
-    all.sort_by(|a, b| a.suite.cmp(&b.suite));
-    let summary = dir.join("summary.md");
-    std::fs::write(&summary, markdown(&all))
-        .with_context(|| format!("cannot write {}", summary.display()))?;
-    Ok(Written { json, summary })
 }
 
-fn verdict_of(r: &SuiteReport) -> &'static str {
-    if r.teardown_error.is_none()
-        && !r.trials.is_empty()
-        && r.trials.iter().all(|t| t.verdict == Verdict::Pass)
-    {
-        "PASS"
-    } else {
-        "FAIL"
-    }
+/// Every suite of one report directory, merged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The run ID most suites carry (see [`RunReport::run_ids`]).
+    pub run_id: String,
+    /// Distinct backends, sorted.
+    pub backends: Vec<String>,
+    /// Earliest suite start.
+    pub started_unix_ms: u64,
+    /// Latest suite end.
+    pub ended_unix_ms: u64,
+    /// The run's verdict; `Pass` exactly when [`gate`] is `Ok`.
+    pub verdict: RunVerdict,
+    /// Suite reports, by suite name.
+    pub suites: Vec<SuiteReport>,
+    /// One row per statement ID-1..ID-15, in order.
+    pub contract: Vec<ContractRow>,
 }
 
-/// The Markdown summary of several suite runs.
-pub fn markdown(all: &[SuiteReport]) -> String {
-    let mut s = String::from("# ate-conformance summary\n\n");
-    let overall = if !all.is_empty() && all.iter().all(|r| verdict_of(r) == "PASS") {
-        "PASS"
-    } else {
-        "FAIL"
-    };
-    let _ = writeln!(s, "**Verdict: {overall}**\n");
-    for r in all {
-        let passed = r
-            .trials
+impl RunReport {
+    /// Merges suite reports: contract rows, verdict, run ID, times.
+    pub fn from_suites(mut suites: Vec<SuiteReport>) -> RunReport {
+        suites.sort_by(|a, b| {
+            (&a.suite, a.started_unix_ms, &a.run_id).cmp(&(&b.suite, b.started_unix_ms, &b.run_id))
+        });
+        let contract = CONTRACT
             .iter()
-            .filter(|t| t.verdict == Verdict::Pass)
-            .count();
-        let _ = writeln!(
-            s,
-            "## Suite `{}`: {} ({passed}/{} passed, backend {}, run {}, wall {:.2} s)\n",
-            r.suite,
-            verdict_of(r),
-            r.trials.len(),
-            r.backend,
-            r.run_id,
-            r.wall_ms as f64 / 1000.0
-        );
-        if let Some(g) = &r.golden {
-            let _ = writeln!(
-                s,
-                "Golden: template `{}`, actor `{}`, ready after {:.2} s\n",
-                g.template,
-                g.golden_actor_id,
-                g.ready_after.as_secs_f64()
-            );
-        }
-        let _ = writeln!(
-            s,
-            "| trial | covers | verdict | time (ms) |\n| --- | --- | --- | --- |"
-        );
-        for t in &r.trials {
-            let _ = writeln!(
-                s,
-                "| `{}` | {} | {} | {:.0} |",
-                t.name,
-                t.covers.join(", "),
-                if t.verdict == Verdict::Pass {
-                    "pass"
+            .map(|(id, title)| {
+                let trials: Vec<_> = suites
+                    .iter()
+                    .flat_map(|s| s.trials.iter().map(move |t| (s, t)))
+                    .filter(|(_, t)| t.covers.iter().any(|c| c.trim() == *id))
+                    .map(|(s, t)| (s.suite.clone(), t.name.clone(), t.verdict))
+                    .collect();
+                let has = |v| trials.iter().any(|t| t.2 == v);
+                let verdict = if trials.is_empty() {
+                    ContractVerdict::NotCovered
+                } else if has(Verdict::Fail) {
+                    ContractVerdict::Fail
+                } else if has(Verdict::Skip) {
+                    ContractVerdict::Skip
                 } else {
-                    "**FAIL**"
-                },
-                t.duration_ms
-            );
-        }
-        for t in r.trials.iter().filter(|t| t.verdict == Verdict::Fail) {
-            let _ = writeln!(
-                s,
-                "\n### `{}` failed\n\n```text\n{}\n```",
-                t.name,
-                t.message.as_deref().unwrap_or("")
-            );
-        }
-        if let Some(e) = &r.teardown_error {
-            let _ = writeln!(s, "\n### Teardown failed\n\n```text\n{e}\n```");
-        }
-        if !r.fingerprint.is_empty() {
-            let _ = writeln!(s, "\n| environment | |\n| --- | --- |");
-            for (k, v) in &r.fingerprint {
-                let _ = writeln!(s, "| {k} | {v} |");
+                    ContractVerdict::Pass
+                };
+                ContractRow {
+                    id: (*id).to_owned(),
+                    title: (*title).to_owned(),
+                    trials,
+                    verdict,
+                }
+            })
+            .collect();
+        let mut run = RunReport {
+            run_id: majority_run_id(&suites),
+            backends: suites
+                .iter()
+                .map(|s| s.backend.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            started_unix_ms: suites.iter().map(|s| s.started_unix_ms).min().unwrap_or(0),
+            ended_unix_ms: suites.iter().map(suite_end).max().unwrap_or(0),
+            verdict: RunVerdict::Incomplete,
+            suites,
+            contract,
+        };
+        let (hard, soft) = problems(&run);
+        run.verdict = if !hard.is_empty() {
+            RunVerdict::Fail
+        } else if !soft.is_empty() {
+            RunVerdict::Incomplete
+        } else {
+            RunVerdict::Pass
+        };
+        run
+    }
+
+    /// Every distinct run ID among the suites, sorted. More than one means
+    /// the directory mixes runs (a stale suite file, or a reused dir).
+    pub fn run_ids(&self) -> Vec<String> {
+        self.suites
+            .iter()
+            .map(|s| s.run_id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// Wall time from the first suite's start to the last one's end.
+    pub fn wall_ms(&self) -> u64 {
+        self.ended_unix_ms.saturating_sub(self.started_unix_ms)
+    }
+
+    fn count(&self, v: Verdict) -> usize {
+        self.suites
+            .iter()
+            .flat_map(|s| &s.trials)
+            .filter(|t| t.verdict == v)
+            .count()
+    }
+}
+
+fn suite_end(s: &SuiteReport) -> u64 {
+    if s.ended_unix_ms >= s.started_unix_ms {
+        s.ended_unix_ms
+    } else {
+        s.started_unix_ms + s.wall_ms
+    }
+}
+
+/// The most frequent run ID; a tie goes to the run that started last.
+fn majority_run_id(suites: &[SuiteReport]) -> String {
+    let mut count: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    for s in suites {
+        let e = count.entry(&s.run_id).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(s.started_unix_ms);
+    }
+    count
+        .into_iter()
+        .max_by_key(|(_, k)| *k)
+        .map(|(id, _)| id.to_owned())
+        .unwrap_or_default()
+}
+
+/// The run's problems: (those that fail it, those that leave it incomplete).
+fn problems(run: &RunReport) -> (Vec<String>, Vec<String>) {
+    let (mut hard, mut soft) = (Vec::new(), Vec::new());
+    if run.suites.is_empty() {
+        soft.push("no suite reports".to_owned());
+    }
+    for row in &run.contract {
+        let list = |v: Verdict| {
+            row.trials
+                .iter()
+                .filter(|t| t.2 == v)
+                .map(|t| format!("{}/{}", t.0, t.1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match row.verdict {
+            ContractVerdict::Pass => {}
+            ContractVerdict::Fail => hard.push(format!(
+                "{} does not hold: {} failed",
+                row.id,
+                list(Verdict::Fail)
+            )),
+            ContractVerdict::Skip => soft.push(format!(
+                "{} not fully checked: {} skipped",
+                row.id,
+                list(Verdict::Skip)
+            )),
+            ContractVerdict::NotCovered => {
+                soft.push(format!("{} not covered by any trial in this run", row.id))
             }
+        }
+    }
+    let fail_on_skip = run.suites.iter().any(|s| s.fail_on_skip);
+    for s in &run.suites {
+        for t in &s.trials {
+            match t.verdict {
+                Verdict::Pass => {}
+                Verdict::Fail => hard.push(format!(
+                    "trial {}/{} failed: {}",
+                    s.suite,
+                    t.name,
+                    first_line(t.message.as_deref().unwrap_or("(no message recorded)"))
+                )),
+                Verdict::Skip => {
+                    let p = format!(
+                        "trial {}/{} skipped: {}",
+                        s.suite,
+                        t.name,
+                        first_line(t.message.as_deref().unwrap_or("(no reason recorded)"))
+                    );
+                    if fail_on_skip {
+                        hard.push(p);
+                    } else {
+                        soft.push(p);
+                    }
+                }
+            }
+        }
+        if let Some(e) = &s.teardown_error {
+            hard.push(format!(
+                "suite {}: teardown failed: {}",
+                s.suite,
+                first_line(e)
+            ));
+        }
+        if let Some(i) = &s.interrupted {
+            hard.push(format!("suite {}: interrupted: {}", s.suite, first_line(i)));
+        }
+        if s.filtered_out > 0 {
+            soft.push(format!(
+                "suite {}: {} trial(s) filtered out by name filters",
+                s.suite, s.filtered_out
+            ));
+        }
+    }
+    let ids = run.run_ids();
+    if ids.len() > 1 {
+        soft.push(format!(
+            "the report directory mixes {} runs: {}",
+            ids.len(),
+            ids.join(", ")
+        ));
+    }
+    (hard, soft)
+}
+
+/// The release gate: `Ok` only if every statement ID-1..ID-15 passed, no
+/// trial failed, was skipped or filtered out, no teardown failed, the run
+/// was not interrupted and the directory holds one run. `Err` lists each
+/// problem on one line, those that fail the run first.
+pub fn gate(run: &RunReport) -> Result<(), Vec<String>> {
+    let (mut hard, soft) = problems(run);
+    // A report read back from JSON may have fewer rows than the contract.
+    for (id, _) in CONTRACT {
+        if !run.contract.iter().any(|r| r.id == id) {
+            hard.push(format!("{id} missing from the report"));
+        }
+    }
+    hard.extend(soft);
+    if hard.is_empty() {
+        Ok(())
+    } else {
+        Err(hard)
+    }
+}
+
+/// Paths written by [`write_suite`], and the merged run.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// `suites/<suite>.json`.
+    pub suite_json: PathBuf,
+    /// `report.json`.
+    pub report_json: PathBuf,
+    /// `junit.xml`.
+    pub junit: PathBuf,
+    /// `report.md`.
+    pub markdown: PathBuf,
+    /// Every suite in the directory, merged.
+    pub run: RunReport,
+}
+
+/// Paths written by [`merge_dir`], and the merged run.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    /// `report.json`.
+    pub report_json: PathBuf,
+    /// `junit.xml`.
+    pub junit: PathBuf,
+    /// `report.md`.
+    pub markdown: PathBuf,
+    /// Every suite in the directory, merged.
+    pub run: RunReport,
+}
+
+/// Writes `<dir>/suites/<suite>.json`, then regenerates `report.json`,
+/// `junit.xml` and `report.md` from every suite file in `dir`.
+pub fn write_suite(dir: &Path, rep: &SuiteReport) -> anyhow::Result<Written> {
+    check_suite_name(&rep.suite)?;
+    let suites = dir.join("suites");
+    fs::create_dir_all(&suites).with_context(|| format!("cannot create {}", suites.display()))?;
+    let suite_json = suites.join(format!("{}.json", rep.suite));
+    write_atomic(&suite_json, &serde_json::to_vec_pretty(rep)?)?;
+    let m = merge_locked(dir)?;
+    Ok(Written {
+        suite_json,
+        report_json: m.report_json,
+        junit: m.junit,
+        markdown: m.markdown,
+        run: m.run,
+    })
+}
+
+/// Regenerates `report.json`, `junit.xml` and `report.md` from
+/// `<dir>/suites/*.json` (for `ate-conformance report`).
+pub fn merge_dir(dir: &Path) -> anyhow::Result<Merged> {
+    if !dir.join("suites").is_dir() {
+        bail!(
+            "no suite reports in {}: {} does not exist",
+            dir.display(),
+            dir.join("suites").display()
+        );
+    }
+    merge_locked(dir)
+}
+
+/// Reads every `<dir>/suites/*.json`, sorted by file name.
+pub fn read_suites(dir: &Path) -> anyhow::Result<Vec<SuiteReport>> {
+    let suites = dir.join("suites");
+    let mut paths = Vec::new();
+    for e in fs::read_dir(&suites).with_context(|| format!("cannot read {}", suites.display()))? {
+        let p = e
+            .with_context(|| format!("cannot read {}", suites.display()))?
+            .path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".json") && !name.starts_with('.') && p.is_file() {
+            paths.push(p);
+        }
+    }
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let bytes = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a suite report", p.display()))
+        })
+        .collect()
+}
+
+fn merge_locked(dir: &Path) -> anyhow::Result<Merged> {
+    let lock_path = dir.join(".report.lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    let suites = read_suites(dir)?;
+    if suites.is_empty() {
+        bail!("no suite reports in {}", dir.join("suites").display());
+    }
+    let run = RunReport::from_suites(suites);
+    let report_json = dir.join("report.json");
+    let junit = dir.join("junit.xml");
+    let markdown = dir.join("report.md");
+    write_atomic(&report_json, &serde_json::to_vec_pretty(&run)?)?;
+    write_atomic(&junit, junit_xml(&run)?.as_bytes())?;
+    write_atomic(&markdown, markdown_report(&run).as_bytes())?;
+    drop(lock);
+    Ok(Merged {
+        report_json,
+        junit,
+        markdown,
+        run,
+    })
+}
+
+fn check_suite_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        bail!("invalid suite name {name:?}: want [A-Za-z0-9._-]+, not starting with '.'");
+    }
+    Ok(())
+}
+
+/// Writes `path` through a temp file in the same directory and a rename, so
+/// a reader sees the old file or the new one.
+fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("report");
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_data()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- text --
+
+fn first_line(s: &str) -> &str {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+}
+
+/// Text safe for XML 1.0 and Markdown: ANSI escape sequences removed, other
+/// characters XML 1.0 does not allow (NUL, ESC, ...) replaced by U+FFFD.
+pub fn clean_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            match it.peek() {
+                // CSI: parameters and intermediates, then one final byte.
+                Some('[') => {
+                    it.next();
+                    while let Some(&n) = it.peek() {
+                        it.next();
+                        if ('\x40'..='\x7e').contains(&n) {
+                            break;
+                        }
+                        if !('\x20'..='\x3f').contains(&n) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ESC \.
+                Some(']') => {
+                    it.next();
+                    while let Some(n) = it.next() {
+                        if n == '\x07' {
+                            break;
+                        }
+                        if n == '\x1b' {
+                            if it.peek() == Some(&'\\') {
+                                it.next();
+                            }
+                            break;
+                        }
+                    }
+                }
+                Some(&n) if ('\x40'..='\x5f').contains(&n) => {
+                    it.next();
+                }
+                _ => out.push('\u{fffd}'),
+            }
+            continue;
+        }
+        let allowed = matches!(c, '\t' | '\n' | '\r')
+            || ('\u{20}'..='\u{d7ff}').contains(&c)
+            || ('\u{e000}'..='\u{fffd}').contains(&c)
+            || c >= '\u{10000}';
+        out.push(if allowed { c } else { '\u{fffd}' });
+    }
+    out
+}
+
+fn secs(ms: f64) -> Duration {
+    if ms.is_finite() && ms > 0.0 {
+        Duration::from_secs_f64(ms / 1000.0)
+    } else {
+        Duration::ZERO
+    }
+}
+
+fn timestamp(unix_ms: u64) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(unix_ms).ok()?).map(|t| t.fixed_offset())
+}
+
+fn utc(unix_ms: u64) -> String {
+    timestamp(unix_ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+// --------------------------------------------------------------- junit --
+
+/// The JUnit XML of a run: one `<testsuite>` per suite, one `<testcase>`
+/// per trial. A teardown failure or an interruption becomes a failed
+/// `[teardown]` / `[interrupted]` testcase, so CI tools show the run red.
+pub fn junit_xml(run: &RunReport) -> anyhow::Result<String> {
+    use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+
+    let failure = |message: &str| {
+        let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+        let text = clean_text(message);
+        st.set_message(first_line(&text).to_owned())
+            .set_type("assertion")
+            .set_description(text);
+        st
+    };
+    let mut report = Report::new("ate-conformance");
+    report.set_time(Duration::from_millis(run.wall_ms()));
+    if let Some(t) = timestamp(run.started_unix_ms) {
+        report.set_timestamp(t);
+    }
+    for s in &run.suites {
+        let mut ts = TestSuite::new(clean_text(&s.suite));
+        ts.set_time(Duration::from_millis(s.wall_ms));
+        if let Some(t) = timestamp(s.started_unix_ms) {
+            ts.set_timestamp(t);
+        }
+        ts.add_property(Property::new("run_id", clean_text(&s.run_id)));
+        ts.add_property(Property::new("backend", clean_text(&s.backend)));
+        for (k, v) in &s.fingerprint {
+            ts.add_property(Property::new(clean_text(k), clean_text(v)));
+        }
+        if let Some(g) = &s.golden {
+            ts.add_property(Property::new("golden_template", clean_text(&g.template)));
+        }
+        ts.add_property(Property::new("filtered_out", s.filtered_out.to_string()));
+        ts.add_property(Property::new("fail_on_skip", s.fail_on_skip.to_string()));
+        for k in &s.kept {
+            ts.add_property(Property::new("kept", clean_text(k)));
+        }
+        for t in &s.trials {
+            let status = match t.verdict {
+                Verdict::Pass => TestCaseStatus::success(),
+                Verdict::Fail => failure(
+                    t.message
+                        .as_deref()
+                        .unwrap_or("failed (no message recorded)"),
+                ),
+                Verdict::Skip => {
+                    let mut st = TestCaseStatus::skipped();
+                    st.set_message(clean_text(first_line(
+                        t.message
+                            .as_deref()
+                            .unwrap_or("skipped (no reason recorded)"),
+                    )));
+                    st
+                }
+            };
+            let mut tc = TestCase::new(clean_text(&t.name), status);
+            tc.set_classname(clean_text(&s.suite));
+            tc.set_time(secs(t.duration_ms));
+            let mut out = clean_text(&t.log);
+            if !t.covers.is_empty() {
+                if !out.is_empty() && !out.ends_with('\n') {
+                    out.push('\n');
+                }
+                let _ = writeln!(out, "covers: {}", clean_text(&t.covers.join(", ")));
+            }
+            if !t.artifacts.is_empty() {
+                let _ = writeln!(out, "artifacts (relative to the report directory):");
+                for a in &t.artifacts {
+                    let _ = writeln!(out, "  {}", clean_text(a));
+                }
+            }
+            tc.set_system_out(out);
+            ts.add_test_case(tc);
+        }
+        for (name, what) in [
+            (
+                "[teardown]",
+                s.teardown_error
+                    .as_deref()
+                    .map(|e| format!("teardown failed: {e}")),
+            ),
+            (
+                "[interrupted]",
+                s.interrupted
+                    .as_deref()
+                    .map(|i| format!("run interrupted: {i}")),
+            ),
+        ] {
+            if let Some(msg) = what {
+                let mut tc = TestCase::new(name, failure(&msg));
+                tc.set_classname(clean_text(&s.suite));
+                tc.set_time(Duration::ZERO);
+                ts.add_test_case(tc);
+            }
+        }
+        report.add_test_suite(ts);
+    }
+    report
+        .to_string()
+        .context("cannot serialize the JUnit report")
+}
+
+// ------------------------------------------------------------ markdown --
+
+/// Plain text for Markdown (a table cell, a list item): one line, with
+/// the characters that would turn into markup escaped.
+fn cell(s: &str) -> String {
+    let mut out = String::new();
+    for c in clean_text(s).chars() {
+        match c {
+            '\\' | '|' | '*' | '`' | '[' | ']' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '<' => out.push_str("&lt;"),
+            '&' => out.push_str("&amp;"),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An inline code span (backslash escapes do not work in code spans; GFM
+/// tables still need `|` escaped).
+fn code(s: &str) -> String {
+    let s = clean_text(s).replace('|', "\\|").replace(['\n', '\r'], " ");
+    if s.contains('`') {
+        format!("`` {s} ``")
+    } else {
+        format!("`{s}`")
+    }
+}
+
+/// A fenced code block that survives fences in `s`.
+fn fenced(out: &mut String, s: &str) {
+    let s = clean_text(s);
+    let mut longest = 0;
+    let mut run = 0;
+    for c in s.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat((longest + 1).max(3));
+    let _ = writeln!(out, "{fence}text\n{}\n{fence}\n", s.trim_end_matches('\n'));
+}
+
+/// A relative Markdown link to an artifact.
+fn link(path: &str) -> String {
+    let text = Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(path);
+    let mut url = String::new();
+    for c in clean_text(path).chars() {
+        match c {
+            '%' => url.push_str("%25"),
+            '#' => url.push_str("%23"),
+            '?' => url.push_str("%3F"),
+            ' ' => url.push_str("%20"),
+            '(' => url.push_str("%28"),
+            ')' => url.push_str("%29"),
+            '<' => url.push_str("%3C"),
+            '>' => url.push_str("%3E"),
+            '|' => url.push_str("%7C"),
+            '[' => url.push_str("%5B"),
+            ']' => url.push_str("%5D"),
+            c => url.push(c),
+        }
+    }
+    format!("[{}]({url})", cell(text))
+}
+
+fn contract_word(v: ContractVerdict) -> &'static str {
+    match v {
+        ContractVerdict::Pass => "pass",
+        ContractVerdict::Fail => "**FAIL**",
+        ContractVerdict::Skip => "*skipped*",
+        ContractVerdict::NotCovered => "*not covered*",
+    }
+}
+
+fn trial_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "**FAIL**",
+        Verdict::Skip => "*skip*",
+    }
+}
+
+fn suite_verdict(s: &SuiteReport) -> RunVerdict {
+    let any = |v| s.trials.iter().any(|t| t.verdict == v);
+    if any(Verdict::Fail)
+        || s.teardown_error.is_some()
+        || s.interrupted.is_some()
+        || (s.fail_on_skip && any(Verdict::Skip))
+    {
+        RunVerdict::Fail
+    } else if any(Verdict::Skip) || s.trials.is_empty() || s.filtered_out > 0 {
+        RunVerdict::Incomplete
+    } else {
+        RunVerdict::Pass
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+fn seconds(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+/// `report.md`: the release gate first, then one row per contract
+/// statement, the suites, failures, skips, and the environment.
+pub fn markdown_report(run: &RunReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Release gate: {}\n", run.verdict.word());
+    let (pass, fail, skip) = (
+        run.count(Verdict::Pass),
+        run.count(Verdict::Fail),
+        run.count(Verdict::Skip),
+    );
+    let held = run
+        .contract
+        .iter()
+        .filter(|r| r.verdict == ContractVerdict::Pass)
+        .count();
+    let _ = writeln!(
+        s,
+        "**{}**: {pass} passed, {fail} failed, {skip} skipped; {held}/{} contract statements hold; \
+         run {}; backend{} {}; wall {}; started {}\n",
+        run.verdict.word(),
+        CONTRACT.len(),
+        code(&run.run_id),
+        if run.backends.len() == 1 { "" } else { "s" },
+        run.backends.iter().map(|b| code(b)).collect::<Vec<_>>().join(", "),
+        seconds(run.wall_ms()),
+        utc(run.started_unix_ms),
+    );
+    let ids = run.run_ids();
+    if ids.len() > 1 {
+        let _ = writeln!(
+            s,
+            "> **Warning:** this directory holds suite reports of {} different runs; \
+             stale results may be mixed in:\n>",
+            ids.len()
+        );
+        for id in &ids {
+            let names: Vec<_> = run
+                .suites
+                .iter()
+                .filter(|x| &x.run_id == id)
+                .map(|x| code(&x.suite))
+                .collect();
+            let _ = writeln!(s, "> - run {}: {}", code(id), names.join(", "));
         }
         s.push('\n');
     }
+    if let Err(problems) = gate(run) {
+        let _ = writeln!(s, "## Why not PASS\n");
+        for p in problems {
+            let _ = writeln!(s, "- {}", cell(&p));
+        }
+        s.push('\n');
+    }
+
+    let _ = writeln!(s, "## Identity contract\n");
+    let _ = writeln!(s, "| ID | statement | verdict | covering trials |");
+    let _ = writeln!(s, "| --- | --- | --- | --- |");
+    for r in &run.contract {
+        let trials = if r.trials.is_empty() {
+            "—".to_owned()
+        } else {
+            r.trials
+                .iter()
+                .map(|(su, t, v)| format!("{} {}", code(&format!("{su}/{t}")), trial_word(*v)))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            cell(&r.id),
+            cell(&r.title),
+            contract_word(r.verdict),
+            trials
+        );
+    }
+    s.push('\n');
+    let known: BTreeSet<&str> = CONTRACT.iter().map(|c| c.0).collect();
+    let unknown: Vec<String> = run
+        .suites
+        .iter()
+        .flat_map(|su| su.trials.iter().map(move |t| (su, t)))
+        .flat_map(|(su, t)| {
+            t.covers
+                .iter()
+                .filter(|c| !known.contains(c.trim()))
+                .map(move |c| {
+                    format!(
+                        "{} covers unknown statement {}",
+                        code(&format!("{}/{}", su.suite, t.name)),
+                        code(c)
+                    )
+                })
+        })
+        .collect();
+    if !unknown.is_empty() {
+        let _ = writeln!(
+            s,
+            "> **Warning:** trials cite statements that are not in the contract:\n>"
+        );
+        for u in unknown {
+            let _ = writeln!(s, "> - {u}");
+        }
+        s.push('\n');
+    }
+
+    for su in &run.suites {
+        let _ = writeln!(
+            s,
+            "## Suite {}: {}\n",
+            code(&su.suite),
+            suite_verdict(su).word()
+        );
+        let mut facts = vec![
+            format!("backend {}", code(&su.backend)),
+            format!("run {}", code(&su.run_id)),
+            format!("wall {}", seconds(su.wall_ms)),
+            plural(su.trials.len(), "trial"),
+        ];
+        if su.filtered_out > 0 {
+            facts.push(format!("{} filtered out", su.filtered_out));
+        }
+        if su.fail_on_skip {
+            facts.push("skips fail the run".to_owned());
+        }
+        let _ = writeln!(s, "{}\n", facts.join(" · "));
+        if let Some(g) = &su.golden {
+            let _ = writeln!(
+                s,
+                "Golden: template {}, golden actor {}{}, ready after {:.1} s\n",
+                code(&g.template),
+                code(&g.golden_actor_id),
+                g.snapshot
+                    .as_deref()
+                    .map(|p| format!(", snapshot {}", code(p)))
+                    .unwrap_or_default(),
+                g.ready_after.as_secs_f64()
+            );
+        }
+        if su.trials.is_empty() {
+            let _ = writeln!(s, "No trial ran.\n");
+            continue;
+        }
+        let _ = writeln!(s, "| trial | covers | verdict | time (ms) | artifacts |");
+        let _ = writeln!(s, "| --- | --- | --- | ---: | --- |");
+        for t in &su.trials {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.0} | {} |",
+                code(&t.name),
+                cell(&t.covers.join(", ")),
+                trial_word(t.verdict),
+                t.duration_ms,
+                t.artifacts
+                    .iter()
+                    .map(|a| link(a))
+                    .collect::<Vec<_>>()
+                    .join("<br>")
+            );
+        }
+        s.push('\n');
+    }
+
+    let failed: Vec<_> = run
+        .suites
+        .iter()
+        .flat_map(|su| su.trials.iter().map(move |t| (su, t)))
+        .filter(|(_, t)| t.verdict == Verdict::Fail)
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(s, "## Failures\n");
+        for (su, t) in failed {
+            let _ = writeln!(s, "### {}\n", code(&format!("{}/{}", su.suite, t.name)));
+            if !t.covers.is_empty() {
+                let _ = writeln!(s, "Covers {}.\n", cell(&t.covers.join(", ")));
+            }
+            fenced(
+                &mut s,
+                t.message.as_deref().unwrap_or("(no message recorded)"),
+            );
+            if !t.artifacts.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "Artifacts: {}\n",
+                    t.artifacts
+                        .iter()
+                        .map(|a| link(a))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            if !t.log.trim().is_empty() {
+                let _ = writeln!(s, "<details><summary>trial log</summary>\n");
+                fenced(&mut s, &t.log);
+                let _ = writeln!(s, "</details>\n");
+            }
+        }
+    }
+
+    let skipped: Vec<_> = run
+        .suites
+        .iter()
+        .flat_map(|su| su.trials.iter().map(move |t| (su, t)))
+        .filter(|(_, t)| t.verdict == Verdict::Skip)
+        .collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(s, "## Skipped\n");
+        for (su, t) in skipped {
+            let _ = writeln!(
+                s,
+                "- {}: {}",
+                code(&format!("{}/{}", su.suite, t.name)),
+                cell(t.message.as_deref().unwrap_or("(no reason recorded)"))
+            );
+        }
+        s.push('\n');
+    }
+
+    let mut section = |title: &str, items: Vec<(&SuiteReport, &str)>, as_code: bool| {
+        if items.is_empty() {
+            return;
+        }
+        let _ = writeln!(s, "## {title}\n");
+        for (su, text) in items {
+            if as_code {
+                let _ = writeln!(s, "Suite {}:\n", code(&su.suite));
+                fenced(&mut s, text);
+            } else {
+                let _ = writeln!(s, "- {}: {}", code(&su.suite), cell(text));
+            }
+        }
+        if !as_code {
+            s.push('\n');
+        }
+    };
+    section(
+        "Interrupted",
+        run.suites
+            .iter()
+            .filter_map(|su| su.interrupted.as_deref().map(|i| (su, i)))
+            .collect(),
+        false,
+    );
+    section(
+        "Teardown errors",
+        run.suites
+            .iter()
+            .filter_map(|su| su.teardown_error.as_deref().map(|e| (su, e)))
+            .collect(),
+        true,
+    );
+    section(
+        "Kept resources (--keep)",
+        run.suites
+            .iter()
+            .flat_map(|su| su.kept.iter().map(move |k| (su, k.as_str())))
+            .collect(),
+        false,
+    );
+
+    environment(&mut s, run);
     s
 }
 
-/// What the suite prints at the end: wall time, each trial's phases, and
-/// where the report went.
-pub fn console_summary(r: &SuiteReport, w: &Written) -> String {
+/// The fingerprint table: one value column, or one per suite when they
+/// differ.
+fn environment(s: &mut String, run: &RunReport) {
+    let keys: BTreeSet<&String> = run
+        .suites
+        .iter()
+        .flat_map(|su| su.fingerprint.keys())
+        .collect();
+    if keys.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "## Environment\n");
+    let same = run
+        .suites
+        .windows(2)
+        .all(|w| w[0].fingerprint == w[1].fingerprint);
+    let cols: Vec<&SuiteReport> = if same {
+        run.suites.iter().take(1).collect()
+    } else {
+        run.suites.iter().collect()
+    };
+    if same {
+        let _ = writeln!(s, "| fact | value |\n| --- | --- |");
+    } else {
+        let _ = writeln!(
+            s,
+            "| fact | {} |\n| --- |{}",
+            cols.iter()
+                .map(|c| code(&c.suite))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            " --- |".repeat(cols.len())
+        );
+    }
+    for k in keys {
+        let vals: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                c.fingerprint
+                    .get(k)
+                    .map(|v| code(v))
+                    .unwrap_or_else(|| "—".to_owned())
+            })
+            .collect();
+        let _ = writeln!(s, "| {} | {} |", cell(k), vals.join(" | "));
+    }
+    s.push('\n');
+}
+
+// ------------------------------------------------------------- console --
+
+/// What a suite binary prints on stderr at the end: the suite's verdict and
+/// wall time, each trial with its time and phases, skip reasons, the run's
+/// verdict, and where the reports are.
+pub fn console_summary(run: &RunReport, suite: &SuiteReport, written: &Written) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
         "\nsuite {} on {}: {} in {:.2} s wall (run {})",
-        r.suite,
-        r.backend,
-        verdict_of(r),
-        r.wall_ms as f64 / 1000.0,
-        r.run_id
+        suite.suite,
+        suite.backend,
+        suite_verdict(suite).word(),
+        suite.wall_ms as f64 / 1000.0,
+        suite.run_id
     );
-    if let Some(g) = &r.golden {
+    let width = suite
+        .trials
+        .iter()
+        .map(|t| t.name.chars().count())
+        .chain(
+            suite
+                .trials
+                .iter()
+                .flat_map(|t| &t.phases)
+                .map(|p| p.name.chars().count() + 2),
+        )
+        .max()
+        .unwrap_or(0)
+        .max("golden ready".len());
+    if let Some(g) = &suite.golden {
         let _ = writeln!(
             s,
-            "  golden ready: {:>8.1} ms  (template {}, golden actor {})",
+            "       {:<width$} {:>9.1} ms  (template {}, golden actor {})",
+            "golden ready",
             g.ready_after.as_secs_f64() * 1000.0,
             g.template,
             g.golden_actor_id
         );
     }
-    for t in &r.trials {
+    // Continuation lines of a multi-line text, indented under its label.
+    let indented = |text: &str| clean_text(text).trim_end().replace('\n', "\n           ");
+    for t in &suite.trials {
         let _ = writeln!(
             s,
-            "  {} {} ({:.1} ms)",
-            if t.verdict == Verdict::Pass {
-                "pass"
-            } else {
-                "FAIL"
-            },
+            "  {:<4} {:<width$} {:>9.1} ms",
+            t.verdict.word(),
             t.name,
             t.duration_ms
         );
         for p in &t.phases {
-            let _ = writeln!(s, "      {:>8.1} ms  {}", p.ms, p.name);
+            let _ = writeln!(s, "         {:<w$} {:>9.1} ms", p.name, p.ms, w = width - 2);
+        }
+        match (t.verdict, t.message.as_deref()) {
+            (Verdict::Skip, m) => {
+                let _ = writeln!(
+                    s,
+                    "         skipped: {}",
+                    indented(m.unwrap_or("(no reason recorded)"))
+                );
+            }
+            (Verdict::Fail, Some(m)) => {
+                let _ = writeln!(s, "         failed: {}", clean_text(first_line(m)));
+            }
+            _ => {}
         }
     }
+    if suite.filtered_out > 0 {
+        let _ = writeln!(
+            s,
+            "  {} filtered out",
+            plural(suite.filtered_out as usize, "trial")
+        );
+    }
+    if let Some(e) = &suite.teardown_error {
+        let _ = writeln!(s, "  teardown failed: {}", indented(e));
+    }
+    if let Some(i) = &suite.interrupted {
+        let _ = writeln!(s, "  interrupted: {}", indented(i));
+    }
+    for k in &suite.kept {
+        let _ = writeln!(s, "  kept: {}", clean_text(k));
+    }
+    let _ = writeln!(
+        s,
+        "run {} so far ({} in the report directory): {}",
+        run.run_id,
+        plural(run.suites.len(), "suite"),
+        run.verdict.word()
+    );
     let _ = write!(
         s,
-        "report: {} and {}",
-        w.json.display(),
-        w.summary.display()
+        "reports: {}\n         {}\n         {}\n         {}",
+        written.markdown.display(),
+        written.junit.display(),
+        written.report_json.display(),
+        written.suite_json.display()
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial(name: &str, covers: &[&str], verdict: Verdict) -> TrialRecord {
+        TrialRecord {
+            suite: "s".into(),
+            name: name.into(),
+            covers: covers.iter().map(|c| c.to_string()).collect(),
+            verdict,
+            duration_ms: 1.0,
+            message: None,
+            log: String::new(),
+            phases: vec![],
+            artifacts: vec![],
+        }
+    }
+
+    fn suite(trials: Vec<TrialRecord>) -> SuiteReport {
+        SuiteReport {
+            suite: "s".into(),
+            run_id: "r".into(),
+            backend: "local".into(),
+            started_unix_ms: 1000,
+            ended_unix_ms: 2000,
+            wall_ms: 1000,
+            fingerprint: BTreeMap::new(),
+            golden: None,
+            teardown_error: None,
+            interrupted: None,
+            kept: vec![],
+            filtered_out: 0,
+            fail_on_skip: false,
+            trials,
+        }
+    }
+
+    #[test]
+    fn clean_text_strips_ansi_and_replaces_controls() {
+        assert_eq!(clean_text("\x1b[31mred\x1b[0m"), "red");
+        assert_eq!(clean_text("a\0b"), "a\u{fffd}b");
+        assert_eq!(clean_text("t\tn\nr\r"), "t\tn\nr\r");
+        assert_eq!(clean_text("\x1b]0;title\x07x"), "x");
+        assert_eq!(clean_text("end\x1b"), "end\u{fffd}");
+        assert_eq!(clean_text("\u{fffe}"), "\u{fffd}");
+    }
+
+    #[test]
+    fn contract_verdicts() {
+        let run = RunReport::from_suites(vec![suite(vec![
+            trial("a", &["ID-1", "ID-2"], Verdict::Pass),
+            trial("b", &["ID-2"], Verdict::Fail),
+            trial("c", &["ID-3"], Verdict::Skip),
+            trial("d", &["ID-3"], Verdict::Pass),
+        ])]);
+        let v = |id: &str| run.contract.iter().find(|r| r.id == id).unwrap().verdict;
+        assert_eq!(run.contract.len(), 15);
+        assert_eq!(v("ID-1"), ContractVerdict::Pass);
+        assert_eq!(v("ID-2"), ContractVerdict::Fail);
+        assert_eq!(v("ID-3"), ContractVerdict::Skip);
+        assert_eq!(v("ID-4"), ContractVerdict::NotCovered);
+        assert_eq!(run.verdict, RunVerdict::Fail);
+    }
+
+    #[test]
+    fn only_skips_and_gaps_are_incomplete_unless_fail_on_skip() {
+        let mut s = suite(vec![trial("c", &["ID-3"], Verdict::Skip)]);
+        assert_eq!(
+            RunReport::from_suites(vec![s.clone()]).verdict,
+            RunVerdict::Incomplete
+        );
+        s.fail_on_skip = true;
+        assert_eq!(RunReport::from_suites(vec![s]).verdict, RunVerdict::Fail);
+    }
+
+    #[test]
+    fn majority_run_id_wins() {
+        let mut a = suite(vec![]);
+        a.suite = "a".into();
+        let mut b = a.clone();
+        b.suite = "b".into();
+        let mut c = a.clone();
+        c.suite = "c".into();
+        c.run_id = "old".into();
+        let run = RunReport::from_suites(vec![c, a, b]);
+        assert_eq!(run.run_id, "r");
+        assert_eq!(run.run_ids(), vec!["old".to_owned(), "r".to_owned()]);
+        assert_eq!(run.suites[0].suite, "a");
+    }
+
+    #[test]
+    fn fences_survive_backticks() {
+        let mut s = String::new();
+        fenced(&mut s, "a ```` b");
+        assert!(s.starts_with("`````text\n"));
+    }
+
+    #[test]
+    fn suite_names_are_checked() {
+        assert!(check_suite_name("identity").is_ok());
+        assert!(check_suite_name("../x").is_err());
+        assert!(check_suite_name("").is_err());
+        assert!(check_suite_name(".hidden").is_err());
+    }
 }

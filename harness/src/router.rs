@@ -61,12 +61,32 @@ impl RoutedResponse {
     }
 }
 
+/// One request through the router and what came back, kept for a failed
+/// trial's artifacts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Exchange {
+    /// Method and path.
+    pub request: String,
+    /// The Host sent.
+    pub host: Option<String>,
+    /// Status, or the transport error.
+    pub status: Result<u16, String>,
+    /// Milliseconds.
+    pub ms: f64,
+    /// Body as text (at most 16 KiB).
+    pub body: String,
+}
+
+/// Where a client records its exchanges.
+pub type Recorder = std::sync::Arc<std::sync::Mutex<Vec<Exchange>>>;
+
 /// Client for the router.
 #[derive(Clone, Debug)]
 pub struct RouterClient {
     addr: SocketAddr,
     http: reqwest::Client,
     timeout: Duration,
+    recorder: Option<Recorder>,
 }
 
 impl RouterClient {
@@ -81,7 +101,14 @@ impl RouterClient {
             addr,
             http,
             timeout: Duration::from_secs(60),
+            recorder: None,
         }
+    }
+
+    /// The same client, recording every exchange into `recorder`.
+    pub fn with_recorder(mut self, recorder: Recorder) -> Self {
+        self.recorder = Some(recorder);
+        self
     }
 
     /// The router's address.
@@ -103,21 +130,43 @@ impl RouterClient {
             self.addr,
             host.unwrap_or("<none>")
         );
+        let request = format!("{method} {path}");
         let mut req = self.http.request(method, &url).timeout(self.timeout);
         if let Some(h) = host {
             req = req.header(reqwest::header::HOST, h);
         }
         let start = Instant::now();
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{what}: no response"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .with_context(|| format!("{what}: cannot read the body"))?
-            .to_vec();
+        let result = async {
+            let resp = req
+                .send()
+                .await
+                .with_context(|| format!("{what}: no response"))?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .bytes()
+                .await
+                .with_context(|| format!("{what}: cannot read the body"))?
+                .to_vec();
+            Ok::<_, anyhow::Error>((status, body))
+        }
+        .await;
+        if let Some(rec) = &self.recorder {
+            let (status, body) = match &result {
+                Ok((st, b)) => (
+                    Ok(*st),
+                    String::from_utf8_lossy(&b[..b.len().min(16 << 10)]).into_owned(),
+                ),
+                Err(e) => (Err(format!("{e:#}")), String::new()),
+            };
+            rec.lock().unwrap().push(Exchange {
+                request,
+                host: host.map(String::from),
+                status,
+                ms: start.elapsed().as_secs_f64() * 1000.0,
+                body,
+            });
+        }
+        let (status, body) = result?;
         Ok(RoutedResponse {
             status,
             body,

@@ -1,31 +1,37 @@
 //! A thin layer over libtest-mimic for suites.
 //!
 //! A suite declares trials (name, contract statements covered, async body
-//! taking a [`Ctx`]); [`Suite::main`] parses our options out of the command
-//! line (the rest goes to libtest-mimic, so `--list`, filters, `--exact`,
-//! `--skip`, `--test-threads`, `--nocapture` keep working), runs the trials,
-//! tears the backend down, and writes the report.
+//! taking a [`Ctx`]); [`Suite::main`] takes our options out of the command
+//! line ([`crate::options`]), runs the trials with libtest-mimic, tears the
+//! backend down and writes the reports ([`crate::report`]).
 //!
-//! **Invariants.** `--list` starts nothing. The backend is started lazily by
-//! the first trial that runs, once, and torn down after the last; a backend
-//! that cannot start fails every trial with the reason (never a silent
-//! pass). Each trial's cleanups run last-in-first-out on pass, fail and
-//! panic; SIGINT/SIGTERM tear the backend down before exiting.
+//! **Invariants.** `--list` starts nothing. The backend is started lazily
+//! by the first trial that runs, once, and torn down after the last. A
+//! missing prerequisite (not root, no runsc) makes every trial *skipped*
+//! with the reason — never passed; with `--fail-on-skip` (default under
+//! `CI=true`) a skip fails the run. A backend that is there but breaks
+//! fails every trial with the reason. Each trial's cleanups run
+//! last-in-first-out on pass, fail and panic (`--keep` leaves a failed
+//! trial's resources instead); artifacts of a failed trial are collected
+//! first, under their own deadline, and never mask the failure.
+//! SIGINT/SIGTERM tear the backend down (even mid-setup), write the report
+//! and exit 130.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context as _;
 use libtest_mimic::{Arguments, Failed, Trial};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::backend::local::{LocalBackend, LocalOptions};
-use crate::backend::{Backend, Golden};
+use crate::backend::{ActorRef, Backend, Golden};
+use crate::options::{self, Options};
 use crate::report::{self, PhaseTime, SuiteReport, TrialRecord, Verdict};
-use crate::router::RouterClient;
+use crate::router::{Recorder, RouterClient};
 
 type BoxFut = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 type Body = Arc<dyn Fn(Ctx) -> BoxFut + Send + Sync>;
@@ -42,19 +48,6 @@ pub struct Suite {
     trials: Vec<TrialDef>,
 }
 
-/// Options the harness takes (flags after `--`, or environment variables).
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// `--backend` / `ATE_BACKEND`: `local` (default).
-    pub backend: String,
-    /// `--report-dir` / `ATE_REPORT_DIR` (default `target/ate-report`).
-    pub report_dir: PathBuf,
-    /// `--run-id` / `ATE_RUN_ID` (default: random).
-    pub run_id: String,
-    /// `--probe-bin` / `ATE_PROBE_BIN`: another probe binary.
-    pub probe_bin: Option<PathBuf>,
-}
-
 /// The workspace root (where `target/` lives).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -63,87 +56,36 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A short random run ID (lowercase hex: valid in every name it is part of).
-pub fn new_run_id() -> String {
-    let mut b = [0u8; 3];
-    getrandom::fill(&mut b).expect("getrandom");
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+/// Returned (as an error) by a trial that cannot run here: recorded as
+/// *skipped* with the reason, never as passed.
+#[derive(Debug, thiserror::Error)]
+#[error("skipped: {0}")]
+pub struct Skip(pub String);
 
-const OPTIONS: [(&str, &str); 4] = [
-    ("--backend", "ATE_BACKEND"),
-    ("--report-dir", "ATE_REPORT_DIR"),
-    ("--run-id", "ATE_RUN_ID"),
-    ("--probe-bin", "ATE_PROBE_BIN"),
-];
-
-/// Splits our options from libtest-mimic's. Returns the options and the
-/// remaining arguments (program name first).
-pub fn parse_options(args: Vec<String>) -> anyhow::Result<(Options, Vec<String>)> {
-    let mut rest = Vec::new();
-    let mut given: std::collections::BTreeMap<&str, String> = Default::default();
-    let mut it = args.into_iter();
-    if let Some(p) = it.next() {
-        rest.push(p);
-    }
-    while let Some(a) = it.next() {
-        let known = OPTIONS
-            .iter()
-            .find(|(f, _)| a == *f || a.starts_with(&format!("{f}=")));
-        match known {
-            Some((flag, _)) => {
-                let v = match a.split_once('=') {
-                    Some((_, v)) => v.to_owned(),
-                    None => it
-                        .next()
-                        .with_context(|| format!("option {flag} needs a value"))?,
-                };
-                given.insert(flag, v);
-            }
-            None => rest.push(a),
-        }
-    }
-    let get = |flag: &str, env: &str| {
-        given
-            .get(flag)
-            .cloned()
-            .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
-    };
-    let backend = get("--backend", "ATE_BACKEND").unwrap_or_else(|| "local".into());
-    if backend != "local" {
-        anyhow::bail!("unknown backend {backend:?}: valid backends are: local");
-    }
-    let run_id = get("--run-id", "ATE_RUN_ID").unwrap_or_else(new_run_id);
-    if run_id.is_empty()
-        || run_id.len() > 16
-        || !run_id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    {
-        anyhow::bail!("invalid run id {run_id:?}: 1 to 16 lowercase letters or digits");
-    }
-    Ok((
-        Options {
-            backend,
-            report_dir: get("--report-dir", "ATE_REPORT_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace_root().join("target/ate-report")),
-            run_id,
-            probe_bin: get("--probe-bin", "ATE_PROBE_BIN").map(PathBuf::from),
-        },
-        rest,
-    ))
+/// Why the backend is not available to trials.
+#[derive(Debug, Clone)]
+enum Unavailable {
+    /// A prerequisite is missing here: trials are skipped.
+    Prerequisite(String),
+    /// The backend is there but broke: trials fail.
+    Broken(String),
 }
 
 /// What every trial of one suite run shares.
 struct Shared {
     suite: &'static str,
     opts: Options,
-    backend: tokio::sync::OnceCell<Result<Setup, String>>,
+    setup: tokio::sync::OnceCell<Result<Setup, Unavailable>>,
+    /// The backend as soon as it started (before the golden is ready), so
+    /// an interrupt can tear it down mid-setup.
+    started: Mutex<Option<Arc<dyn Backend>>>,
     records: Mutex<Vec<TrialRecord>>,
-    /// Set by the signal handler; from then on it owns the teardown and
-    /// the exit.
-    interrupted: std::sync::atomic::AtomicBool,
+    /// Resources failed trials left on purpose (`--keep`).
+    kept_actors: Mutex<Vec<String>>,
+    /// Set by the signal handler; from then on it owns teardown and exit.
+    interrupted: AtomicBool,
+    started_at: SystemTime,
+    wall: Instant,
 }
 
 #[derive(Clone)]
@@ -162,8 +104,12 @@ pub struct Ctx {
     setup: Setup,
     run_id: String,
     trial: &'static str,
+    started: Instant,
     phases: Arc<Mutex<Vec<PhaseTime>>>,
+    log: Arc<Mutex<String>>,
     cleanups: Arc<Mutex<Vec<(String, Cleanup)>>>,
+    actors: Arc<Mutex<Vec<ActorRef>>>,
+    exchanges: Recorder,
 }
 
 impl Ctx {
@@ -182,14 +128,26 @@ impl Ctx {
         &self.setup.atespace
     }
 
-    /// A router client.
+    /// A router client; its exchanges are kept for the trial's artifacts.
     pub fn router(&self) -> RouterClient {
-        self.setup.backend.router()
+        self.setup
+            .backend
+            .router()
+            .with_recorder(self.exchanges.clone())
     }
 
     /// `<base>-<run id>`: a name no other run uses.
     pub fn unique(&self, base: &str) -> String {
         format!("{base}-{}", self.run_id)
+    }
+
+    /// Adds a line to the trial's log (JUnit system-out).
+    pub fn note(&self, line: impl AsRef<str>) {
+        let t = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.log
+            .lock()
+            .unwrap()
+            .push_str(&format!("[{t:>9.1} ms] {}\n", line.as_ref()));
     }
 
     /// Runs `fut` as a named phase: timed, logged, kept for the report.
@@ -199,12 +157,13 @@ impl Ctx {
         let out = fut.await;
         let ms = start.elapsed().as_secs_f64() * 1000.0;
         info!(trial = self.trial, phase = %name, ms = format!("{ms:.1}"), "phase done");
+        self.note(format!("{name}: {ms:.1} ms"));
         self.phases.lock().unwrap().push(PhaseTime { name, ms });
         out
     }
 
     /// Registers a cleanup; cleanups run last-in-first-out when the trial
-    /// ends, however it ends.
+    /// ends, however it ends (unless `--keep` keeps a failed trial's).
     pub fn defer(
         &self,
         what: impl Into<String>,
@@ -214,6 +173,11 @@ impl Ctx {
             .lock()
             .unwrap()
             .push((what.into(), Box::pin(f)));
+    }
+
+    /// A [`Skip`] error: return it to mark the trial skipped with `reason`.
+    pub fn skip(&self, reason: impl Into<String>) -> anyhow::Error {
+        Skip(reason.into()).into()
     }
 
     /// Creates an actor of the probe template named `<base>-<run>` and
@@ -226,6 +190,10 @@ impl Ctx {
             self.backend().create_actor(self.atespace(), &id, &template),
         )
         .await?;
+        self.actors.lock().unwrap().push(ActorRef {
+            atespace: self.atespace().to_owned(),
+            id: id.clone(),
+        });
         let backend = self.setup.backend.clone();
         let (a, i) = (self.atespace().to_owned(), id.clone());
         self.defer(format!("remove actor {a}/{i}"), async move {
@@ -236,6 +204,34 @@ impl Ctx {
             backend.delete_actor(&a, &i).await
         });
         Ok(id)
+    }
+
+    /// `GET path` on the probe of actor `id`, parsed as JSON. An endpoint
+    /// the probe does not have (404 on anything but the upstream `/whoami`
+    /// and `/healthz`) skips the trial with that reason: another probe may
+    /// stand in for ours (DESIGN.md "The probe is replaceable").
+    pub async fn probe_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        id: &str,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        let host = crate::router::actor_host(id, self.atespace());
+        let resp = self
+            .router()
+            .send_with_host(method.clone(), Some(&host), path)
+            .await?;
+        if resp.status == 404 && !matches!(path, "/whoami" | "/healthz") {
+            let body = resp.body_text();
+            // The router's own 404 (unknown actor) is a failure, not a gap
+            // in the probe.
+            if !body.contains("\"kind\":\"not-found\"") {
+                return Err(self.skip(format!(
+                    "the probe has no {method} {path} endpoint (404), which this trial needs"
+                )));
+            }
+        }
+        resp.ok()?.json()
     }
 }
 
@@ -270,15 +266,21 @@ impl Suite {
     /// Runs the suite as a test binary's `main`.
     pub fn main(self) -> std::process::ExitCode {
         crate::init_tracing();
-        let (opts, rest) = match parse_options(std::env::args().collect()) {
+        let parsed = options::parse(
+            std::env::args().collect(),
+            |k| std::env::var(k).ok(),
+            workspace_root().join("target/ate-report"),
+        );
+        let (opts, rest) = match parsed {
             Ok(x) => x,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {e:#}\n\n{}", options::usage());
                 return std::process::ExitCode::from(2);
             }
         };
         let args = Arguments::from_iter(rest);
         if args.list {
+            // Starts nothing: names only.
             let trials = self
                 .trials
                 .iter()
@@ -286,6 +288,8 @@ impl Suite {
                 .collect();
             return libtest_mimic::run(&args, trials).exit_code();
         }
+
+        let missing = prerequisites(&opts);
         let rt = Arc::new(
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -295,117 +299,145 @@ impl Suite {
         let shared = Arc::new(Shared {
             suite: self.name,
             opts,
-            backend: Default::default(),
+            setup: Default::default(),
+            started: Mutex::new(None),
             records: Mutex::new(Vec::new()),
-            interrupted: Default::default(),
+            kept_actors: Mutex::new(Vec::new()),
+            interrupted: AtomicBool::new(false),
+            started_at: SystemTime::now(),
+            wall: Instant::now(),
         });
+        if let Some(reason) = &missing {
+            warn!("prerequisite missing, every trial is skipped: {reason}");
+            let _ = shared
+                .setup
+                .set(Err(Unavailable::Prerequisite(reason.clone())));
+        }
         rt.spawn(interrupt_handler(shared.clone()));
-        let started = SystemTime::now();
-        let wall = Instant::now();
 
         let trials = self
             .trials
             .into_iter()
             .map(|def| {
-                let (shared, rt) = (shared.clone(), rt.clone());
-                Trial::test(def.name, move || rt.block_on(run_trial(shared, def)))
+                let (shared2, rt2) = (shared.clone(), rt.clone());
+                let name = def.name;
+                let covers = def.covers;
+                let trial = Trial::test(name, move || rt2.block_on(run_trial(shared2, def)));
+                match &missing {
+                    // Shown as "ignored" by libtest, recorded as skipped
+                    // with the reason; unless --include-ignored runs it
+                    // anyway, which then records the same skip.
+                    Some(reason) if !args.include_ignored => {
+                        shared.records.lock().unwrap().push(TrialRecord {
+                            suite: shared.suite.to_owned(),
+                            name: name.to_owned(),
+                            covers: covers.iter().map(|s| s.to_string()).collect(),
+                            verdict: Verdict::Skip,
+                            duration_ms: 0.0,
+                            message: Some(format!("prerequisite missing: {reason}")),
+                            log: String::new(),
+                            phases: vec![],
+                            artifacts: vec![],
+                        });
+                        trial.with_ignored_flag(true)
+                    }
+                    _ => trial,
+                }
             })
-            .collect();
+            .collect::<Vec<_>>();
         let conclusion = libtest_mimic::run(&args, trials);
-        if shared.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
-            // The signal handler is tearing down and will exit(130).
+        if shared.interrupted.load(Ordering::SeqCst) {
+            // The signal handler tears down, reports and exits 130.
             loop {
                 std::thread::park();
             }
         }
-
-        let mut teardown_error = None;
-        let mut fingerprint = vec![];
-        let mut golden = None;
-        if let Some(Ok(setup)) = shared.backend.get() {
-            fingerprint = setup.backend.fingerprint();
-            golden = Some(setup.golden.clone());
-            let s = setup.clone();
-            if let Err(e) = rt.block_on(async move {
-                let _ = s.backend.delete_atespace(&s.atespace).await;
-                s.backend.teardown().await
-            }) {
-                error!("teardown failed: {e:#}");
-                teardown_error = Some(format!("{e:#}"));
-            }
+        let (teardown_error, kept) = rt.block_on(finish_backend(&shared));
+        let rep = suite_report(
+            &shared,
+            conclusion.num_filtered_out,
+            teardown_error.clone(),
+            None,
+            kept,
+        );
+        let ok = write_and_print(&shared, &rep);
+        let skipped = rep
+            .trials
+            .iter()
+            .filter(|t| t.verdict == Verdict::Skip)
+            .count();
+        if shared.opts.fail_on_skip && skipped > 0 {
+            eprintln!("error: {skipped} trial(s) skipped, and skips fail this run (--fail-on-skip, or CI=true)");
+            return std::process::ExitCode::FAILURE;
         }
-        let records = std::mem::take(&mut *shared.records.lock().unwrap());
-        let rep = SuiteReport {
-            suite: shared.suite.to_owned(),
-            run_id: shared.opts.run_id.clone(),
-            backend: shared.opts.backend.clone(),
-            started_unix_ms: started
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            wall_ms: wall.elapsed().as_millis() as u64,
-            fingerprint,
-            golden,
-            teardown_error: teardown_error.clone(),
-            filtered_out: conclusion.num_filtered_out,
-            trials: records,
-        };
-        match report::write_suite(&shared.opts.report_dir, &rep) {
-            Ok(paths) => eprintln!("{}", report::console_summary(&rep, &paths)),
-            Err(e) => {
-                eprintln!(
-                    "error: cannot write the report into {}: {e:#}",
-                    shared.opts.report_dir.display()
-                );
-                return std::process::ExitCode::FAILURE;
-            }
-        }
-        if teardown_error.is_some() {
+        if !ok || teardown_error.is_some() || rep.trials.iter().any(|t| t.verdict == Verdict::Fail)
+        {
             return std::process::ExitCode::FAILURE;
         }
         conclusion.exit_code()
     }
 }
 
-async fn setup(shared: &Shared) -> Result<Setup, String> {
+/// Checks what the backend needs before anything starts; `Some(reason)`
+/// when something is missing here.
+fn prerequisites(opts: &Options) -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some(
+            "the local backend runs gVisor sandboxes and needs root; run the suite as root".into(),
+        );
+    }
+    if which::which(&opts.runsc).is_err() {
+        return Some(format!(
+            "runsc not found ({}); install it with: apt-get install -y runsc",
+            opts.runsc.display()
+        ));
+    }
+    let prebuilt = std::env::var_os(crate::fixture::AGENT_BIN_ENV).is_some()
+        && (opts.probe_bin.is_some() || std::env::var_os(crate::fixture::PROBE_BIN_ENV).is_some());
+    if !prebuilt
+        && which::which(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).is_err()
+    {
+        return Some("cargo not found, and ATE_AGENT_BIN/ATE_PROBE_BIN are not both set".into());
+    }
+    None
+}
+
+async fn setup(shared: &Shared) -> Result<Setup, Unavailable> {
     let opts = &shared.opts;
-    let start = async {
-        let root = workspace_root();
-        let backend = LocalBackend::start(LocalOptions {
-            run_id: opts.run_id.clone(),
-            state_root: root.join("target/ate-state"),
-            log_dir: opts.report_dir.join("logs"),
-            probe_bin: opts.probe_bin.clone(),
-            runsc_debug: false,
-            start_timeout: Duration::from_secs(30),
-        })
-        .await?;
-        let backend: Arc<dyn Backend> = Arc::new(backend);
-        let golden = match backend.deploy_probe(Duration::from_secs(60)).await {
-            Ok(g) => g,
-            Err(e) => {
-                let _ = backend.teardown().await;
-                return Err(e.context("the probe template's golden snapshot did not become ready"));
-            }
-        };
-        info!(template = %golden.template, golden = %golden.golden_actor_id, ms = golden.ready_after.as_millis() as u64, "golden ready");
-        let atespace = format!("conf-{}", opts.run_id);
-        if let Err(e) = backend.create_atespace(&atespace).await {
-            let _ = backend.teardown().await;
-            return Err(e);
-        }
-        Ok::<_, anyhow::Error>(Setup {
-            backend,
-            golden,
-            atespace,
-        })
-    };
-    start.await.map_err(|e| {
-        format!(
+    let broken = |e: anyhow::Error| {
+        Unavailable::Broken(format!(
             "backend {} could not be set up: {}",
             opts.backend,
             chain(&e)
-        )
+        ))
+    };
+    let root = workspace_root();
+    let backend = LocalBackend::start(LocalOptions {
+        run_id: opts.run_id.clone(),
+        state_root: root.join("target/ate-state"),
+        log_dir: opts.report_dir.join("logs"),
+        probe_bin: opts.probe_bin.clone(),
+        runsc: opts.runsc.clone(),
+        runsc_debug: true,
+        start_timeout: Duration::from_secs(30),
+    })
+    .await
+    .map_err(broken)?;
+    let backend: Arc<dyn Backend> = Arc::new(backend);
+    *shared.started.lock().unwrap() = Some(backend.clone());
+    let golden = backend
+        .deploy_probe(Duration::from_secs(60))
+        .await
+        .map_err(|e| {
+            broken(e.context("the probe template's golden snapshot did not become ready"))
+        })?;
+    info!(template = %golden.template, golden = %golden.golden_actor_id, ms = golden.ready_after.as_millis() as u64, "golden ready");
+    let atespace = format!("conf-{}", opts.run_id);
+    backend.create_atespace(&atespace).await.map_err(broken)?;
+    Ok(Setup {
+        backend,
+        golden,
+        atespace,
     })
 }
 
@@ -418,63 +450,152 @@ fn chain(e: &anyhow::Error) -> String {
     s
 }
 
+/// `gate::own_identity` → `gate__own_identity` (a directory name).
+fn dir_name(trial: &str) -> String {
+    trial
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 async fn run_trial(shared: Arc<Shared>, def: TrialDef) -> Result<(), Failed> {
     let start = Instant::now();
-    let setup = shared.backend.get_or_init(|| setup(&shared)).await.clone();
-    let ctx_phases = Arc::new(Mutex::new(Vec::new()));
-    let (verdict, message) = match setup {
-        Err(e) => (Verdict::Fail, Some(e)),
-        Ok(setup) => {
-            let ctx = Ctx {
-                setup,
-                run_id: shared.opts.run_id.clone(),
-                trial: def.name,
-                phases: ctx_phases.clone(),
-                cleanups: Arc::new(Mutex::new(Vec::new())),
-            };
-            let cleanups = ctx.cleanups.clone();
-            // Spawned, so a panic in the body is caught as a JoinError.
-            let result = tokio::spawn((def.body)(ctx)).await;
-            let mut message = match result {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(chain(&e)),
-                Err(j) if j.is_panic() => Some(format!("panicked: {}", panic_text(j.into_panic()))),
-                Err(j) => Some(format!("trial task ended: {j}")),
-            };
-            let list = std::mem::take(&mut *cleanups.lock().unwrap());
-            for (what, c) in list.into_iter().rev() {
-                if let Err(e) = c.await {
-                    let m = format!("cleanup failed: {what}: {}", chain(&e));
-                    error!(trial = def.name, "{m}");
-                    message = Some(match message {
-                        Some(prev) => format!("{prev}\n{m}"),
-                        None => m,
-                    });
-                }
-            }
-            (
-                if message.is_some() {
-                    Verdict::Fail
-                } else {
-                    Verdict::Pass
-                },
-                message,
-            )
-        }
-    };
-    let phases = std::mem::take(&mut *ctx_phases.lock().unwrap());
-    shared.records.lock().unwrap().push(TrialRecord {
+    let setup = shared.setup.get_or_init(|| setup(&shared)).await.clone();
+    let mut record = TrialRecord {
+        suite: shared.suite.to_owned(),
         name: def.name.to_owned(),
         covers: def.covers.iter().map(|s| s.to_string()).collect(),
-        verdict,
-        duration_ms: start.elapsed().as_secs_f64() * 1000.0,
-        message: message.clone(),
-        phases,
-    });
-    match message {
-        None => Ok(()),
-        Some(m) => Err(Failed::from(m)),
+        verdict: Verdict::Pass,
+        duration_ms: 0.0,
+        message: None,
+        log: String::new(),
+        phases: vec![],
+        artifacts: vec![],
+    };
+    match setup {
+        Err(Unavailable::Prerequisite(reason)) => {
+            record.verdict = Verdict::Skip;
+            record.message = Some(format!("prerequisite missing: {reason}"));
+        }
+        Err(Unavailable::Broken(msg)) => {
+            record.verdict = Verdict::Fail;
+            record.message = Some(msg);
+        }
+        Ok(setup) => run_body(&shared, &def, setup, &mut record).await,
     }
+    record.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let outcome = match (record.verdict, &record.message) {
+        (Verdict::Pass, _) => Ok(()),
+        (Verdict::Fail, m) => Err(Failed::from(m.clone().unwrap_or_default())),
+        (Verdict::Skip, m) => {
+            let reason = m.clone().unwrap_or_default();
+            eprintln!("SKIPPED {}: {reason}", def.name);
+            if shared.opts.fail_on_skip {
+                Err(Failed::from(format!(
+                    "{reason}\n(skipped, which fails this run: --fail-on-skip, or CI=true)"
+                )))
+            } else {
+                Ok(())
+            }
+        }
+    };
+    shared.records.lock().unwrap().push(record);
+    outcome
+}
+
+async fn run_body(shared: &Shared, def: &TrialDef, setup: Setup, record: &mut TrialRecord) {
+    let ctx = Ctx {
+        setup: setup.clone(),
+        run_id: shared.opts.run_id.clone(),
+        trial: def.name,
+        started: Instant::now(),
+        phases: Default::default(),
+        log: Default::default(),
+        cleanups: Default::default(),
+        actors: Default::default(),
+        exchanges: Default::default(),
+    };
+    // Spawned, so a panic in the body is caught as a JoinError.
+    let result = tokio::spawn((def.body)(ctx.clone())).await;
+    let (verdict, mut message) = match result {
+        Ok(Ok(())) => (Verdict::Pass, None),
+        Ok(Err(e)) => match e.downcast_ref::<Skip>() {
+            Some(Skip(reason)) => (Verdict::Skip, Some(reason.clone())),
+            None => (Verdict::Fail, Some(chain(&e))),
+        },
+        Err(j) if j.is_panic() => (
+            Verdict::Fail,
+            Some(format!("panicked: {}", panic_text(j.into_panic()))),
+        ),
+        Err(j) => (Verdict::Fail, Some(format!("trial task ended: {j}"))),
+    };
+    if verdict == Verdict::Fail {
+        // Before cleanups remove what is to be looked at; bounded, and a
+        // collection problem is a note, never the verdict.
+        let rel = PathBuf::from("artifacts")
+            .join(shared.suite)
+            .join(dir_name(def.name));
+        let dir = shared.opts.report_dir.join(&rel);
+        let actors = ctx.actors.lock().unwrap().clone();
+        let exchanges = ctx.exchanges.lock().unwrap().clone();
+        let collected = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut files = setup.backend.collect_artifacts(&actors, &dir).await?;
+            let f = dir.join("probe-responses.json");
+            std::fs::write(&f, serde_json::to_vec_pretty(&exchanges)?)?;
+            files.push(f);
+            Ok::<_, anyhow::Error>(files)
+        })
+        .await;
+        match collected {
+            Ok(Ok(files)) => {
+                record.artifacts = files
+                    .iter()
+                    .map(|f| {
+                        f.strip_prefix(&shared.opts.report_dir)
+                            .unwrap_or(f)
+                            .display()
+                            .to_string()
+                    })
+                    .collect()
+            }
+            Ok(Err(e)) => ctx.note(format!("artifact collection failed: {e:#}")),
+            Err(_) => ctx.note("artifact collection did not finish within 30 s"),
+        }
+    }
+    let cleanups = std::mem::take(&mut *ctx.cleanups.lock().unwrap());
+    if verdict == Verdict::Fail && shared.opts.keep {
+        let mut kept = shared.kept_actors.lock().unwrap();
+        for (what, _) in &cleanups {
+            ctx.note(format!("kept (--keep), not run: {what}"));
+            kept.push(format!("{}: not run: {what}", def.name));
+        }
+    } else {
+        for (what, c) in cleanups.into_iter().rev() {
+            if let Err(e) = c.await {
+                let m = format!("cleanup failed: {what}: {}", chain(&e));
+                error!(trial = def.name, "{m}");
+                ctx.note(&m);
+                message = Some(match message {
+                    Some(prev) => format!("{prev}\n{m}"),
+                    None => m,
+                });
+            }
+        }
+    }
+    // A failed cleanup fails a trial that otherwise passed or skipped.
+    record.verdict = match (verdict, &message) {
+        (Verdict::Pass, Some(_)) => Verdict::Fail,
+        (v, _) => v,
+    };
+    record.message = message;
+    record.phases = std::mem::take(&mut *ctx.phases.lock().unwrap());
+    record.log = std::mem::take(&mut *ctx.log.lock().unwrap());
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
@@ -484,6 +605,113 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "(non-string panic payload)".into()
+    }
+}
+
+/// Tears the backend down, or keeps it (`--keep` with kept trials).
+/// Returns a teardown error and the kept resources.
+async fn finish_backend(shared: &Shared) -> (Option<String>, Vec<String>) {
+    let backend = shared.started.lock().unwrap().clone();
+    let Some(backend) = backend else {
+        return (None, vec![]);
+    };
+    let kept_actors = shared.kept_actors.lock().unwrap().clone();
+    if !kept_actors.is_empty() {
+        return match backend.keep().await {
+            Ok((mut kept, how)) => {
+                kept.extend(kept_actors);
+                eprintln!("\n--keep: left for inspection:");
+                for k in &kept {
+                    eprintln!("  {k}");
+                }
+                eprintln!("remove them with: {how}");
+                kept.push(format!("remove with: {how}"));
+                (None, kept)
+            }
+            Err(e) => (Some(format!("--keep failed: {e:#}")), vec![]),
+        };
+    }
+    if let Some(Ok(setup)) = shared.setup.get() {
+        if let Err(e) = backend.delete_atespace(&setup.atespace).await {
+            warn!("cannot delete atespace {}: {e:#}", setup.atespace);
+        }
+    }
+    match backend.teardown().await {
+        Ok(()) => (None, vec![]),
+        Err(e) => {
+            error!("teardown failed: {e:#}");
+            (Some(chain(&e)), vec![])
+        }
+    }
+}
+
+fn suite_report(
+    shared: &Shared,
+    filtered_out: u64,
+    teardown_error: Option<String>,
+    interrupted: Option<String>,
+    kept: Vec<String>,
+) -> SuiteReport {
+    let mut fingerprint = crate::fingerprint::harness();
+    let backend = shared.started.lock().unwrap().clone();
+    if let Some(b) = backend {
+        fingerprint.extend(b.fingerprint());
+    }
+    let golden = match shared.setup.get() {
+        Some(Ok(s)) => {
+            fingerprint.insert("golden_actor_id".into(), s.golden.golden_actor_id.clone());
+            if let Some(snap) = &s.golden.snapshot {
+                fingerprint.insert("golden_snapshot".into(), snap.clone());
+            }
+            Some(s.golden.clone())
+        }
+        _ => None,
+    };
+    let ms = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    };
+    SuiteReport {
+        suite: shared.suite.to_owned(),
+        run_id: shared.opts.run_id.clone(),
+        backend: shared.opts.backend.clone(),
+        started_unix_ms: ms(shared.started_at),
+        ended_unix_ms: ms(SystemTime::now()),
+        wall_ms: shared.wall.elapsed().as_millis() as u64,
+        fingerprint,
+        golden,
+        teardown_error,
+        interrupted,
+        kept,
+        filtered_out,
+        fail_on_skip: shared.opts.fail_on_skip,
+        trials: shared.records.lock().unwrap().clone(),
+    }
+}
+
+fn write_and_print(shared: &Shared, rep: &SuiteReport) -> bool {
+    match report::write_suite(&shared.opts.report_dir, rep) {
+        Ok(w) => {
+            eprintln!("{}", report::console_summary(&w.run, rep, &w));
+            let count = |v| rep.trials.iter().filter(|t| t.verdict == v).count();
+            // The plain closing line CI readers look for.
+            eprintln!(
+                "{}: {} passed, {} failed, {} skipped",
+                rep.suite,
+                count(Verdict::Pass),
+                count(Verdict::Fail),
+                count(Verdict::Skip)
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the report into {}: {e:#}",
+                shared.opts.report_dir.display()
+            );
+            false
+        }
     }
 }
 
@@ -499,21 +727,23 @@ async fn interrupt_handler(shared: Arc<Shared>) {
         _ = int.recv() => "SIGINT",
         _ = term.recv() => "SIGTERM",
     };
-    shared
-        .interrupted
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    shared.interrupted.store(true, Ordering::SeqCst);
     eprintln!("\n{sig}: interrupted; cleaning up what this run started");
-    if let Some(Ok(setup)) = shared.backend.get() {
-        let live = setup.backend.live_sandboxes().await.unwrap_or_default();
-        match setup.backend.teardown().await {
-            Ok(()) => eprintln!(
-                "stopped the {} backend; removed its sandboxes: {live:?}",
-                setup.backend.name()
-            ),
-            Err(e) => eprintln!("cleanup after {sig} failed: {e:#}"),
+    let backend = shared.started.lock().unwrap().clone();
+    let summary = match backend {
+        Some(b) => {
+            let live = b.live_sandboxes().await.unwrap_or_default();
+            match b.teardown().await {
+                Ok(()) => format!("{sig}: stopped the {} backend and removed its sandboxes {live:?}", b.name()),
+                Err(e) => format!("{sig}: cleanup failed: {e:#}"),
+            }
         }
-    } else {
-        eprintln!("no backend was up yet (an agent still starting stops itself and its sandboxes when this process exits)");
-    }
+        None => format!(
+            "{sig}: no backend was up yet (an agent still starting stops itself and its sandboxes when this process exits)"
+        ),
+    };
+    eprintln!("{summary}");
+    let rep = suite_report(&shared, 0, None, Some(summary), vec![]);
+    write_and_print(&shared, &rep);
     std::process::exit(130);
 }

@@ -39,6 +39,8 @@ pub struct LocalOptions {
     pub log_dir: PathBuf,
     /// Use this probe binary instead of building ours.
     pub probe_bin: Option<PathBuf>,
+    /// The runsc program.
+    pub runsc: PathBuf,
     /// Ask runsc for debug logs (per actor, under the state dir).
     pub runsc_debug: bool,
     /// Deadline for the agent to print its address line.
@@ -77,8 +79,13 @@ fn tail(path: &Path, lines: usize) -> String {
         .collect()
 }
 
+/// Marker file in a state dir left on purpose by `--keep`: the automatic
+/// clean-up at the start of a run leaves such dirs alone; `ate-conformance
+/// gc` removes them.
+pub const KEPT_MARKER: &str = "KEPT";
+
 /// True when no agent holds `dir`'s lock (its agent is gone).
-fn state_dir_is_stale(dir: &Path) -> bool {
+pub fn state_dir_is_stale(dir: &Path) -> bool {
     let Ok(f) = std::fs::OpenOptions::new()
         .write(true)
         .open(dir.join("agent.lock"))
@@ -97,7 +104,12 @@ fn state_dir_is_stale(dir: &Path) -> bool {
 /// state dir no agent holds, `ate-refagent gc --remove` kills and deletes
 /// its recorded sandboxes by ID and removes the dir. Returns what `gc`
 /// printed, one line per thing removed.
-pub async fn gc_stale_runs(agent_bin: &Path, state_root: &Path) -> Result<Vec<String>> {
+/// `include_kept` also removes runs kept with `--keep`.
+pub async fn gc_stale_runs(
+    agent_bin: &Path,
+    state_root: &Path,
+    include_kept: bool,
+) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(state_root) else {
         return Ok(removed);
@@ -105,6 +117,10 @@ pub async fn gc_stale_runs(agent_bin: &Path, state_root: &Path) -> Result<Vec<St
     for e in entries.flatten() {
         let dir = e.path();
         if !dir.is_dir() || !state_dir_is_stale(&dir) {
+            continue;
+        }
+        if !include_kept && dir.join(KEPT_MARKER).exists() {
+            info!(run_dir = %dir.display(), "leaving a run kept with --keep (remove it with `ate-conformance gc`)");
             continue;
         }
         let out = Cmd::new(agent_bin)
@@ -179,7 +195,7 @@ impl LocalBackend {
             .with_context(|| format!("cannot create {}", opts.state_root.display()))?;
         std::fs::create_dir_all(&opts.log_dir)
             .with_context(|| format!("cannot create {}", opts.log_dir.display()))?;
-        let gc = gc_stale_runs(&bins.agent, &opts.state_root).await?;
+        let gc = gc_stale_runs(&bins.agent, &opts.state_root, false).await?;
         if !gc.is_empty() {
             info!(count = gc.len(), "removed leftovers of earlier runs");
         }
@@ -193,6 +209,10 @@ impl LocalBackend {
             .arg("--state-dir")
             .arg(&state_dir)
             .arg("--exit-with-parent")
+            .arg("--runsc")
+            .arg(&opts.runsc)
+            // The log is a file: no colour codes in it.
+            .env("NO_COLOR", "1")
             .stderr(Stdio::file(log));
         if opts.runsc_debug {
             cmd = cmd.arg("--runsc-debug");
@@ -309,6 +329,14 @@ impl LocalBackend {
                 .and_then(Value::as_str)
                 .map(PathBuf::from),
             sandbox: s("sandbox"),
+            host_bundle_dir: v
+                .pointer("/dirs/bundle")
+                .and_then(Value::as_str)
+                .map(PathBuf::from),
+            host_log_dir: v
+                .pointer("/dirs/logs")
+                .and_then(Value::as_str)
+                .map(PathBuf::from),
         })
     }
 }
@@ -468,7 +496,7 @@ impl Backend for LocalBackend {
 
     async fn live_sandboxes(&self) -> Result<Vec<String>> {
         // What runsc itself lists, not what the agent believes.
-        let out = Cmd::new("runsc")
+        let out = Cmd::new(&self.opts.runsc)
             .args(["list", "-quiet"])
             .timeout(Duration::from_secs(20))
             .run()
@@ -481,6 +509,119 @@ impl Backend for LocalBackend {
             .filter(|l| l.starts_with(&prefix))
             .map(String::from)
             .collect())
+    }
+
+    async fn collect_artifacts(
+        &self,
+        actors: &[super::ActorRef],
+        dir: &Path,
+    ) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut written = Vec::new();
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let mut needles: Vec<String> = Vec::new();
+        let mut hosts: Vec<String> = Vec::new();
+        let mut notes = Vec::new();
+        for a in actors {
+            needles.push(format!("{}/{}", a.atespace, a.id));
+            hosts.push(format!(
+                "host={}",
+                crate::router::actor_host(&a.id, &a.atespace)
+            ));
+            let info = match self.get_actor(&a.atespace, &a.id).await {
+                Ok(i) => i,
+                Err(e) => {
+                    notes.push(format!(
+                        "{}/{}: cannot get the actor from the agent: {e:#}",
+                        a.atespace, a.id
+                    ));
+                    continue;
+                }
+            };
+            if let Some(cid) = &info.sandbox {
+                needles.push(cid.clone());
+            }
+            let stem = format!("{}-{}", a.atespace, a.id);
+            match info.host_bundle_dir.as_ref().map(|b| b.join("config.json")) {
+                Some(cfg) if cfg.exists() => {
+                    let to = dir.join(format!("{stem}.config.json"));
+                    std::fs::copy(&cfg, &to)
+                        .with_context(|| format!("cannot copy {}", cfg.display()))?;
+                    written.push(to);
+                }
+                _ => notes.push(format!(
+                    "{}/{}: no config.json ({}; the bundle is reset after a suspend, ID-10)",
+                    a.atespace, a.id, info.state
+                )),
+            }
+            if let Some(logs) = &info.host_log_dir {
+                for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+                    let to = dir.join(format!("{stem}.{}", e.file_name().to_string_lossy()));
+                    if e.path().is_file() && std::fs::copy(e.path(), &to).is_ok() {
+                        written.push(to);
+                    }
+                }
+            }
+        }
+        // Every agent line about these actors, and the router's lines for
+        // their Hosts (restores name the actor and its container ID).
+        let agent_lines: String = log
+            .lines()
+            .filter(|l| needles.iter().any(|n| l.contains(n.as_str())))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let router_lines: String = log
+            .lines()
+            .filter(|l| l.contains(" routed") && hosts.iter().any(|h| l.contains(h.as_str())))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for (name, text) in [("agent.log", agent_lines), ("router.log", router_lines)] {
+            let to = dir.join(name);
+            std::fs::write(&to, text).with_context(|| format!("cannot write {}", to.display()))?;
+            written.push(to);
+        }
+        if !notes.is_empty() {
+            let to = dir.join("notes.txt");
+            std::fs::write(&to, notes.join("\n") + "\n")?;
+            written.push(to);
+        }
+        Ok(written)
+    }
+
+    async fn keep(&self) -> Result<(Vec<String>, String)> {
+        let agent = self.agent.lock().unwrap().take();
+        let Some(mut agent) = agent else {
+            bail!("the agent is already stopped; nothing to keep")
+        };
+        let v = self.call(reqwest::Method::POST, "/detach", None).await?;
+        let status = tokio::time::timeout(Duration::from_secs(30), agent.wait()).await;
+        if !matches!(status, Ok(Ok(_))) {
+            let _ = agent.terminate(Duration::from_secs(10)).await;
+            bail!("the agent did not exit after /detach; it was stopped and its sandboxes removed");
+        }
+        std::fs::write(
+            self.state_dir.join(KEPT_MARKER),
+            format!("kept by run {}\n", self.opts.run_id),
+        )
+        .with_context(|| format!("cannot mark {} as kept", self.state_dir.display()))?;
+        let mut kept: Vec<String> = v["sandboxes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|cid| format!("sandbox {cid} (runsc state: `runsc state {cid}`)"))
+            .collect();
+        kept.push(format!(
+            "agent state dir {} (actor bundles, identity dirs, snapshots, logs)",
+            self.state_dir.display()
+        ));
+        kept.push(format!("agent log {}", self.log_path.display()));
+        let how = format!(
+            "cargo run -q -p ate-harness --bin ate-conformance -- gc   (or: {} gc --state-dir {} --remove)",
+            self.bins.agent.display(),
+            self.state_dir.display()
+        );
+        Ok((kept, how))
     }
 
     async fn teardown(&self) -> Result<()> {
@@ -497,12 +638,12 @@ impl Backend for LocalBackend {
             // The agent failed its own invariant: remove them by ID, and
             // fail loudly.
             for cid in &left {
-                let _ = Cmd::new("runsc")
+                let _ = Cmd::new(&self.opts.runsc)
                     .args(["kill", cid, "KILL"])
                     .timeout(Duration::from_secs(20))
                     .output()
                     .await;
-                let _ = Cmd::new("runsc")
+                let _ = Cmd::new(&self.opts.runsc)
                     .args(["delete", "-force", cid])
                     .timeout(Duration::from_secs(20))
                     .output()

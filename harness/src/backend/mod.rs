@@ -6,7 +6,7 @@
 
 pub mod local;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,6 +46,21 @@ pub struct ActorInfo {
     pub host_identity_dir: Option<PathBuf>,
     /// The sandbox/container running it, if any.
     pub sandbox: Option<String>,
+    /// Its OCI bundle directory on the host (local backend).
+    #[serde(default)]
+    pub host_bundle_dir: Option<PathBuf>,
+    /// Its runtime log directory on the host (local backend).
+    #[serde(default)]
+    pub host_log_dir: Option<PathBuf>,
+}
+
+/// An actor a trial created, for artifact collection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActorRef {
+    /// Atespace.
+    pub atespace: String,
+    /// Actor ID.
+    pub id: String,
 }
 
 /// Result of backend operations; the error carries its whole cause chain.
@@ -92,6 +107,16 @@ pub trait Backend: Send + Sync {
 
     /// Container IDs the backend has started and not yet removed.
     async fn live_sandboxes(&self) -> Result<Vec<String>>;
+
+    /// Writes what a person needs to understand a failure involving
+    /// `actors` into `dir` (logs, configs, ...) and returns the files
+    /// written. The caller bounds the time.
+    async fn collect_artifacts(&self, actors: &[ActorRef], dir: &Path) -> Result<Vec<PathBuf>>;
+
+    /// Leaves everything running for inspection instead of tearing down
+    /// (`--keep` after a failure). Returns one line per thing kept, and the
+    /// command that removes them.
+    async fn keep(&self) -> Result<(Vec<String>, String)>;
 
     /// Stops everything the backend started. Idempotent.
     async fn teardown(&self) -> Result<()>;

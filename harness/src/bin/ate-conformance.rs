@@ -1,0 +1,251 @@
+//! `ate-conformance`: run every suite into one report, list trials, merge
+//! reports, apply the release gate, and clean up after crashed runs.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ate_harness::cmd::{Cmd, Stdio};
+use ate_harness::report;
+use ate_harness::suite::workspace_root;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ate-conformance",
+    version,
+    about = "identity conformance for actor runtimes: run, list, report, gate, gc"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every suite (suites/*.rs) into one report directory. ARGS go to
+    /// each suite: the harness options (--backend, --report-dir, --keep,
+    /// --run-id, ...) and libtest's (name filters, --exact, --skip, ...).
+    Run {
+        /// Options and filters for the suites.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// List every suite's trials as `suite/trial: test`; starts nothing.
+    List,
+    /// Merge the suite reports in a report directory into report.json,
+    /// junit.xml and report.md.
+    Report {
+        /// The report directory.
+        #[arg(long, env = "ATE_REPORT_DIR")]
+        report_dir: Option<PathBuf>,
+    },
+    /// The release gate: exit 0 only if every contract statement (ID-1..ID-15)
+    /// passed and no trial failed or was skipped.
+    Gate {
+        /// The report directory.
+        #[arg(long, env = "ATE_REPORT_DIR")]
+        report_dir: Option<PathBuf>,
+    },
+    /// Remove what crashed or kept runs left: their sandboxes (by container
+    /// ID) and agent state dirs. Prints each thing removed.
+    Gc {
+        /// Where runs keep agent state (default target/ate-state).
+        #[arg(long)]
+        state_root: Option<PathBuf>,
+    },
+}
+
+fn default_report_dir() -> PathBuf {
+    workspace_root().join("target/ate-report")
+}
+
+fn suites() -> anyhow::Result<Vec<String>> {
+    let dir = workspace_root().join("suites");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension().is_some_and(|x| x == "rs"))
+                .then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
+        })
+        .collect();
+    v.sort();
+    if v.is_empty() {
+        bail!("no suites in {}", dir.display());
+    }
+    Ok(v)
+}
+
+fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Empties a report directory that holds an earlier report; refuses one
+/// that holds anything else, so nothing of the user's is lost.
+fn prepare_report_dir(dir: &Path) -> anyhow::Result<()> {
+    let Ok(mut entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    let ours = dir.join("suites").is_dir()
+        || dir.join("report.json").exists()
+        || dir.join("logs").is_dir();
+    if !ours {
+        bail!(
+            "report dir {} is not empty and holds no earlier report; choose another --report-dir (nothing was removed)",
+            dir.display()
+        );
+    }
+    std::fs::remove_dir_all(dir)
+        .with_context(|| format!("cannot clear the earlier report in {}", dir.display()))
+}
+
+async fn run(args: Vec<String>) -> anyhow::Result<bool> {
+    let mut all = vec!["ate-conformance".to_string()];
+    all.extend(args.iter().cloned());
+    // Validate once, up front: an unknown option fails before anything runs.
+    let (opts, _) =
+        ate_harness::options::parse(all, |k| std::env::var(k).ok(), default_report_dir())
+            .map_err(|e| anyhow::anyhow!("{e:#}\n\n{}", ate_harness::options::usage()))?;
+    prepare_report_dir(&opts.report_dir)?;
+    let mut failed = Vec::new();
+    for suite in suites()? {
+        eprintln!(
+            "=== suite {suite} (run {}, backend {}) ===",
+            opts.run_id, opts.backend
+        );
+        let out = Cmd::new(cargo())
+            .args(["test", "--quiet", "--test", &suite, "--"])
+            .args(&args)
+            .env("ATE_RUN_ID", &opts.run_id)
+            .env("ATE_REPORT_DIR", &opts.report_dir)
+            .cwd(workspace_root())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .output()
+            .await?;
+        if !out.status.success() {
+            failed.push(format!("{suite} ({})", out.status));
+        }
+    }
+    let merged = report::merge_dir(&opts.report_dir)?;
+    eprintln!("\nrun {}: {:?}", opts.run_id, merged.run.verdict);
+    eprintln!("report: {}", merged.markdown.display());
+    eprintln!("        {}", merged.junit.display());
+    eprintln!("        {}", merged.report_json.display());
+    if !failed.is_empty() {
+        eprintln!("failed suites: {}", failed.join(", "));
+    }
+    Ok(failed.is_empty())
+}
+
+async fn list() -> anyhow::Result<()> {
+    for suite in suites()? {
+        let out = Cmd::new(cargo())
+            .args([
+                "test", "--quiet", "--test", &suite, "--", "--list", "--format", "terse",
+            ])
+            .cwd(workspace_root())
+            .timeout(Duration::from_secs(1800))
+            .run()
+            .await?;
+        for line in out.stdout_str().lines().filter(|l| l.ends_with(": test")) {
+            println!("{suite}/{line}");
+        }
+    }
+    Ok(())
+}
+
+async fn gc(state_root: Option<PathBuf>) -> anyhow::Result<()> {
+    let root = state_root.unwrap_or_else(|| workspace_root().join("target/ate-state"));
+    if !root.is_dir() {
+        println!("nothing to remove: {} does not exist", root.display());
+        return Ok(());
+    }
+    let bins =
+        ate_harness::fixture::static_bins(&ate_harness::fixture::BuildOptions::default()).await?;
+    let removed = ate_harness::backend::local::gc_stale_runs(&bins.agent, &root, true).await?;
+    if removed.is_empty() {
+        println!("nothing to remove under {}", root.display());
+    }
+    for line in removed {
+        println!("{line}");
+    }
+    let busy: Vec<String> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !ate_harness::backend::local::state_dir_is_stale(p))
+        .map(|p| p.display().to_string())
+        .collect();
+    if !busy.is_empty() {
+        println!(
+            "left alone (an agent is running there): {}",
+            busy.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    ate_harness::init_tracing();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result: anyhow::Result<bool> = rt.block_on(async {
+        match cli.cmd {
+            Command::Run { args } => run(args).await,
+            Command::List => list().await.map(|_| true),
+            Command::Report { report_dir } => {
+                let dir = report_dir.unwrap_or_else(default_report_dir);
+                let m = report::merge_dir(&dir)?;
+                println!("{:?}: {}", m.run.verdict, m.markdown.display());
+                println!("{}", m.junit.display());
+                println!("{}", m.report_json.display());
+                Ok(true)
+            }
+            Command::Gate { report_dir } => {
+                let dir = report_dir.unwrap_or_else(default_report_dir);
+                let m = report::merge_dir(&dir)?;
+                match report::gate(&m.run) {
+                    Ok(()) => {
+                        println!(
+                            "release gate: PASS (run {}, {})",
+                            m.run.run_id,
+                            m.markdown.display()
+                        );
+                        Ok(true)
+                    }
+                    Err(problems) => {
+                        println!(
+                            "release gate: FAIL (run {}, {})",
+                            m.run.run_id,
+                            m.markdown.display()
+                        );
+                        for p in problems {
+                            println!("  - {p}");
+                        }
+                        Ok(false)
+                    }
+                }
+            }
+            Command::Gc { state_root } => gc(state_root).await.map(|_| true),
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for c in e.chain().skip(1) {
+                eprintln!("caused by: {c}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
