@@ -4,9 +4,10 @@
 //! through the router.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
-use ate_harness::probe::{Counter, Env, IdentityDir, Snapshot, TryWrite, Whoami};
+use ate_harness::probe::{Counter, Env, IdentityDir, IdentityWatch, Snapshot, TryWrite, Whoami};
 use ate_harness::suite::{Ctx, Suite};
 use reqwest::Method;
 
@@ -39,6 +40,21 @@ fn main() -> ExitCode {
             suspend_resume_cycle,
         )
         .trial("router::host_names", &["ID-14", "ID-15"], router_host_names)
+        .trial(
+            "host::own_identity_dir_per_actor",
+            &["ID-8"],
+            own_identity_dir_per_actor,
+        )
+        .trial(
+            "host::atomic_rewrite_is_never_torn",
+            &["ID-9"],
+            atomic_rewrite_is_never_torn,
+        )
+        .trial(
+            "rootfs::planted_symlink_is_refused",
+            &["ID-13"],
+            planted_symlink_is_refused,
+        )
         .main()
 }
 
@@ -465,6 +481,211 @@ async fn router_host_names(ctx: Ctx) -> anyhow::Result<()> {
             resp.body_text().contains(rule),
             "ID-14/15: the 400 for Host {h:?} does not name the rule {rule:?}: {}",
             resp.body_text()
+        );
+    }
+    Ok(())
+}
+
+/// ID-8: each actor has its own host identity directory, holding only its
+/// own ID.
+async fn own_identity_dir_per_actor(ctx: Ctx) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = tokio::try_join!(
+        running_actor(&ctx, "probe-hostdir-a"),
+        running_actor(&ctx, "probe-hostdir-b")
+    )?;
+    let (ia, ib) = tokio::try_join!(
+        ctx.backend().get_actor(ctx.atespace(), &a),
+        ctx.backend().get_actor(ctx.atespace(), &b)
+    )?;
+    let (Some(da), Some(db)) = (ia.host_identity_dir, ib.host_identity_dir) else {
+        return Err(ctx.skip(format!(
+            "backend {} does not show actors' host directories",
+            ctx.backend().name()
+        )));
+    };
+    let (ma, mb) = (std::fs::metadata(&da)?, std::fs::metadata(&db)?);
+    ensure!(
+        da != db && (ma.dev(), ma.ino()) != (mb.dev(), mb.ino()),
+        "ID-8: actors {a} and {b} share one host identity directory ({} and {})",
+        da.display(),
+        db.display()
+    );
+    for (id, dir) in [(&a, &da), (&b, &db)] {
+        let names: Vec<String> = std::fs::read_dir(dir)?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ensure!(names == ["actor-id"], "ID-8/ID-9: host identity dir {} of {id} holds {names:?}, expected exactly [\"actor-id\"]", dir.display());
+        let bytes = std::fs::read(dir.join("actor-id"))?;
+        ensure!(
+            bytes == id.as_bytes(),
+            "ID-8: host identity dir {} of {id} holds {:?}, not its own ID",
+            dir.display(),
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    Ok(())
+}
+
+/// ID-9: while the host rewrites actor-id over and over, a reader inside
+/// the actor sees the old value or the new one, never a torn, empty or
+/// missing file; afterwards exactly one entry remains, 0644 in a 0755 dir.
+async fn atomic_rewrite_is_never_torn(ctx: Ctx) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    const MS: u64 = 1500;
+    let id = running_actor(&ctx, "probe-atomic").await?;
+    let other = format!("{id}-rewritten");
+    let values = vec![id.clone(), other.clone()];
+    let watch_path = format!("/identity-watch?ms={MS}");
+    let (watch, writes) = ctx
+        .phase(
+            format!("{MS} ms of host rewrites while the actor reads"),
+            async {
+                tokio::join!(
+                    ctx.probe_json::<IdentityWatch>(Method::GET, &id, &watch_path),
+                    ctx.backend()
+                        .rewrite_identity(ctx.atespace(), &id, &values, MS)
+                )
+            },
+        )
+        .await;
+    let Some(writes) = writes? else {
+        return Err(ctx.skip(format!(
+            "backend {} cannot rewrite an actor's identity",
+            ctx.backend().name()
+        )));
+    };
+    let watch = watch?;
+    let seen: Vec<(String, u64)> = watch
+        .distinct
+        .iter()
+        .map(|v| {
+            (
+                String::from_utf8_lossy(
+                    &ate_harness::probe::unhex(&v.value_hex).unwrap_or_default(),
+                )
+                .into_owned(),
+                v.count,
+            )
+        })
+        .collect();
+    ctx.note(format!(
+        "{writes} host rewrites; {} reads inside the actor; values seen: {seen:?}",
+        watch.reads
+    ));
+    eprintln!("ID-9: {writes} atomic rewrites on the host, {} concurrent reads inside the actor, values seen {seen:?}", watch.reads);
+    ensure!(
+        watch.errors == 0 && watch.empty_reads == 0,
+        "ID-9: during {writes} rewrites the actor saw {} failed reads (first: {}) and {} empty reads out of {}: the replace is not atomic",
+        watch.errors,
+        watch.first_error.as_deref().unwrap_or("none"),
+        watch.empty_reads,
+        watch.reads
+    );
+    let torn: Vec<&(String, u64)> = seen
+        .iter()
+        .filter(|(v, _)| v != &id && v != &other)
+        .collect();
+    ensure!(
+        torn.is_empty(),
+        "ID-9: the actor read torn values {torn:?} while the host rewrote {id:?} <-> {other:?}"
+    );
+    ensure!(
+        seen.iter().any(|(v, _)| v == &other),
+        "the actor never saw any of {writes} rewrites in {} reads ({seen:?}): it does not read the file fresh (ID-3), so atomicity cannot be judged",
+        watch.reads
+    );
+    let w = whoami(&ctx, &id).await?;
+    check_own_identity(&ctx, &id, &w).context("after the rewrites")?;
+    let d: IdentityDir = ctx.probe_json(Method::GET, &id, "/identity-dir").await?;
+    let entries: Vec<(String, String)> = d
+        .entries
+        .iter()
+        .map(|e| (e.name.clone(), e.mode.clone()))
+        .collect();
+    ensure!(
+        entries == [("actor-id".to_string(), "0644".to_string())],
+        "ID-9: after the rewrites /run/ate holds {entries:?}, expected exactly actor-id with mode 0644 (no temp file left)"
+    );
+    if let Some(dir) = ctx
+        .backend()
+        .get_actor(ctx.atespace(), &id)
+        .await?
+        .host_identity_dir
+    {
+        let mode = std::fs::metadata(&dir)?.permissions().mode() & 0o7777;
+        ensure!(
+            mode == 0o755,
+            "ID-9: host identity dir {} has mode {mode:o}, expected 755",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// ID-13: an image that plants a symlink where the runtime creates its
+/// mount point (`run -> /outside`, or `run/ate -> ../../..`) makes the
+/// golden run fail with an error naming the path, and nothing is written
+/// outside the rootfs.
+async fn planted_symlink_is_refused(ctx: Ctx) -> anyhow::Result<()> {
+    let outside = tempfile::Builder::new().prefix("ate-outside-").tempdir()?;
+    let out = outside
+        .path()
+        .to_str()
+        .context("temp path is not UTF-8")?
+        .to_owned();
+    let cases = [
+        (
+            "probe-evil-abs",
+            vec![("run".to_string(), out.clone())],
+            "run",
+        ),
+        (
+            "probe-evil-rel",
+            vec![("run/ate".to_string(), "../../..".to_string())],
+            "run/ate",
+        ),
+    ];
+    for (base, links, path) in cases {
+        let outcome = ctx
+            .phase(
+                format!("deploy {base} ({links:?})"),
+                ctx.backend()
+                    .deploy_probe_with_symlinks(base, &links, Duration::from_secs(60)),
+            )
+            .await?;
+        let Some(outcome) = outcome else {
+            return Err(ctx.skip(format!(
+                "backend {} cannot build an image with symlinks",
+                ctx.backend().name()
+            )));
+        };
+        let name = outcome.name.clone();
+        ctx.defer(format!("delete template {name}"), {
+            let b = ctx.clone();
+            async move { b.backend().delete_template(&name).await }
+        });
+        let reason = outcome.reason.clone().unwrap_or_default();
+        ensure!(
+            outcome.phase == "Failed",
+            "ID-13: template {} whose image plants {links:?} became {:?}: the runtime created its mount point through the symlink",
+            outcome.name,
+            outcome.phase
+        );
+        ensure!(
+            reason.contains(&format!("{path} is a symlink")),
+            "ID-13: template {} failed, but the error does not name the symlink {path:?}: {reason}",
+            outcome.name
+        );
+        let written: Vec<String> = std::fs::read_dir(outside.path())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ensure!(
+            written.is_empty(),
+            "ID-13: the runtime wrote {written:?} into {} outside the rootfs",
+            outside.path().display()
         );
     }
     Ok(())

@@ -14,6 +14,7 @@
 //! | `POST /atespaces/{a}/actors/{id}/resume` | restore; 409 when RUNNING |
 //! | `POST /atespaces/{a}/actors/{id}/suspend` | checkpoint; 409 when SUSPENDED |
 //! | `DELETE /atespaces/{a}/actors/{id}` | 409 unless SUSPENDED |
+//! | `POST /atespaces/{a}/actors/{id}/identity/rewrite` `{values, for_ms}` | conformance hook (ID-9): atomic rewrites for a while, then the own ID again |
 //! | `GET /sandboxes` | container IDs this agent has started and not removed |
 //! | `POST /detach` | exit, leaving every sandbox running and recorded (for `--keep`) |
 //!
@@ -107,6 +108,10 @@ pub fn app(state: ApiState) -> Router {
         )
         .route("/atespaces/{a}/actors/{id}/resume", post(resume_actor))
         .route("/atespaces/{a}/actors/{id}/suspend", post(suspend_actor))
+        .route(
+            "/atespaces/{a}/actors/{id}/identity/rewrite",
+            post(rewrite_identity),
+        )
         .route("/sandboxes", get(sandboxes))
         .route("/detach", post(detach))
         .with_state(state)
@@ -260,4 +265,23 @@ async fn detach(State(s): State<ApiState>) -> ApiResult<(StatusCode, Json<serde_
         StatusCode::ACCEPTED,
         Json(json!({ "detaching": true, "sandboxes": sandboxes, "state_dir": s.state_dir })),
     ))
+}
+
+#[derive(Deserialize)]
+struct Rewrite {
+    values: Vec<String>,
+    for_ms: u64,
+}
+
+async fn rewrite_identity(
+    State(s): State<ApiState>,
+    Path((a, id)): Path<(String, String)>,
+    body: Result<Json<Rewrite>, JsonRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Json(b) = body?;
+    let writes = s
+        .engine
+        .rewrite_identity(&a, &id, b.values, b.for_ms)
+        .await?;
+    Ok(Json(json!({ "writes": writes })))
 }

@@ -138,6 +138,10 @@ pub struct TemplateSpec {
     /// TCP port the app serves HTTP on inside the actor (default 80).
     #[serde(default = "default_port")]
     pub port: u16,
+    /// Absolute host path of a directory whose tree (directories, files,
+    /// symlinks as they are) is laid into the image under the binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_dir: Option<PathBuf>,
 }
 
 fn default_port() -> u16 {
@@ -651,6 +655,21 @@ impl Engine {
                 "must be an executable regular file",
             ));
         }
+        if let Some(dir) = &spec.image_dir {
+            let shown = dir.display().to_string();
+            if !dir.is_absolute() {
+                return Err(bad(
+                    "image_dir",
+                    shown,
+                    "must be an absolute path to a directory",
+                ));
+            }
+            match std::fs::symlink_metadata(dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(bad("image_dir", shown, "must be a directory")),
+                Err(e) => return Err(bad("image_dir", shown, &format!("must exist ({e})"))),
+            }
+        }
         if spec.port == 0 {
             return Err(bad("port", "0".into(), "must be 1..=65535"));
         }
@@ -761,6 +780,13 @@ impl Engine {
         rootfs_dir: &Path,
     ) -> Result<(), EngineError> {
         let image_bin = self.template_dir(template).join("image-bin");
+        let image_tree = self.template_dir(template).join("image-tree");
+        if image_tree.is_dir() {
+            rootfs::copy_image_tree(&image_tree, rootfs_dir).map_err(host_err(format!(
+                "cannot lay the image into {}",
+                rootfs_dir.display()
+            )))?;
+        }
         let name = spec.args[0].trim_start_matches('/');
         let target = rootfs_dir.join(name);
         if let Some(parent) = Path::new(name)
@@ -831,6 +857,15 @@ impl Engine {
             "cannot copy {} into the template",
             spec.binary.display()
         )))?;
+        if let Some(src) = &spec.image_dir {
+            let tree = tdir.join("image-tree");
+            std::fs::create_dir_all(&tree)
+                .map_err(host_err(format!("cannot create {}", tree.display())))?;
+            rootfs::copy_image_tree(src, &tree).map_err(host_err(format!(
+                "cannot copy the image dir {} into the template",
+                src.display()
+            )))?;
+        }
         let dirs = ActorDirs::new(tdir.join("golden"));
         self.prepare_actor_dirs(&spec.name, &spec, &dirs, golden_id)?;
 
@@ -1370,6 +1405,59 @@ impl Engine {
             }
         };
         Ok(pool.send(req).await?)
+    }
+
+    /// Conformance hook (ID-9): rewrites a running actor's `actor-id` on the
+    /// host, atomically, cycling through `values` for `for_ms`
+    /// milliseconds, then writes the actor's own ID again. Lets a suite
+    /// watch rewrites from inside the actor. Returns the number of writes.
+    pub async fn rewrite_identity(
+        &self,
+        atespace: &str,
+        id: &str,
+        values: Vec<String>,
+        for_ms: u64,
+    ) -> Result<u64, EngineError> {
+        if values.is_empty()
+            || values.iter().any(|v| v.is_empty() || v.len() > 255)
+            || !(1..=30_000).contains(&for_ms)
+        {
+            return Err(EngineError::InvalidField {
+                field: "rewrite",
+                value: format!("values {values:?}, for_ms {for_ms}"),
+                allowed: "1 or more values of 1..=255 bytes, for_ms 1..=30000".into(),
+            });
+        }
+        let actor = self.actor(atespace, id)?;
+        let op = actor.op.lock().await;
+        if op.is_none() {
+            return Err(EngineError::WrongState {
+                op: "rewrite the identity of",
+                what: format!("actor {atespace}/{id}"),
+                state: "SUSPENDED".into(),
+                allowed: "only a RUNNING actor's identity can be rewritten",
+            });
+        }
+        let dir = actor.view.lock().unwrap().dirs.identity.clone();
+        let own = id.to_owned();
+        let n = tokio::task::spawn_blocking(move || {
+            let end = Instant::now() + Duration::from_millis(for_ms);
+            let mut n = 0u64;
+            while Instant::now() < end {
+                identity::write_actor_id(&dir, values[(n as usize) % values.len()].as_bytes())?;
+                n += 1;
+            }
+            identity::write_actor_id(&dir, own.as_bytes())?;
+            Ok::<_, identity::IdentityError>(n + 1)
+        })
+        .await
+        .expect("rewrite task")
+        .map_err(host_err(format!(
+            "cannot rewrite the identity of {atespace}/{id}"
+        )))?;
+        drop(op);
+        info!(actor = %format!("{atespace}/{id}"), writes = n, for_ms, "rewrote the identity (conformance hook)");
+        Ok(n)
     }
 
     /// Stops taking work and lets in-flight operations finish, but leaves

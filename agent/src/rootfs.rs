@@ -256,6 +256,67 @@ pub fn link_or_copy(src: &Path, dst: &Path) -> Result<(), RootfsError> {
     }
 }
 
+/// Copies the image tree `src` into the rootfs `root` as it is:
+/// directories are created (confined, as [`mkdir_all_in_root`]), regular
+/// files hard-linked (or copied), symlinks recreated as symlinks with their
+/// targets untouched — never followed. Other file types are refused. The
+/// image may thus plant a symlink where the runtime later creates its
+/// mount point; [`mkdir_all_in_root`] refuses to follow it (ID-13).
+pub fn copy_image_tree(src: &Path, root: &Path) -> Result<(), RootfsError> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(src: &Path, root: &Path, rel: &Path) -> Result<(), RootfsError> {
+        let dir = src.join(rel);
+        let read = std::fs::read_dir(&dir).map_err(|source| RootfsError::Create {
+            root: root.to_owned(),
+            path: rel.to_owned(),
+            source,
+        })?;
+        let mut entries: Vec<_> = read.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let r = rel.join(e.file_name());
+            let from = e.path();
+            let meta = std::fs::symlink_metadata(&from).map_err(|source| RootfsError::Create {
+                root: root.to_owned(),
+                path: r.clone(),
+                source,
+            })?;
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                mkdir_all_in_root(root, &r, meta.mode() & 0o7777)?;
+                walk(src, root, &r)?;
+                continue;
+            }
+            if let Some(parent) = r.parent().filter(|p| !p.as_os_str().is_empty()) {
+                mkdir_all_in_root(root, parent, 0o755)?;
+            }
+            let to = root.join(&r);
+            if ft.is_symlink() {
+                let target = std::fs::read_link(&from).map_err(|source| RootfsError::Create {
+                    root: root.to_owned(),
+                    path: r.clone(),
+                    source,
+                })?;
+                std::os::unix::fs::symlink(&target, &to).map_err(|source| RootfsError::Create {
+                    root: root.to_owned(),
+                    path: r.clone(),
+                    source,
+                })?;
+            } else if ft.is_file() {
+                link_or_copy(&from, &to)?;
+            } else {
+                return Err(RootfsError::InvalidPath {
+                    root: root.to_owned(),
+                    rel: r,
+                    reason: "only directories, regular files and symlinks can be part of an image",
+                });
+            }
+        }
+        Ok(())
+    }
+    walk(src, root, Path::new(""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,3 +140,28 @@ pub struct Counter {
     /// In-memory counter value.
     pub counter: u64,
 }
+
+/// One distinct value seen by `/identity-watch`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WatchValue {
+    /// The bytes read, lowercase hex.
+    pub value_hex: String,
+    /// How many reads returned it.
+    pub count: u64,
+}
+
+/// `GET /identity-watch?ms=N`: the probe reads `actor-id` in a loop.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdentityWatch {
+    /// Reads made (failed ones included).
+    pub reads: u64,
+    /// Distinct values read, in order of first appearance.
+    pub distinct: Vec<WatchValue>,
+    /// Failed reads.
+    pub errors: u64,
+    /// Reads that returned no bytes.
+    pub empty_reads: u64,
+    /// The first read error.
+    #[serde(default)]
+    pub first_error: Option<String>,
+}

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tracing::{info, warn};
 
-use super::{ActorInfo, Backend, Golden, Result};
+use super::{ActorInfo, Backend, Golden, Result, TemplateOutcome};
 use crate::fixture::{self, StaticBins};
 use crate::router::RouterClient;
 
@@ -180,6 +180,26 @@ pub fn probe_template(name: &str, probe_bin: &Path) -> Result<Value> {
 }
 
 impl LocalBackend {
+    /// Creates a template and polls it until Ready or Failed, or until
+    /// `deadline`; returns the last template view seen.
+    async fn deploy_and_wait(&self, spec: Value, deadline: Duration) -> Result<Value> {
+        let name = spec["name"].as_str().unwrap_or_default().to_owned();
+        let start = Instant::now();
+        self.call(reqwest::Method::POST, "/templates", Some(spec))
+            .await
+            .with_context(|| format!("cannot create template {name}"))?;
+        loop {
+            let last = self
+                .call(reqwest::Method::GET, &format!("/templates/{name}"), None)
+                .await?;
+            let phase = last.pointer("/status/phase").and_then(Value::as_str);
+            if matches!(phase, Some("Ready") | Some("Failed")) || start.elapsed() >= deadline {
+                return Ok(last);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Builds what is needed, cleans up after crashed runs, and starts the
     /// agent.
     pub async fn start(opts: LocalOptions) -> Result<LocalBackend> {
@@ -372,48 +392,97 @@ impl Backend for LocalBackend {
         let name = format!("probe-{}", self.opts.run_id);
         let start = Instant::now();
         let spec = probe_template(&name, &self.bins.probe)?;
-        self.call(reqwest::Method::POST, "/templates", Some(spec))
-            .await
-            .context("cannot create the probe template")?;
-        let mut last = Value::Null;
-        while start.elapsed() < deadline {
-            last = self
-                .call(reqwest::Method::GET, &format!("/templates/{name}"), None)
-                .await?;
-            match last.pointer("/status/phase").and_then(Value::as_str) {
-                Some("Ready") => {
-                    let golden_actor_id = last
-                        .pointer("/status/goldenActorID")
-                        .or_else(|| last.pointer("/status/goldenActorId"))
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| {
-                            anyhow!("template {name} is Ready without a golden actor ID: {last}")
-                        })?
-                        .to_owned();
-                    let snapshot = last
-                        .pointer("/status/snapshot")
-                        .and_then(Value::as_str)
-                        .map(String::from);
-                    return Ok(Golden {
-                        template: name,
-                        golden_actor_id,
-                        snapshot,
-                        ready_after: start.elapsed(),
-                    });
-                }
-                Some("Failed") => bail!(
-                    "template {name} failed: {}",
-                    last.pointer("/status/reason")
-                        .and_then(Value::as_str)
-                        .unwrap_or("(no reason given)")
-                ),
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        let last = self.deploy_and_wait(spec, deadline).await?;
+        match last.pointer("/status/phase").and_then(Value::as_str) {
+            Some("Ready") => {
+                let golden_actor_id = last
+                    .pointer("/status/goldenActorId")
+                    .or_else(|| last.pointer("/status/goldenActorID"))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        anyhow!("template {name} is Ready without a golden actor ID: {last}")
+                    })?
+                    .to_owned();
+                let snapshot = last
+                    .pointer("/status/snapshot")
+                    .and_then(Value::as_str)
+                    .map(String::from);
+                Ok(Golden {
+                    template: name,
+                    golden_actor_id,
+                    snapshot,
+                    ready_after: start.elapsed(),
+                })
             }
+            Some("Failed") => bail!(
+                "template {name} failed: {}",
+                last.pointer("/status/reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("(no reason given)")
+            ),
+            _ => bail!(
+                "template {name} not Ready after {deadline:?}; last status seen: {}",
+                last.get("status").unwrap_or(&last)
+            ),
         }
-        bail!(
-            "template {name} not Ready after {deadline:?}; last status seen: {}",
-            last.get("status").unwrap_or(&last)
-        )
+    }
+
+    async fn rewrite_identity(
+        &self,
+        atespace: &str,
+        id: &str,
+        values: &[String],
+        for_ms: u64,
+    ) -> Result<Option<u64>> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/atespaces/{atespace}/actors/{id}/identity/rewrite"),
+                Some(json!({ "values": values, "for_ms": for_ms })),
+            )
+            .await?;
+        Ok(v["writes"].as_u64())
+    }
+
+    async fn deploy_probe_with_symlinks(
+        &self,
+        base: &str,
+        symlinks: &[(String, String)],
+        deadline: Duration,
+    ) -> Result<Option<TemplateOutcome>> {
+        let name = format!("{base}-{}", self.opts.run_id);
+        let image = tempfile::Builder::new()
+            .prefix("ate-image-")
+            .tempdir_in(&self.opts.state_root)?;
+        for (path, target) in symlinks {
+            let p = image.path().join(path);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::os::unix::fs::symlink(target, &p)
+                .with_context(|| format!("cannot plant {path} -> {target} in the test image"))?;
+        }
+        let mut spec = probe_template(&name, &self.bins.probe)?;
+        spec["image_dir"] = json!(image.path());
+        let last = self.deploy_and_wait(spec, deadline).await?;
+        Ok(Some(TemplateOutcome {
+            name,
+            phase: last
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            reason: last
+                .pointer("/status/reason")
+                .and_then(Value::as_str)
+                .map(String::from),
+        }))
+    }
+
+    async fn delete_template(&self, name: &str) -> Result<()> {
+        self.call(reqwest::Method::DELETE, &format!("/templates/{name}"), None)
+            .await
+            .map(|_| ())
     }
 
     async fn create_atespace(&self, atespace: &str) -> Result<()> {

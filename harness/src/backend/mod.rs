@@ -54,6 +54,17 @@ pub struct ActorInfo {
     pub host_log_dir: Option<PathBuf>,
 }
 
+/// How a template deployment ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateOutcome {
+    /// Template name.
+    pub name: String,
+    /// Last phase (`Ready`, `Failed`, or whatever it was at the deadline).
+    pub phase: String,
+    /// Why it failed, as the backend says.
+    pub reason: Option<String>,
+}
+
 /// An actor a trial created, for artifact collection.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActorRef {
@@ -107,6 +118,32 @@ pub trait Backend: Send + Sync {
 
     /// Container IDs the backend has started and not yet removed.
     async fn live_sandboxes(&self) -> Result<Vec<String>>;
+
+    /// Conformance hook (ID-9): rewrites a running actor's identity file on
+    /// the host, cycling through `values` for `for_ms` ms, then its own ID
+    /// again. `Ok(None)`: this backend cannot (the trial is skipped).
+    /// Returns the number of writes.
+    async fn rewrite_identity(
+        &self,
+        atespace: &str,
+        id: &str,
+        values: &[String],
+        for_ms: u64,
+    ) -> Result<Option<u64>>;
+
+    /// Deploys a probe template named `<base>` whose image also holds the
+    /// given symlinks (path in the image, target), and waits (at most
+    /// `deadline`) until it is Ready or Failed. `Ok(None)`: this backend
+    /// cannot build such an image.
+    async fn deploy_probe_with_symlinks(
+        &self,
+        base: &str,
+        symlinks: &[(String, String)],
+        deadline: Duration,
+    ) -> Result<Option<TemplateOutcome>>;
+
+    /// Deletes a template (with no actors).
+    async fn delete_template(&self, name: &str) -> Result<()>;
 
     /// Writes what a person needs to understand a failure involving
     /// `actors` into `dir` (logs, configs, ...) and returns the files
