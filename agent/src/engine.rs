@@ -112,6 +112,30 @@ pub enum EngineError {
     Relay(#[from] RelayError),
 }
 
+/// `kind` `name` does not exist.
+fn not_found(kind: &'static str, name: impl Into<String>) -> EngineError {
+    EngineError::NotFound {
+        kind,
+        name: name.into(),
+    }
+}
+
+/// A wrong-state error for an actor operation.
+fn actor_wrong_state(
+    op: &'static str,
+    atespace: &str,
+    id: &str,
+    state: &str,
+    allowed: &'static str,
+) -> EngineError {
+    EngineError::WrongState {
+        op,
+        what: format!("actor {atespace}/{id}"),
+        state: state.into(),
+        allowed,
+    }
+}
+
 fn host_err<E: std::error::Error + Send + Sync + 'static>(
     context: impl Into<String>,
 ) -> impl FnOnce(E) -> EngineError {
@@ -928,10 +952,7 @@ impl Engine {
         let t = reg
             .templates
             .get(name)
-            .ok_or_else(|| EngineError::NotFound {
-                kind: "template",
-                name: name.into(),
-            })?;
+            .ok_or_else(|| not_found("template", name))?;
         let v = t.view.lock().unwrap().clone();
         Ok(v)
     }
@@ -954,10 +975,7 @@ impl Engine {
             let t = reg
                 .templates
                 .get(name)
-                .ok_or_else(|| EngineError::NotFound {
-                    kind: "template",
-                    name: name.into(),
-                })?;
+                .ok_or_else(|| not_found("template", name))?;
             let phase = t.view.lock().unwrap().status.phase;
             if matches!(phase, Phase::ResumeGoldenActor | Phase::WaitGoldenActor) {
                 return Err(EngineError::WrongState {
@@ -1022,10 +1040,7 @@ impl Engine {
             let m = reg
                 .atespaces
                 .get(name)
-                .ok_or_else(|| EngineError::NotFound {
-                    kind: "atespace",
-                    name: name.into(),
-                })?;
+                .ok_or_else(|| not_found("atespace", name))?;
             if let Some(id) = m.keys().next() {
                 return Err(EngineError::WrongState {
                     op: "delete",
@@ -1055,14 +1070,10 @@ impl Engine {
         let m = reg
             .atespaces
             .get(atespace)
-            .ok_or_else(|| EngineError::NotFound {
-                kind: "atespace",
-                name: atespace.into(),
-            })?;
-        m.get(id).cloned().ok_or_else(|| EngineError::NotFound {
-            kind: "actor",
-            name: format!("{atespace}/{id}"),
-        })
+            .ok_or_else(|| not_found("atespace", atespace))?;
+        m.get(id)
+            .cloned()
+            .ok_or_else(|| not_found("actor", format!("{atespace}/{id}")))
     }
 
     /// Creates an actor of a Ready template; it starts Suspended and its
@@ -1082,10 +1093,7 @@ impl Engine {
             let t = reg
                 .templates
                 .get(template)
-                .ok_or_else(|| EngineError::NotFound {
-                    kind: "template",
-                    name: template.into(),
-                })?;
+                .ok_or_else(|| not_found("template", template))?;
             let (phase, port) = {
                 let v = t.view.lock().unwrap();
                 (v.status.phase, v.spec.port)
@@ -1101,10 +1109,7 @@ impl Engine {
             let m = reg
                 .atespaces
                 .get_mut(atespace)
-                .ok_or_else(|| EngineError::NotFound {
-                    kind: "atespace",
-                    name: atespace.into(),
-                })?;
+                .ok_or_else(|| not_found("atespace", atespace))?;
             if m.contains_key(id) {
                 return Err(EngineError::AlreadyExists {
                     kind: "actor",
@@ -1145,10 +1150,7 @@ impl Engine {
         let m = reg
             .atespaces
             .get(atespace)
-            .ok_or_else(|| EngineError::NotFound {
-                kind: "atespace",
-                name: atespace.into(),
-            })?;
+            .ok_or_else(|| not_found("atespace", atespace))?;
         Ok(m.values().map(|a| a.view.lock().unwrap().clone()).collect())
     }
 
@@ -1170,12 +1172,13 @@ impl Engine {
             if on_demand {
                 return Ok(actor.view.lock().unwrap().clone());
             }
-            return Err(EngineError::WrongState {
-                op: "resume",
-                what: format!("actor {atespace}/{id}"),
-                state: "RUNNING".into(),
-                allowed: "only a SUSPENDED actor can be resumed",
-            });
+            return Err(actor_wrong_state(
+                "resume",
+                atespace,
+                id,
+                "RUNNING",
+                "only a SUSPENDED actor can be resumed",
+            ));
         }
         let (template, dirs, source) = {
             let mut v = actor.view.lock().unwrap();
@@ -1286,12 +1289,13 @@ impl Engine {
         let actor = self.actor(atespace, id)?;
         let mut op = actor.op.lock().await;
         let Some(running) = op.take() else {
-            return Err(EngineError::WrongState {
-                op: "suspend",
-                what: format!("actor {atespace}/{id}"),
-                state: "SUSPENDED".into(),
-                allowed: "only a RUNNING actor can be suspended",
-            });
+            return Err(actor_wrong_state(
+                "suspend",
+                atespace,
+                id,
+                "SUSPENDED",
+                "only a RUNNING actor can be suspended",
+            ));
         };
         let (dirs, old) = {
             let mut v = actor.view.lock().unwrap();
@@ -1361,12 +1365,13 @@ impl Engine {
         let actor = self.actor(atespace, id)?;
         let op = actor.op.lock().await;
         if op.is_some() {
-            return Err(EngineError::WrongState {
-                op: "delete",
-                what: format!("actor {atespace}/{id}"),
-                state: "RUNNING".into(),
-                allowed: "only a SUSPENDED actor can be deleted; suspend it first",
-            });
+            return Err(actor_wrong_state(
+                "delete",
+                atespace,
+                id,
+                "RUNNING",
+                "only a SUSPENDED actor can be deleted; suspend it first",
+            ));
         }
         let root = actor.view.lock().unwrap().dirs.root.clone();
         {
@@ -1431,12 +1436,13 @@ impl Engine {
         let actor = self.actor(atespace, id)?;
         let op = actor.op.lock().await;
         if op.is_none() {
-            return Err(EngineError::WrongState {
-                op: "rewrite the identity of",
-                what: format!("actor {atespace}/{id}"),
-                state: "SUSPENDED".into(),
-                allowed: "only a RUNNING actor's identity can be rewritten",
-            });
+            return Err(actor_wrong_state(
+                "rewrite the identity of",
+                atespace,
+                id,
+                "SUSPENDED",
+                "only a RUNNING actor's identity can be rewritten",
+            ));
         }
         let dir = actor.view.lock().unwrap().dirs.identity.clone();
         let own = id.to_owned();
