@@ -521,4 +521,24 @@ mod tests {
         assert_eq!(std::fs::read(&dst).unwrap(), b"\x7fELF");
         assert_eq!(mode_of(&dst), 0o755);
     }
+
+    #[test]
+    fn image_tree_is_copied_without_following_symlinks() {
+        let src = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(src.path().join("etc")).unwrap();
+        std::fs::write(src.path().join("etc/motd"), b"hi").unwrap();
+        std::os::unix::fs::symlink(outside.path(), src.path().join("run")).unwrap();
+        copy_image_tree(src.path(), root.path()).unwrap();
+        assert_eq!(std::fs::read(root.path().join("etc/motd")).unwrap(), b"hi");
+        assert_eq!(
+            std::fs::read_link(root.path().join("run")).unwrap(),
+            outside.path()
+        );
+        // The planted symlink is then refused as a mount point path.
+        let e = mkdir_all_in_root(root.path(), Path::new("run/ate"), 0o755).unwrap_err();
+        assert!(matches!(e, RootfsError::Symlink { .. }), "{e}");
+        assert!(is_empty_dir(outside.path()), "nothing written outside");
+    }
 }
