@@ -208,6 +208,8 @@ fn missing_prerequisite_skips_and_fails_under_ci() {
         r.stderr
     );
     let rep = read_json(&report.join("report.json"));
+    let n = rep["suites"][0]["trials"].as_array().unwrap().len();
+    assert!(n >= 10, "every trial is recorded: {n}");
     for t in rep["suites"][0]["trials"].as_array().unwrap() {
         assert_eq!(t["verdict"], "skip", "{t}");
         assert!(
