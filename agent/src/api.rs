@@ -3,7 +3,7 @@
 //! | method and path | does |
 //! | --- | --- |
 //! | `GET /healthz` | 200 when the agent serves |
-//! | `GET /info` | agent instance, pid, runsc version, state dir |
+//! | `GET /info` | agent instance, pid, runsc version, state dir, `fault` (name or null) |
 //! | `POST /templates` `{name, binary, args?, env?, port?}` | 202; boots the golden actor in the background |
 //! | `GET /templates`, `GET /templates/{name}` | phase, `goldenActorID`, reason, timings |
 //! | `DELETE /templates/{name}` | when no actor uses it |
@@ -14,7 +14,7 @@
 //! | `POST /atespaces/{a}/actors/{id}/resume` | restore; 409 when RUNNING |
 //! | `POST /atespaces/{a}/actors/{id}/suspend` | checkpoint; 409 when SUSPENDED |
 //! | `DELETE /atespaces/{a}/actors/{id}` | 409 unless SUSPENDED |
-//! | `POST /atespaces/{a}/actors/{id}/identity/rewrite` `{values, for_ms}` | conformance hook (ID-9): atomic rewrites for a while, then the own ID again |
+//! | `POST /atespaces/{a}/actors/{id}/identity/rewrite` `{values, for_ms, times?}` | conformance hook (ID-9): atomic rewrites for `for_ms` or `times` writes, whichever ends first, then the own ID again; `{"writes": n}` |
 //! | `GET /sandboxes` | container IDs this agent has started and not removed |
 //! | `POST /detach` | exit, leaving every sandbox running and recorded (for `--keep`) |
 //!
@@ -124,6 +124,7 @@ async fn info(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "runsc_version": s.runsc_version,
         "state_dir": s.state_dir,
+        "fault": s.engine.fault(),
     }))
 }
 
@@ -271,6 +272,8 @@ async fn detach(State(s): State<ApiState>) -> ApiResult<(StatusCode, Json<serde_
 struct Rewrite {
     values: Vec<String>,
     for_ms: u64,
+    #[serde(default)]
+    times: Option<u64>,
 }
 
 async fn rewrite_identity(
@@ -281,7 +284,7 @@ async fn rewrite_identity(
     let Json(b) = body?;
     let writes = s
         .engine
-        .rewrite_identity(&a, &id, b.values, b.for_ms)
+        .rewrite_identity(&a, &id, b.values, b.for_ms, b.times)
         .await?;
     Ok(Json(json!({ "writes": writes })))
 }

@@ -41,6 +41,13 @@ pub enum IdentityMount {
     /// A read-only (`ro,nosuid,nodev,noexec`) recursive bind mount of this
     /// host directory (ID-6, ID-7). Must be absolute.
     ReadOnlyDir(PathBuf),
+    /// FAULT `writable-mount` (breaks ID-6 "the mount is read-only"): the
+    /// same bind mount of the directory, without `ro`.
+    FaultWritableDir(PathBuf),
+    /// FAULT `file-mount` (breaks ID-7 "what is mounted is the directory,
+    /// not a single file"): a bind mount of this host *file* at
+    /// `/run/ate/actor-id`; `/run/ate` itself is then part of the rootfs.
+    FaultFile(PathBuf),
 }
 
 /// Everything that varies between the containers the agent runs.
@@ -71,8 +78,8 @@ pub enum BundleError {
     /// A host or container path that must be absolute is relative.
     #[error("{what} must be an absolute path (got {})", path.display())]
     RelativePath {
-        /// Which path: "rootfs", "identity directory", "helper directory"
-        /// or "cwd".
+        /// Which path: "rootfs", "identity directory", "identity file",
+        /// "helper directory" or "cwd".
         what: &'static str,
         /// The path as given.
         path: PathBuf,
@@ -205,6 +212,25 @@ pub fn build_spec(spec: &BundleSpec) -> Result<Spec, BundleError> {
             mounts.push(bind(
                 IDENTITY_MOUNT_POINT,
                 dir,
+                &["rbind", "ro", "nosuid", "nodev", "noexec"],
+            )?);
+        }
+        // FAULT writable-mount: breaks ID-6 (the mount is read-only).
+        IdentityMount::FaultWritableDir(dir) => {
+            require_absolute("identity directory", dir)?;
+            mounts.push(bind(
+                IDENTITY_MOUNT_POINT,
+                dir,
+                &["rbind", "nosuid", "nodev", "noexec"],
+            )?);
+        }
+        // FAULT file-mount: breaks ID-7 (the directory is mounted, not a
+        // single file).
+        IdentityMount::FaultFile(file) => {
+            require_absolute("identity file", file)?;
+            mounts.push(bind(
+                &format!("{IDENTITY_MOUNT_POINT}/{}", identity::ACTOR_ID_FILE),
+                file,
                 &["rbind", "ro", "nosuid", "nodev", "noexec"],
             )?);
         }
@@ -372,6 +398,56 @@ mod tests {
         assert_eq!(
             dests,
             ["/proc", "/dev", "/dev/pts", "/dev/shm", "/sys", "/run/ate"]
+        );
+    }
+
+    #[test]
+    fn fault_writable_mount_is_the_dir_without_ro() {
+        let json = roundtrip(&BundleSpec {
+            identity: IdentityMount::FaultWritableDir("/var/lib/ate/actors/ns/a/identity".into()),
+            ..base()
+        });
+        let at = mounts_at(&json, IDENTITY_MOUNT_POINT);
+        assert_eq!(at.len(), 1, "{json:#}");
+        assert_eq!(at[0]["type"], "bind");
+        assert_eq!(at[0]["source"], "/var/lib/ate/actors/ns/a/identity");
+        let opts = options(at[0]);
+        assert!(!opts.contains(&"ro"), "{opts:?}");
+        assert!(opts.contains(&"rbind"), "{opts:?}");
+    }
+
+    #[test]
+    fn fault_file_mount_binds_the_file_not_the_dir() {
+        let json = roundtrip(&BundleSpec {
+            identity: IdentityMount::FaultFile("/var/lib/ate/actors/ns/a/identity/actor-id".into()),
+            ..base()
+        });
+        assert!(
+            mounts_at(&json, IDENTITY_MOUNT_POINT).is_empty(),
+            "{json:#}"
+        );
+        let at = mounts_at(&json, "/run/ate/actor-id");
+        assert_eq!(at.len(), 1, "{json:#}");
+        assert_eq!(at[0]["type"], "bind");
+        assert_eq!(
+            at[0]["source"],
+            "/var/lib/ate/actors/ns/a/identity/actor-id"
+        );
+        assert!(options(at[0]).contains(&"ro"));
+        let rel = build_spec(&BundleSpec {
+            identity: IdentityMount::FaultFile("identity/actor-id".into()),
+            ..base()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                rel,
+                BundleError::RelativePath {
+                    what: "identity file",
+                    ..
+                }
+            ),
+            "{rel:?}"
         );
     }
 

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
 use crate::bundle::{self, BundleSpec, IdentityMount, HELPER_MOUNT_POINT};
+use crate::fault::Fault;
 use crate::identity;
 use crate::names::{self, NameError, GOLDEN_ATESPACE};
 use crate::relay::{FullResponse, RelayError, RelayPool};
@@ -337,6 +338,9 @@ pub struct EngineConfig {
     pub golden_health_timeout: Duration,
     /// Pass `--debug --debug-log` to runsc (per-actor `logs/`).
     pub runsc_debug: bool,
+    /// Break the identity contract on purpose this way (self-test only;
+    /// `None` is the healthy agent).
+    pub fault: Option<Fault>,
 }
 
 /// Persisted registry (`state.json`).
@@ -369,6 +373,9 @@ pub struct Engine {
     /// Set (under the registry lock) when shutdown begins: nothing new is
     /// created or started after it.
     closing: std::sync::atomic::AtomicBool,
+    /// FAULT `no-reset` only: the directories of the first actor resumed,
+    /// whose bundle every later resume reuses.
+    no_reset_first: Mutex<Option<ActorDirs>>,
 }
 
 fn unix_ms() -> u64 {
@@ -432,6 +439,7 @@ impl Engine {
             background: Mutex::new(Vec::new()),
             golden_boots: Mutex::new(Vec::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            no_reset_first: Mutex::new(None),
             cfg,
         });
         let orphans = engine.remove_orphans().await?;
@@ -447,6 +455,40 @@ impl Engine {
     /// The runsc driver.
     pub fn runsc(&self) -> &Runsc {
         &self.cfg.runsc
+    }
+
+    /// The fault mode this agent runs in (`None`: healthy).
+    pub fn fault(&self) -> Option<Fault> {
+        self.cfg.fault
+    }
+
+    /// The directories of an actor (or golden actor) rooted at `root`.
+    fn actor_dirs(&self, root: PathBuf) -> ActorDirs {
+        let mut dirs = ActorDirs::new(root);
+        if self.cfg.fault == Some(Fault::SharedIdentityDir) {
+            // FAULT shared-identity-dir: breaks ID-8 ("each actor has its
+            // own host identity directory; no two actors share one").
+            dirs.identity = self.cfg.state_dir.join("shared-identity");
+        }
+        dirs
+    }
+
+    /// Resets an actor's per-run directories: bundle, identity, rootfs
+    /// (ID-10).
+    fn reset_per_run_dirs(&self, dirs: &ActorDirs) -> Result<(), EngineError> {
+        for d in [&dirs.bundle, &dirs.identity, &dirs.rootfs] {
+            if self.cfg.fault == Some(Fault::SharedIdentityDir) && d == &dirs.identity {
+                // FAULT shared-identity-dir: breaks ID-8/ID-10 (per-actor
+                // directory deleted and recreated): the one shared dir is
+                // only created, never reset, so every mount of it sees
+                // the last write.
+                std::fs::create_dir_all(d)
+                    .map_err(host_err(format!("cannot create {}", d.display())))?;
+                continue;
+            }
+            identity::reset_dir(d).map_err(host_err(format!("cannot reset {}", d.display())))?;
+        }
+        Ok(())
     }
 
     async fn remove_orphans(&self) -> Result<Vec<String>, EngineError> {
@@ -828,12 +870,41 @@ impl Engine {
             rootfs::mkdir_all_in_root(rootfs_dir, Path::new(d), 0o755)
                 .map_err(host_err("cannot prepare the rootfs"))?;
         }
-        rootfs::mkdir_all_in_root(rootfs_dir, Path::new("run/ate"), 0o755).map_err(host_err(
-            format!(
-                "cannot create the identity mount point in {}",
-                rootfs_dir.display()
-            ),
-        ))?;
+        if self.cfg.fault == Some(Fault::SymlinkFollow) {
+            // FAULT symlink-follow: breaks ID-13 ("the mount point run/ate
+            // is created with resolution confined to the rootfs"): plain
+            // create_dir_all follows an image's symlinks out of the rootfs.
+            let mp = rootfs_dir.join("run/ate");
+            std::fs::create_dir_all(&mp).map_err(host_err(format!(
+                "cannot create the identity mount point {}",
+                mp.display()
+            )))?;
+        } else {
+            rootfs::mkdir_all_in_root(rootfs_dir, Path::new("run/ate"), 0o755).map_err(
+                host_err(format!(
+                    "cannot create the identity mount point in {}",
+                    rootfs_dir.display()
+                )),
+            )?;
+        }
+        if self.cfg.fault == Some(Fault::FileMount) {
+            // FAULT file-mount: breaks ID-7 ("what is mounted is the
+            // directory, not a single file"): the mount point of the
+            // single-file bind is a file in the rootfs's /run/ate.
+            use std::os::unix::fs::OpenOptionsExt;
+            let mp = rootfs_dir.join("run/ate").join(identity::ACTOR_ID_FILE);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o644)
+                .open(&mp)
+                .map_err(host_err(format!(
+                    "cannot create the file mount point {}",
+                    mp.display()
+                )))?;
+        }
         Ok(())
     }
 
@@ -846,21 +917,47 @@ impl Engine {
         dirs: &ActorDirs,
         actor_id: &str,
     ) -> Result<(), EngineError> {
-        for d in [&dirs.bundle, &dirs.identity, &dirs.rootfs] {
-            identity::reset_dir(d).map_err(host_err(format!("cannot reset {}", d.display())))?;
+        self.reset_per_run_dirs(dirs)?;
+        match self.cfg.fault {
+            // FAULT env-identity, baked-identity: break ID-1 ("the actor's
+            // ID is in the file /run/ate/actor-id"): no identity file at all.
+            Some(Fault::EnvIdentity | Fault::BakedIdentity) => {}
+            fault => write_identity(fault, &dirs.identity, actor_id).map_err(host_err(format!(
+                "cannot write the identity in {}",
+                dirs.identity.display()
+            )))?,
         }
-        identity::write_actor_id(&dirs.identity, actor_id.as_bytes()).map_err(host_err(
-            format!("cannot write the identity in {}", dirs.identity.display()),
-        ))?;
         self.prepare_rootfs(template, spec, &dirs.rootfs)?;
+        let mut env = spec.env.clone();
+        let identity = match self.cfg.fault {
+            // FAULT env-identity: breaks ID-7 ("not an environment
+            // variable"): the ID goes into the process env and nothing is
+            // mounted; a restore keeps the golden's env from the snapshot.
+            Some(Fault::EnvIdentity) => {
+                env.push(format!("ATE_ACTOR_ID={actor_id}"));
+                IdentityMount::None
+            }
+            // FAULT baked-identity: breaks ID-3/ID-4/ID-7: no mount; the
+            // golden ID baked into the image (see boot_golden) is all
+            // there is.
+            Some(Fault::BakedIdentity) => IdentityMount::None,
+            // FAULT writable-mount: breaks ID-6 ("the mount is read-only").
+            Some(Fault::WritableMount) => IdentityMount::FaultWritableDir(dirs.identity.clone()),
+            // FAULT file-mount: breaks ID-7 ("what is mounted is the
+            // directory, not a single file").
+            Some(Fault::FileMount) => {
+                IdentityMount::FaultFile(dirs.identity.join(identity::ACTOR_ID_FILE))
+            }
+            _ => IdentityMount::ReadOnlyDir(dirs.identity.clone()),
+        };
         let b = BundleSpec {
             args: spec.args.clone(),
-            env: spec.env.clone(),
+            env,
             cwd: "/".into(),
             hostname: "runsc".into(),
             rootfs: dirs.rootfs.clone(),
             readonly_root: true,
-            identity: IdentityMount::ReadOnlyDir(dirs.identity.clone()),
+            identity,
             helper_dir: Some(self.helper_dir()),
         };
         let oci = bundle::build_spec(&b).map_err(host_err("cannot build the OCI spec"))?;
@@ -890,7 +987,22 @@ impl Engine {
                 src.display()
             )))?;
         }
-        let dirs = ActorDirs::new(tdir.join("golden"));
+        if self.cfg.fault == Some(Fault::BakedIdentity) {
+            // FAULT baked-identity: breaks ID-3/ID-4 ("no restored actor
+            // reads the golden actor's ID"): the golden ID is written into
+            // the image, which every actor's rootfs is made from. (The
+            // directories are made confined, so ID-13 still holds.)
+            let tree = tdir.join("image-tree");
+            let baked = tree.join("run/ate").join(identity::ACTOR_ID_FILE);
+            std::fs::create_dir_all(&tree)
+                .map_err(host_err(format!("cannot create {}", tree.display())))?;
+            rootfs::mkdir_all_in_root(&tree, Path::new("run/ate"), 0o755).map_err(host_err(
+                format!("cannot bake the identity into {}", tree.display()),
+            ))?;
+            std::fs::write(&baked, golden_id)
+                .map_err(host_err(format!("cannot write {}", baked.display())))?;
+        }
+        let dirs = self.actor_dirs(tdir.join("golden"));
         self.prepare_actor_dirs(&spec.name, &spec, &dirs, golden_id)?;
 
         let cid = self.new_cid();
@@ -1127,7 +1239,7 @@ impl Engine {
                 last_restore_from: None,
                 last_restore_ms: None,
                 last_resume_ms: None,
-                dirs: ActorDirs::new(self.cfg.state_dir.join("actors").join(atespace).join(id)),
+                dirs: self.actor_dirs(self.cfg.state_dir.join("actors").join(atespace).join(id)),
             };
             m.insert(id.into(), Arc::new(Actor::new(view.clone(), port)));
             view
@@ -1249,7 +1361,12 @@ impl Engine {
             })?,
             SnapshotSource::Own(p) => p.clone(),
         };
-        self.prepare_actor_dirs(template, &spec, dirs, id)?;
+        let bundle_dir = if self.cfg.fault == Some(Fault::NoReset) {
+            self.no_reset_bundle(template, &spec, dirs, id)?
+        } else {
+            self.prepare_actor_dirs(template, &spec, dirs, id)?;
+            dirs.bundle.clone()
+        };
         let cid = self.new_cid();
         self.record_sandbox(&cid, &format!("actor:{id}"))?;
         let t0 = Instant::now();
@@ -1258,7 +1375,7 @@ impl Engine {
             .runsc
             .restore(
                 &cid,
-                &dirs.bundle,
+                &bundle_dir,
                 &image,
                 &self.console_log(&dirs.logs)?,
                 self.debug_dir(&dirs.logs),
@@ -1279,6 +1396,27 @@ impl Engine {
             port,
         );
         Ok((Running { cid, relays }, restore))
+    }
+
+    /// FAULT `no-reset`: breaks ID-10 ("the per-actor directories are
+    /// deleted and recreated at the start of every restore; config.json is
+    /// regenerated on every resume, so the mount always points at this
+    /// actor's directory"). The first actor resumed gets a normal bundle;
+    /// every later resume, of any actor, reuses that bundle as it is.
+    fn no_reset_bundle(
+        &self,
+        template: &str,
+        spec: &TemplateSpec,
+        dirs: &ActorDirs,
+        id: &str,
+    ) -> Result<PathBuf, EngineError> {
+        let mut first = self.no_reset_first.lock().unwrap();
+        if let Some(first) = first.as_ref() {
+            return Ok(first.bundle.clone());
+        }
+        self.prepare_actor_dirs(template, spec, dirs, id)?;
+        *first = Some(dirs.clone());
+        Ok(dirs.bundle.clone())
     }
 
     /// Suspends a running actor: closes its relays, checkpoints it into a
@@ -1341,9 +1479,11 @@ impl Engine {
         }
         let checkpoint_ms = ms(t0.elapsed());
         self.remove_stopped_sandbox_later(running.cid.clone());
-        for d in [&dirs.bundle, &dirs.identity, &dirs.rootfs] {
-            identity::reset_dir(d).map_err(host_err(format!("cannot reset {}", d.display())))?;
+        if self.cfg.fault != Some(Fault::NoReset) {
+            self.reset_per_run_dirs(&dirs)?;
         }
+        // else FAULT no-reset: breaks ID-10 ("after a suspend the identity
+        // directory is empty until the next resume"): nothing is reset.
         if let SnapshotSource::Own(p) = old {
             let _ = std::fs::remove_dir_all(p);
         }
@@ -1381,7 +1521,20 @@ impl Engine {
             }
         }
         drop(op);
-        let _ = std::fs::remove_dir_all(&root);
+        let pinned = self.cfg.fault == Some(Fault::NoReset)
+            && self
+                .no_reset_first
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|d| d.root == root);
+        if pinned {
+            // FAULT no-reset: the first actor's bundle outlives it, since
+            // every later resume reuses it (see no_reset_bundle).
+            warn!(root = %root.display(), "fault no-reset: keeping the deleted actor's directories, later resumes reuse its bundle");
+        } else {
+            let _ = std::fs::remove_dir_all(&root);
+        }
         self.persist();
         Ok(())
     }
@@ -1414,23 +1567,30 @@ impl Engine {
 
     /// Conformance hook (ID-9): rewrites a running actor's `actor-id` on the
     /// host, atomically, cycling through `values` for `for_ms`
-    /// milliseconds, then writes the actor's own ID again. Lets a suite
-    /// watch rewrites from inside the actor. Returns the number of writes.
+    /// milliseconds (or until `times` writes, whichever comes first), then
+    /// writes the actor's own ID again. Lets a suite watch rewrites from
+    /// inside the actor. Returns the number of writes, the last one
+    /// included.
     pub async fn rewrite_identity(
         &self,
         atespace: &str,
         id: &str,
         values: Vec<String>,
         for_ms: u64,
+        times: Option<u64>,
     ) -> Result<u64, EngineError> {
+        let max_ms = if times.is_some() { 60_000 } else { 30_000 };
         if values.is_empty()
             || values.iter().any(|v| v.is_empty() || v.len() > 255)
-            || !(1..=30_000).contains(&for_ms)
+            || !(1..=max_ms).contains(&for_ms)
+            || times.is_some_and(|t| !(1..=100_000).contains(&t))
         {
             return Err(EngineError::InvalidField {
                 field: "rewrite",
-                value: format!("values {values:?}, for_ms {for_ms}"),
-                allowed: "1 or more values of 1..=255 bytes, for_ms 1..=30000".into(),
+                value: format!("values {values:?}, for_ms {for_ms}, times {times:?}"),
+                allowed: "1 or more values of 1..=255 bytes, for_ms 1..=30000 \
+                          (1..=60000 with times), times 1..=100000 if given"
+                    .into(),
             });
         }
         let actor = self.actor(atespace, id)?;
@@ -1446,14 +1606,16 @@ impl Engine {
         }
         let dir = actor.view.lock().unwrap().dirs.identity.clone();
         let own = id.to_owned();
+        let fault = self.cfg.fault;
         let n = tokio::task::spawn_blocking(move || {
             let end = Instant::now() + Duration::from_millis(for_ms);
+            let limit = times.unwrap_or(u64::MAX);
             let mut n = 0u64;
-            while Instant::now() < end {
-                identity::write_actor_id(&dir, values[(n as usize) % values.len()].as_bytes())?;
+            while n < limit && Instant::now() < end {
+                write_identity(fault, &dir, &values[(n as usize) % values.len()])?;
                 n += 1;
             }
-            identity::write_actor_id(&dir, own.as_bytes())?;
+            write_identity(fault, &dir, &own)?;
             Ok::<_, identity::IdentityError>(n + 1)
         })
         .await
@@ -1462,7 +1624,7 @@ impl Engine {
             "cannot rewrite the identity of {atespace}/{id}"
         )))?;
         drop(op);
-        info!(actor = %format!("{atespace}/{id}"), writes = n, for_ms, "rewrote the identity (conformance hook)");
+        info!(actor = %format!("{atespace}/{id}"), writes = n, for_ms, ?times, "rewrote the identity (conformance hook)");
         Ok(n)
     }
 
@@ -1503,18 +1665,13 @@ impl Engine {
                 .flat_map(|m| m.values().cloned())
                 .collect()
         };
-        let mut removed = Vec::new();
+        // Stop routing to every running actor; their sandboxes are removed
+        // below, all at once (each takes runsc about 2 s).
         for a in actors {
             let mut op = a.op.lock().await;
             if let Some(running) = op.take() {
                 *a.running.lock().unwrap() = None;
                 running.relays.close(Duration::from_millis(500)).await;
-                match self.remove_sandbox(&running.cid).await {
-                    Ok(()) => removed.push(running.cid.clone()),
-                    Err(e) => {
-                        error!(cid = %running.cid, error = %error_chain(&e), "cannot remove sandbox at shutdown")
-                    }
-                }
                 let mut v = a.view.lock().unwrap();
                 v.state = ActorState::Suspended;
                 v.sandbox = None;
@@ -1532,15 +1689,35 @@ impl Engine {
         for task in pending {
             let _ = task.await;
         }
-        // Anything else recorded (a golden boot in flight, a failed delete).
+        // Every sandbox still recorded: running actors, a golden boot in
+        // flight, a failed delete. Concurrently, by container ID.
+        let mut tasks = tokio::task::JoinSet::new();
         for cid in self.recorded_sandboxes() {
-            match self.remove_sandbox(&cid).await {
-                Ok(()) => removed.push(cid),
-                Err(e) => {
+            let runsc = self.cfg.runsc.clone();
+            let record = self
+                .cfg
+                .state_dir
+                .join("sandboxes")
+                .join(format!("{cid}.json"));
+            tasks.spawn(async move {
+                let r = runsc.remove(&cid).await;
+                if r.is_ok() {
+                    let _ = std::fs::remove_file(&record);
+                }
+                (cid, r)
+            });
+        }
+        let mut removed = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((cid, Ok(()))) => removed.push(cid),
+                Ok((cid, Err(e))) => {
                     error!(%cid, error = %error_chain(&e), "cannot remove sandbox at shutdown")
                 }
+                Err(e) => error!(error = %e, "sandbox removal task failed"),
             }
         }
+        removed.sort();
         self.persist();
         removed
     }
@@ -1623,6 +1800,24 @@ async fn wait_healthy(pool: &RelayPool, deadline: Duration) -> Result<(), Engine
             });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes `dir/actor-id` holding `id`: atomically (ID-9), exactly the ID
+/// bytes (ID-2), unless a fault mode says otherwise.
+fn write_identity(
+    fault: Option<Fault>,
+    dir: &Path,
+    id: &str,
+) -> Result<(), identity::IdentityError> {
+    match fault {
+        // FAULT torn-write: breaks ID-9 ("the host writes actor-id
+        // atomically ... never a torn or empty one").
+        Some(Fault::TornWrite) => identity::write_actor_id_torn(dir, id.as_bytes()),
+        // FAULT trailing-newline: breaks ID-2 ("exactly the raw actor ID
+        // bytes, no trailing newline").
+        Some(Fault::TrailingNewline) => identity::write_actor_id(dir, format!("{id}\n").as_bytes()),
+        _ => identity::write_actor_id(dir, id.as_bytes()),
     }
 }
 

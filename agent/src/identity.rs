@@ -158,6 +158,47 @@ pub fn write_actor_id(dir: &Path, id: &[u8]) -> Result<(), IdentityError> {
     write_file_atomic(dir, ACTOR_ID_FILE, id, FILE_MODE)
 }
 
+/// Chunk size of the FAULT `torn-write` writer.
+pub const TORN_CHUNK: usize = 3;
+
+/// Pause between chunks of the FAULT `torn-write` writer.
+pub const TORN_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// FAULT `torn-write`, never used on the healthy path: breaks ID-9 ("the
+/// host writes `actor-id` atomically ... a concurrent reader sees the old
+/// value or the new one, never a torn or empty one"). Opens `dir/actor-id`
+/// with `O_TRUNC` and writes `id` in place, [`TORN_CHUNK`] bytes at a time
+/// with [`TORN_PAUSE`] between chunks: no temp file, no rename, no fsync. A
+/// reader in between sees an empty or partial value.
+pub fn write_actor_id_torn(dir: &Path, id: &[u8]) -> Result<(), IdentityError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(ACTOR_ID_FILE);
+    let write_err = |source| IdentityError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(write_err)?;
+    file.set_permissions(Permissions::from_mode(FILE_MODE))
+        .map_err(|source| IdentityError::SetMode {
+            path: path.clone(),
+            mode: FILE_MODE,
+            source,
+        })?;
+    for (i, chunk) in id.chunks(TORN_CHUNK).enumerate() {
+        if i > 0 {
+            std::thread::sleep(TORN_PAUSE);
+        }
+        file.write_all(chunk).map_err(write_err)?;
+    }
+    Ok(())
+}
+
 /// Atomically replaces `dir/name` with `contents` and sets its mode to
 /// exactly `mode`.
 ///
@@ -361,6 +402,45 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let err = write_actor_id(&tmp.path().join("nope"), b"a").unwrap_err();
         assert!(matches!(err, IdentityError::OpenDir { .. }), "{err:?}");
+    }
+
+    /// The FAULT `torn-write` writer really is torn: a reader racing a few
+    /// hundred rewrites sees an empty or partial value at least once, and
+    /// the file ends up holding the last value.
+    #[test]
+    fn torn_writer_is_seen_torn() {
+        const VALUES: [&[u8]; 2] = [b"probe-alpha-0123456789", b"probe-beta-9876543210"];
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("identity");
+        reset_dir(&dir).unwrap();
+        write_actor_id_torn(&dir, VALUES[0]).unwrap();
+        let file = dir.join(ACTOR_ID_FILE);
+        assert_eq!(std::fs::read(&file).unwrap(), VALUES[0]);
+        assert_eq!(mode_of(&file), FILE_MODE);
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let (mut reads, mut short) = (0usize, 0usize);
+                while !done.load(Ordering::Acquire) {
+                    reads += 1;
+                    let v = std::fs::read(&file).unwrap();
+                    if !VALUES.contains(&v.as_slice()) {
+                        short += 1;
+                    }
+                }
+                (reads, short)
+            })
+        };
+        for i in 0..300 {
+            write_actor_id_torn(&dir, VALUES[(i + 1) % 2]).unwrap();
+        }
+        done.store(true, Ordering::Release);
+        let (reads, short) = reader.join().unwrap();
+        eprintln!("torn write: 300 rewrites, {reads} reads, {short} torn or empty");
+        assert!(short > 0, "no torn read in {reads} reads");
+        assert_eq!(std::fs::read(dir.join(ACTOR_ID_FILE)).unwrap(), VALUES[0]);
+        assert_eq!(entries(&dir), [ACTOR_ID_FILE]);
     }
 
     /// ID-9: a reader racing ≥ 10,000 rewrites never sees an empty, torn

@@ -11,6 +11,8 @@
 //! - [`api`]: the control API (HTTP + JSON),
 //! - [`router`]: the Host-routed HTTP front door (ID-15),
 //! - [`engine`]: templates and actors with their state machine,
+//! - [`fault`]: deliberate contract violations for the suite's self-test
+//!   (off unless `serve --fault NAME`),
 //! - [`relay`]: the path into an actor's own network stack,
 //! - [`runsc`]: the `runsc` command vectors,
 //! - [`names`], [`identity`], [`rootfs`], [`bundle`]: the identity contract's
@@ -19,6 +21,7 @@
 pub mod api;
 pub mod bundle;
 pub mod engine;
+pub mod fault;
 pub mod identity;
 pub mod names;
 pub mod relay;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ate_refagent::fault::Fault;
 use ate_refagent::runsc::Runsc;
 use ate_refagent::server::{serve, ServeOptions};
 use clap::{Parser, Subcommand};
@@ -52,6 +53,10 @@ enum Command {
         /// Shut down like on SIGTERM when the parent process exits.
         #[arg(long)]
         exit_with_parent: bool,
+        /// Self-test only: break the identity contract on purpose in this
+        /// way (never the default).
+        #[arg(long, value_name = "NAME", value_parser = fault_parser())]
+        fault: Option<Fault>,
     },
     /// Remove the sandboxes recorded in the state dir of an agent that is
     /// gone (crashed or killed), printing each; fails if an agent holds it.
@@ -109,6 +114,7 @@ fn main() -> std::process::ExitCode {
             golden_health_timeout,
             helper_bin,
             exit_with_parent,
+            fault,
         } => {
             init_tracing();
             let helper_bin = match helper_bin.map(Ok).unwrap_or_else(std::env::current_exe) {
@@ -131,10 +137,21 @@ fn main() -> std::process::ExitCode {
                 golden_health_timeout: Duration::from_secs(golden_health_timeout),
                 runsc_debug,
                 exit_with_parent,
+                fault,
             };
             block_on(serve(opts))
         }
     }
+}
+
+/// `--fault NAME`: one of [`Fault::ALL`]; anything else is a usage error
+/// (exit 2) that lists the valid names.
+fn fault_parser() -> impl clap::builder::TypedValueParser<Value = Fault> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Fault::names()).map(|name| {
+        name.parse::<Fault>()
+            .expect("a possible value is a fault name")
+    })
 }
 
 fn init_tracing() {

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::api::{self, ApiState};
 use crate::engine::{Engine, EngineConfig};
+use crate::fault::Fault;
 use crate::router;
 use crate::runsc::Runsc;
 
@@ -46,6 +47,9 @@ pub struct ServeOptions {
     /// Shut down (as on SIGTERM) when the parent process goes away, so a
     /// harness killed with SIGKILL does not leave its agent behind.
     pub exit_with_parent: bool,
+    /// Break the identity contract on purpose (self-test only; `None`, the
+    /// default, is the healthy agent).
+    pub fault: Option<Fault>,
 }
 
 fn lock_state_dir(state_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
@@ -106,6 +110,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", opts.state_dir.display()))?;
     let lock = lock_state_dir(&state_dir)?;
+    if let Some(f) = opts.fault {
+        warn!(
+            "FAULT MODE {f}: this agent breaks the identity contract on purpose ({})",
+            f.description()
+        );
+    }
 
     let runsc_version = opts
         .runsc
@@ -118,6 +128,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         helper_bin: opts.helper_bin.clone(),
         golden_health_timeout: opts.golden_health_timeout,
         runsc_debug: opts.runsc_debug,
+        fault: opts.fault,
     };
     let (engine, orphans) = Engine::open(cfg)
         .await
@@ -174,6 +185,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         "state_dir": state_dir,
         "runsc_version": runsc_version,
         "orphans_removed": orphans,
+        "fault": opts.fault,
     });
     {
         let mut out = std::io::stdout().lock();

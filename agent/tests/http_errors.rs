@@ -33,6 +33,7 @@ async fn serve() -> Served {
         helper_bin: std::env::current_exe().unwrap(),
         golden_health_timeout: Duration::from_secs(1),
         runsc_debug: false,
+        fault: None,
     };
     let (engine, orphans) = Engine::open(cfg).await.unwrap();
     assert!(orphans.is_empty());
@@ -297,4 +298,37 @@ async fn api_rejects_bad_names_and_wrong_state_without_changing_anything() {
         body["error"].as_str().unwrap().contains("already exists"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn info_shows_no_fault_and_rewrite_checks_times_and_for_ms() {
+    let s = serve().await;
+    let c = s.control;
+    let (st, info) = call(c, "GET", "/info", None).await;
+    assert_eq!(st, 200, "{info}");
+    assert_eq!(info["fault"], Value::Null, "{info}");
+
+    s.engine.create_atespace("team-a").unwrap();
+    let path = "/atespaces/team-a/actors/ghost/identity/rewrite";
+    for body in [
+        json!({ "values": ["x"], "for_ms": 0 }),
+        json!({ "values": ["x"], "for_ms": 30_001 }),
+        json!({ "values": ["x"], "for_ms": 60_001, "times": 10 }),
+        json!({ "values": ["x"], "for_ms": 100, "times": 0 }),
+        json!({ "values": ["x"], "for_ms": 100, "times": 100_001 }),
+        json!({ "values": [], "for_ms": 100, "times": 1 }),
+        json!({ "values": ["x"], "times": 1 }),
+    ] {
+        let (st, resp) = call(c, "POST", path, Some(body.clone())).await;
+        assert_eq!(st, 400, "{body}: {resp}");
+    }
+    // Within bounds: only the actor is missing.
+    for body in [
+        json!({ "values": ["x"], "for_ms": 30_000 }),
+        json!({ "values": ["x"], "for_ms": 60_000, "times": 100_000 }),
+        json!({ "values": ["x"], "for_ms": 1, "times": 1 }),
+    ] {
+        let (st, resp) = call(c, "POST", path, Some(body.clone())).await;
+        assert_eq!(st, 404, "{body}: {resp}");
+    }
 }
