@@ -13,6 +13,7 @@ pub mod options;
 pub mod probe;
 pub mod report;
 pub mod router;
+pub mod selftest;
 pub mod suite;
 pub mod template;
 

@@ -64,6 +64,12 @@ const SPECS: &[Spec] = &[
         help: "the runsc program (local backend)",
     },
     Spec {
+        flag: "--agent-fault",
+        env: "ATE_AGENT_FAULT",
+        value: Some("NAME"),
+        help: "run the reference agent in a fault mode (self-test)",
+    },
+    Spec {
         flag: "--kubeconfig",
         env: "KUBECONFIG",
         value: Some("PATH"),
@@ -126,6 +132,8 @@ pub struct Options {
     pub probe_bin: Option<PathBuf>,
     /// The runsc program.
     pub runsc: PathBuf,
+    /// A fault mode for the reference agent (self-test only).
+    pub agent_fault: Option<String>,
     /// Kubeconfig (kind).
     pub kubeconfig: Option<PathBuf>,
     /// Kube context (kind).
@@ -280,6 +288,7 @@ pub fn parse(
             runsc: get("--runsc")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("runsc")),
+            agent_fault: get("--agent-fault"),
             kubeconfig: get("--kubeconfig").map(PathBuf::from),
             context,
             substrate_root: get("--substrate-root").map(PathBuf::from),
@@ -369,6 +378,27 @@ mod tests {
         assert_eq!(o.report_dir, PathBuf::from("/default/report"));
         assert!(!o.keep);
         assert_eq!(o.runsc, PathBuf::from("runsc"));
+    }
+
+    #[test]
+    fn agent_fault_option() {
+        assert_eq!(run(&[], &[]).unwrap().0.agent_fault, None);
+        assert_eq!(
+            run(&["--agent-fault", "torn-write"], &[])
+                .unwrap()
+                .0
+                .agent_fault
+                .as_deref(),
+            Some("torn-write")
+        );
+        assert_eq!(
+            run(&[], &[("ATE_AGENT_FAULT", "file-mount")])
+                .unwrap()
+                .0
+                .agent_fault
+                .as_deref(),
+            Some("file-mount")
+        );
     }
 
     #[test]

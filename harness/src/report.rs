@@ -237,6 +237,87 @@ pub struct RunReport {
     pub suites: Vec<SuiteReport>,
     /// One row per statement ID-1..ID-15, in order.
     pub contract: Vec<ContractRow>,
+    /// The self-test's kill matrix, when `selftest.json` is in the dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selftest: Option<SelfTest>,
+}
+
+/// What one trial did against one fault mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cell {
+    /// Failed, naming the fault's symptom: the fault is caught here.
+    Caught,
+    /// Failed for another reason.
+    FailedOther,
+    /// Passed: this trial does not see the fault.
+    Passed,
+    /// Skipped.
+    Skipped,
+    /// Did not run (filtered, or the run broke first).
+    NotRun,
+}
+
+/// One fault mode's row of the kill matrix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultRow {
+    /// Fault mode name (`ate-refagent serve --fault NAME`).
+    pub fault: String,
+    /// What it gets wrong.
+    pub description: String,
+    /// Contract statements whose failure is this fault's symptom.
+    pub symptoms: Vec<String>,
+    /// One cell per column of [`SelfTest::trials`].
+    pub cells: Vec<Cell>,
+    /// The trials that caught it, with their first failure line.
+    pub caught_by: Vec<(String, String)>,
+    /// The run itself broke (not a trial verdict).
+    pub run_error: Option<String>,
+}
+
+impl FaultRow {
+    /// Caught by at least one named assertion.
+    pub fn caught(&self) -> bool {
+        !self.caught_by.is_empty()
+    }
+}
+
+/// The self-test: every suite against a healthy agent (all must pass) and
+/// against each fault mode (some named trial must fail with the fault's
+/// symptom).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SelfTest {
+    /// Columns: `suite/trial`.
+    pub trials: Vec<String>,
+    /// Problems of the healthy run (empty: all green).
+    pub healthy_problems: Vec<String>,
+    /// One row per fault mode.
+    pub faults: Vec<FaultRow>,
+}
+
+impl SelfTest {
+    /// Everything the self-test requires, as problems (empty: it passes).
+    pub fn problems(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .healthy_problems
+            .iter()
+            .map(|p| format!("self-test: healthy agent: {p}"))
+            .collect();
+        for f in &self.faults {
+            if !f.caught() {
+                v.push(format!(
+                    "self-test: fault {} is caught by no trial (symptoms {}){}",
+                    f.fault,
+                    f.symptoms.join("/"),
+                    f.run_error
+                        .as_ref()
+                        .map(|e| format!("; run error: {}", first_line(e)))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        v
+    }
 }
 
 impl RunReport {
@@ -285,16 +366,28 @@ impl RunReport {
             verdict: RunVerdict::Incomplete,
             suites,
             contract,
+            selftest: None,
         };
-        let (hard, soft) = problems(&run);
-        run.verdict = if !hard.is_empty() {
+        run.judge();
+        run
+    }
+
+    /// Attaches the self-test's kill matrix and judges the run again.
+    pub fn with_selftest(mut self, selftest: SelfTest) -> RunReport {
+        self.selftest = Some(selftest);
+        self.judge();
+        self
+    }
+
+    fn judge(&mut self) {
+        let (hard, soft) = problems(self);
+        self.verdict = if !hard.is_empty() {
             RunVerdict::Fail
         } else if !soft.is_empty() {
             RunVerdict::Incomplete
         } else {
             RunVerdict::Pass
         };
-        run
     }
 
     /// Every distinct run ID among the suites, sorted. More than one means
@@ -376,6 +469,9 @@ fn problems(run: &RunReport) -> (Vec<String>, Vec<String>) {
                 soft.push(format!("{} not covered by any trial in this run", row.id))
             }
         }
+    }
+    if let Some(st) = &run.selftest {
+        hard.extend(st.problems());
     }
     let fail_on_skip = run.suites.iter().any(|s| s.fail_on_skip);
     for s in &run.suites {
@@ -479,6 +575,16 @@ pub struct Merged {
     pub run: RunReport,
 }
 
+/// The self-test's kill matrix in a report dir (merged into the reports).
+pub const SELFTEST_FILE: &str = "selftest.json";
+
+/// Writes `<dir>/selftest.json` and regenerates the merged reports.
+pub fn write_selftest(dir: &Path, st: &SelfTest) -> anyhow::Result<Merged> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_atomic(&dir.join(SELFTEST_FILE), &serde_json::to_vec_pretty(st)?)?;
+    merge_locked(dir)
+}
+
 /// Writes `<dir>/suites/<suite>.json`, then regenerates `report.json`,
 /// `junit.xml` and `report.md` from every suite file in `dir`.
 pub fn write_suite(dir: &Path, rep: &SuiteReport) -> anyhow::Result<Written> {
@@ -549,7 +655,15 @@ fn merge_locked(dir: &Path) -> anyhow::Result<Merged> {
     if suites.is_empty() {
         bail!("no suite reports in {}", dir.join("suites").display());
     }
-    let run = RunReport::from_suites(suites);
+    let mut run = RunReport::from_suites(suites);
+    let st_path = dir.join(SELFTEST_FILE);
+    if st_path.exists() {
+        let st: SelfTest = serde_json::from_slice(
+            &fs::read(&st_path).with_context(|| format!("cannot read {}", st_path.display()))?,
+        )
+        .with_context(|| format!("{} is not a self-test report", st_path.display()))?;
+        run = run.with_selftest(st);
+    }
     let report_json = dir.join("report.json");
     let junit = dir.join("junit.xml");
     let markdown = dir.join("report.md");
@@ -1158,6 +1272,9 @@ pub fn markdown_report(run: &RunReport) -> String {
         false,
     );
 
+    if let Some(st) = &run.selftest {
+        selftest_markdown(&mut s, st);
+    }
     environment(&mut s, run);
     s
 }
@@ -1310,6 +1427,89 @@ pub fn console_summary(run: &RunReport, suite: &SuiteReport, written: &Written) 
         written.suite_json.display()
     );
     s
+}
+
+fn selftest_markdown(s: &mut String, st: &SelfTest) {
+    let caught = st.faults.iter().filter(|f| f.caught()).count();
+    let verdict = if st.problems().is_empty() {
+        "PASS"
+    } else {
+        "FAIL"
+    };
+    let _ = writeln!(
+        s,
+        "## Self-test: kill matrix ({verdict})\n\nThe suites against the reference agent in each fault mode: {caught}/{} faults caught; \
+         healthy agent {}.\n\n`X` caught (failed naming the fault's symptom), `f` failed otherwise, `.` passed, `s` skipped, ` ` not run.\n",
+        st.faults.len(),
+        if st.healthy_problems.is_empty() { "all green".to_string() } else { format!("NOT green: {}", st.healthy_problems.join("; ")) }
+    );
+    let _ = write!(s, "| fault | caught |");
+    for (i, _) in st.trials.iter().enumerate() {
+        let _ = write!(s, " {} |", i + 1);
+    }
+    let _ = write!(s, "\n| --- | --- |");
+    for _ in &st.trials {
+        let _ = write!(s, " :-: |");
+    }
+    let _ = writeln!(s);
+    for f in &st.faults {
+        let _ = write!(
+            s,
+            "| `{}` | {} |",
+            f.fault,
+            if f.caught() { "**yes**" } else { "**NO**" }
+        );
+        for c in &f.cells {
+            let mark = match c {
+                Cell::Caught => "X",
+                Cell::FailedOther => "f",
+                Cell::Passed => ".",
+                Cell::Skipped => "s",
+                Cell::NotRun => " ",
+            };
+            let _ = write!(s, " {mark} |");
+        }
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(s, "\nColumns:\n");
+    for (i, t) in st.trials.iter().enumerate() {
+        let _ = writeln!(s, "{}. `{t}`", i + 1);
+    }
+    let _ = writeln!(
+        s,
+        "\n| fault | what it gets wrong | symptom | caught by |\n| --- | --- | --- | --- |"
+    );
+    for f in &st.faults {
+        let by = if f.caught_by.is_empty() {
+            format!(
+                "**nothing**{}",
+                f.run_error
+                    .as_ref()
+                    .map(|e| format!(" (run error: {})", first_line(e)))
+                    .unwrap_or_default()
+            )
+        } else {
+            f.caught_by
+                .iter()
+                .map(|(t, m)| format!("`{t}`: {}", md_cell(m)))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {by} |",
+            f.fault,
+            md_cell(&f.description),
+            f.symptoms.join(", ")
+        );
+    }
+    let _ = writeln!(s);
+}
+
+fn md_cell(text: &str) -> String {
+    let line = first_line(text);
+    let short: String = line.chars().take(240).collect();
+    short.replace('|', "\\|")
 }
 
 #[cfg(test)]

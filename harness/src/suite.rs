@@ -418,6 +418,7 @@ async fn setup(shared: &Shared) -> Result<Setup, Unavailable> {
         log_dir: opts.report_dir.join("logs"),
         probe_bin: opts.probe_bin.clone(),
         runsc: opts.runsc.clone(),
+        fault: opts.agent_fault.clone(),
         runsc_debug: true,
         start_timeout: Duration::from_secs(30),
     })

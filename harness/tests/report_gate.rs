@@ -188,3 +188,65 @@ fn a_truncated_contract_table_fails_the_gate() {
     let p = report::gate(&run).unwrap_err();
     assert_eq!(p, ["ID-15 missing from the report"]);
 }
+
+fn fault_row(name: &str, caught: bool) -> report::FaultRow {
+    report::FaultRow {
+        fault: name.into(),
+        description: format!("{name} breaks it"),
+        symptoms: vec!["ID-6".into()],
+        cells: vec![if caught {
+            report::Cell::Caught
+        } else {
+            report::Cell::Passed
+        }],
+        caught_by: if caught {
+            vec![(
+                "identity/covers_ID-6".into(),
+                "ID-6: /run/ate is not read-only".into(),
+            )]
+        } else {
+            vec![]
+        },
+        run_error: None,
+    }
+}
+
+#[test]
+fn selftest_kill_matrix_gates_and_renders() {
+    let st = report::SelfTest {
+        trials: vec!["identity/covers_ID-6".into()],
+        healthy_problems: vec![],
+        faults: vec![fault_row("writable-mount", true)],
+    };
+    let run = RunReport::from_suites(vec![complete()]).with_selftest(st.clone());
+    assert_eq!(run.verdict, RunVerdict::Pass, "{:?}", report::gate(&run));
+    let md = report::markdown_report(&run);
+    assert!(md.contains("## Self-test: kill matrix (PASS)"), "{md}");
+    assert!(md.contains("| `writable-mount` | **yes** | X |"), "{md}");
+
+    // A fault no trial catches fails the gate, named.
+    let mut bad = st.clone();
+    bad.faults.push(fault_row("file-mount", false));
+    let run = RunReport::from_suites(vec![complete()]).with_selftest(bad);
+    assert_eq!(run.verdict, RunVerdict::Fail);
+    let problems = report::gate(&run).unwrap_err();
+    assert!(
+        has(
+            &problems,
+            "self-test: fault file-mount is caught by no trial"
+        ),
+        "{problems:?}"
+    );
+    assert!(report::markdown_report(&run).contains("| `file-mount` | **NO** | . |"));
+
+    // A healthy run that is not green fails it too.
+    let mut unhealthy = st;
+    unhealthy
+        .healthy_problems
+        .push("identity/covers_ID-6 failed: boom".into());
+    let run = RunReport::from_suites(vec![complete()]).with_selftest(unhealthy);
+    assert!(has(
+        &report::gate(&run).unwrap_err(),
+        "self-test: healthy agent: identity/covers_ID-6 failed"
+    ));
+}

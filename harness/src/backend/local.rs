@@ -41,6 +41,8 @@ pub struct LocalOptions {
     pub probe_bin: Option<PathBuf>,
     /// The runsc program.
     pub runsc: PathBuf,
+    /// Run the agent in this fault mode (`--fault`; self-test only).
+    pub fault: Option<String>,
     /// Ask runsc for debug logs (per actor, under the state dir).
     pub runsc_debug: bool,
     /// Deadline for the agent to print its address line.
@@ -237,6 +239,9 @@ impl LocalBackend {
         if opts.runsc_debug {
             cmd = cmd.arg("--runsc-debug");
         }
+        if let Some(f) = &opts.fault {
+            cmd = cmd.arg("--fault").arg(f);
+        }
         let started = Instant::now();
         let mut agent = cmd.spawn().context("cannot start the reference agent")?;
         let stdout = agent.stdout.take().expect("stdout is piped");
@@ -385,6 +390,13 @@ impl Backend for LocalBackend {
             ),
             ("probe".into(), self.bins.probe.display().to_string()),
             ("agent_log".into(), self.log_path.display().to_string()),
+            (
+                "agent_fault".into(),
+                self.opts
+                    .fault
+                    .clone()
+                    .unwrap_or_else(|| "none (healthy)".into()),
+            ),
         ]
     }
 
@@ -698,7 +710,7 @@ impl Backend for LocalBackend {
         let Some(agent) = agent else { return Ok(()) };
         let pid = agent.pid();
         let status = agent
-            .terminate(Duration::from_secs(30))
+            .terminate(Duration::from_secs(120))
             .await
             .context("cannot stop the agent")?;
         info!(pid, ?status, "agent stopped");

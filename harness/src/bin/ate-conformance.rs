@@ -32,6 +32,15 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The self-test: every suite against a healthy agent (all must pass,
+    /// this is also the main run's report) and against each fault mode of
+    /// the reference agent (a named trial must fail with the fault's
+    /// symptom); writes the kill matrix into report.md. ARGS as for `run`.
+    Selftest {
+        /// Options and filters for the suites.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// List every suite's trials as `suite/trial: test`; starts nothing.
     List,
     /// Merge the suite reports in a report directory into report.json,
@@ -105,25 +114,25 @@ fn prepare_report_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot clear the earlier report in {}", dir.display()))
 }
 
-async fn run(args: Vec<String>) -> anyhow::Result<bool> {
-    let mut all = vec!["ate-conformance".to_string()];
-    all.extend(args.iter().cloned());
-    // Validate once, up front: an unknown option fails before anything runs.
-    let (opts, _) =
-        ate_harness::options::parse(all, |k| std::env::var(k).ok(), default_report_dir())
-            .map_err(|e| anyhow::anyhow!("{e:#}\n\n{}", ate_harness::options::usage()))?;
-    prepare_report_dir(&opts.report_dir)?;
+/// Runs every suite with `args` into `report_dir` as run `run_id`, the
+/// suites' output streaming to this terminal. Returns the suites that
+/// exited non-zero.
+async fn run_suites(
+    args: &[String],
+    report_dir: &Path,
+    run_id: &str,
+) -> anyhow::Result<Vec<String>> {
     let mut failed = Vec::new();
     for suite in suites()? {
-        eprintln!(
-            "=== suite {suite} (run {}, backend {}) ===",
-            opts.run_id, opts.backend
-        );
+        eprintln!("=== suite {suite} (run {run_id}) ===");
         let out = Cmd::new(cargo())
             .args(["test", "--quiet", "--test", &suite, "--"])
-            .args(&args)
-            .env("ATE_RUN_ID", &opts.run_id)
-            .env("ATE_REPORT_DIR", &opts.report_dir)
+            .args(args)
+            // Last, so they win over the same options in `args`.
+            .arg("--run-id")
+            .arg(run_id)
+            .arg("--report-dir")
+            .arg(report_dir)
             .cwd(workspace_root())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
@@ -133,15 +142,82 @@ async fn run(args: Vec<String>) -> anyhow::Result<bool> {
             failed.push(format!("{suite} ({})", out.status));
         }
     }
+    Ok(failed)
+}
+
+/// Validates `args` as the suites will, before anything runs.
+fn parse_args(args: &[String]) -> anyhow::Result<ate_harness::options::Options> {
+    let mut all = vec!["ate-conformance".to_string()];
+    all.extend(args.iter().cloned());
+    let (opts, _) =
+        ate_harness::options::parse(all, |k| std::env::var(k).ok(), default_report_dir())
+            .map_err(|e| anyhow::anyhow!("{e:#}\n\n{}", ate_harness::options::usage()))?;
+    Ok(opts)
+}
+
+fn print_reports(m: &report::Merged) {
+    eprintln!("\nrun {}: {:?}", m.run.run_id, m.run.verdict);
+    eprintln!("report: {}", m.markdown.display());
+    eprintln!("        {}", m.junit.display());
+    eprintln!("        {}", m.report_json.display());
+}
+
+async fn run(args: Vec<String>) -> anyhow::Result<bool> {
+    let opts = parse_args(&args)?;
+    prepare_report_dir(&opts.report_dir)?;
+    let failed = run_suites(&args, &opts.report_dir, &opts.run_id).await?;
     let merged = report::merge_dir(&opts.report_dir)?;
-    eprintln!("\nrun {}: {:?}", opts.run_id, merged.run.verdict);
-    eprintln!("report: {}", merged.markdown.display());
-    eprintln!("        {}", merged.junit.display());
-    eprintln!("        {}", merged.report_json.display());
+    print_reports(&merged);
     if !failed.is_empty() {
         eprintln!("failed suites: {}", failed.join(", "));
     }
     Ok(failed.is_empty())
+}
+
+async fn selftest(args: Vec<String>) -> anyhow::Result<bool> {
+    let opts = parse_args(&args)?;
+    if opts.agent_fault.is_some() {
+        bail!("selftest chooses the fault modes itself; drop --agent-fault/ATE_AGENT_FAULT");
+    }
+    prepare_report_dir(&opts.report_dir)?;
+    let base = opts.run_id.clone();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let st = ate_harness::selftest::run(
+        &opts.report_dir,
+        ate_harness::selftest::FAULTS,
+        |fault, dir| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut a = args.clone();
+            let run_id = match fault {
+                None => base.clone(),
+                Some(f) => {
+                    a.extend([
+                        "--agent-fault".to_string(),
+                        f.to_string(),
+                        "--no-fail-on-skip".to_string(),
+                    ]);
+                    format!("{}f{n}", &base[..base.len().min(12)])
+                }
+            };
+            async move { run_suites(&a, &dir, &run_id).await.map(|_| ()) }
+        },
+    )
+    .await?;
+    let merged = report::merge_dir(&opts.report_dir)?;
+    print_reports(&merged);
+    let problems = st.problems();
+    for p in &problems {
+        eprintln!("  - {p}");
+    }
+    eprintln!(
+        "self-test: {}",
+        if problems.is_empty() {
+            "PASS (every fault caught, healthy agent all green)"
+        } else {
+            "FAIL"
+        }
+    );
+    Ok(problems.is_empty())
 }
 
 async fn list() -> anyhow::Result<()> {
@@ -200,6 +276,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<bool> = rt.block_on(async {
         match cli.cmd {
             Command::Run { args } => run(args).await,
+            Command::Selftest { args } => selftest(args).await,
             Command::List => list().await.map(|_| true),
             Command::Report { report_dir } => {
                 let dir = report_dir.unwrap_or_else(default_report_dir);

@@ -1,0 +1,91 @@
+//! The self-test as a test target: the identity suite against a healthy
+//! reference agent (all green) and against every fault mode (each caught
+//! by a named trial whose failure names the fault's symptom). Runs the
+//! identity suite binary built next to this test; needs root and runsc.
+//! Prints the kill matrix.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn identity_bin() -> PathBuf {
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&deps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("identity-")
+                && p.extension().is_none()
+        })
+        .map(|p| (p.metadata().unwrap().modified().unwrap(), p))
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .expect("the identity suite binary is built by `cargo test`")
+        .1
+}
+
+#[test]
+fn every_fault_is_caught_and_the_healthy_agent_is_green() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = identity_bin();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let st = rt
+        .block_on(ate_harness::selftest::run(
+            dir.path(),
+            ate_harness::selftest::FAULTS,
+            |fault, report| {
+                let bin = bin.clone();
+                async move {
+                    let mut cmd = Command::new(&bin);
+                    cmd.arg("--report-dir")
+                        .arg(&report)
+                        .env_remove("CI")
+                        .env("NO_COLOR", "1")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null());
+                    if let Some(f) = fault {
+                        cmd.args(["--agent-fault", f]);
+                    }
+                    let status = cmd.status()?;
+                    eprintln!("  suite run {} -> {status}", fault.unwrap_or("healthy"));
+                    Ok(())
+                }
+            },
+        ))
+        .unwrap();
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    let matrix = &md[md
+        .find("## Self-test")
+        .expect("report.md shows the kill matrix")..];
+    eprintln!(
+        "{}",
+        &matrix[..matrix.find("## Environment").unwrap_or(matrix.len())]
+    );
+    let problems = st.problems();
+    assert!(
+        problems.is_empty(),
+        "self-test problems:\n{}",
+        problems.join("\n")
+    );
+    assert_eq!(st.faults.len(), ate_harness::selftest::FAULTS.len());
+    // Nothing left running.
+    let out = Command::new("runsc")
+        .args(["list", "-quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "sandboxes left: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
