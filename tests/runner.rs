@@ -221,7 +221,8 @@ fn missing_prerequisite_skips_and_fails_under_ci() {
         );
     }
     assert!(
-        r.stderr.contains(&format!("0 passed, 0 failed, {n} skipped")),
+        r.stderr
+            .contains(&format!("0 passed, 0 failed, {n} skipped")),
         "{}",
         r.stderr
     );

@@ -199,7 +199,15 @@ async fn selftest(args: Vec<String>) -> anyhow::Result<bool> {
                     format!("{}f{n}", &base[..base.len().min(12)])
                 }
             };
-            async move { run_suites(&a, &dir, &run_id).await.map(|_| ()) }
+            async move {
+            if let Some(f) = fault {
+                eprintln!(
+                    "\n=== self-test: the suites against the agent in fault mode {f}; failures below are expected, \
+                     the self-test checks that one names the fault's symptom ==="
+                );
+            }
+            run_suites(&a, &dir, &run_id).await.map(|_| ())
+        }
         },
     )
     .await?;
