@@ -113,6 +113,12 @@ pub enum EngineError {
     Relay(#[from] RelayError),
 }
 
+/// The container ID of sandbox number `n` of agent `instance`: fixed
+/// width, so no ID is a prefix of another (runsc resolves prefixes).
+pub fn container_id(instance: &str, n: u64) -> String {
+    format!("ate-{instance}-{n:08}")
+}
+
 /// `kind` `name` does not exist.
 fn not_found(kind: &'static str, name: impl Into<String>) -> EngineError {
     EngineError::NotFound {
@@ -576,12 +582,11 @@ impl Engine {
         }
     }
 
+    /// `ate-<instance>-<8 digits>`. runsc accepts any unambiguous prefix of
+    /// a container ID, so `ate-x-4` would be ambiguous while `ate-x-41`
+    /// runs; IDs of one fixed length are never a prefix of one another.
     fn new_cid(&self) -> String {
-        format!(
-            "ate-{}-{}",
-            self.instance,
-            self.seq.fetch_add(1, Ordering::Relaxed) + 1
-        )
+        container_id(&self.instance, self.seq.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
     fn record_sandbox(&self, cid: &str, owner: &str) -> Result<PathBuf, EngineError> {
@@ -1831,4 +1836,23 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_id;
+
+    #[test]
+    fn container_ids_are_never_prefixes_of_each_other() {
+        let ids: Vec<String> = (1..=1000).map(|n| container_id("0123abcd", n)).collect();
+        assert_eq!(ids[3], "ate-0123abcd-00000004");
+        for a in &ids {
+            for b in &ids {
+                assert!(
+                    a == b || !b.starts_with(a.as_str()),
+                    "{a} is a prefix of {b}"
+                );
+            }
+        }
+    }
 }
