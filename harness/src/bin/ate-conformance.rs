@@ -64,6 +64,29 @@ enum Command {
         #[arg(long)]
         state_root: Option<PathBuf>,
     },
+    /// Benchmark: raw `runsc restore` vs the agent's resume from one golden
+    /// snapshot, fan-out, router on-demand and warm /whoami; prints one
+    /// table and writes JSON. Removes every sandbox it starts.
+    Bench {
+        /// Fan-out sizes, comma-separated.
+        #[arg(long = "n", value_delimiter = ',', default_value = "1,2,8,32,64")]
+        n: Vec<usize>,
+        /// Concurrency of the concurrent runs (default: the number of cores).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Warm /whoami round-trips through the router.
+        #[arg(long, default_value_t = 500)]
+        whoami: usize,
+        /// On-demand samples (suspended actor's first routed request).
+        #[arg(long, default_value_t = 3)]
+        on_demand: usize,
+        /// Where the JSON goes (default target/ate-bench/bench.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The runsc program.
+        #[arg(long, env = "ATE_RUNSC", default_value = "runsc")]
+        runsc: PathBuf,
+    },
 }
 
 fn default_report_dir() -> PathBuf {
@@ -320,6 +343,28 @@ fn main() -> ExitCode {
                 }
             }
             Command::Gc { state_root } => gc(state_root).await.map(|_| true),
+            Command::Bench {
+                n,
+                concurrency,
+                whoami,
+                on_demand,
+                out,
+                runsc,
+            } => {
+                let d = ate_harness::bench::BenchOptions::default();
+                let opts = ate_harness::bench::BenchOptions {
+                    ns: n,
+                    concurrency: concurrency.unwrap_or(d.concurrency),
+                    whoami_requests: whoami,
+                    on_demand_samples: on_demand,
+                    runsc,
+                    ..d
+                };
+                let out = out.unwrap_or_else(ate_harness::bench::default_out);
+                ate_harness::bench::run_and_print(&opts, &out)
+                    .await
+                    .map(|_| true)
+            }
         }
     });
     match result {
