@@ -10,6 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+
+mod common;
+use common::identity_bin;
 use std::time::{Duration, Instant};
 
 /// One suite run at a time: each starts its own agent and sandboxes.
@@ -17,31 +20,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The identity suite's test binary, built by the same `cargo test` next to
-/// this one (the newest `identity-<hash>`).
-fn identity_bin() -> PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&deps)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().into_owned();
-            n.starts_with("identity-") && p.extension().is_none()
-        })
-        .map(|p| (p.metadata().unwrap().modified().unwrap(), p))
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .expect("the identity suite binary is built by `cargo test`")
-        .1
 }
 
 /// Our static probe (built by the harness fixture) with `from` replaced by

@@ -4,34 +4,10 @@
 //! identity suite binary built next to this test; needs root and runsc.
 //! Prints the kill matrix.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-fn identity_bin() -> PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&deps)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("identity-")
-                && p.extension().is_none()
-        })
-        .map(|p| (p.metadata().unwrap().modified().unwrap(), p))
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .expect("the identity suite binary is built by `cargo test`")
-        .1
-}
+mod common;
+use common::identity_bin;
 
 #[test]
 fn every_fault_is_caught_and_the_healthy_agent_is_green() {
