@@ -1633,28 +1633,37 @@ impl Engine {
         Ok(n)
     }
 
+    /// Refuses new work from now on (the flag is set under the registry
+    /// lock, so no actor is created behind it) and returns every actor.
+    fn close(&self) -> Vec<Arc<Actor>> {
+        let reg = self.reg.lock().unwrap();
+        self.closing.store(true, Ordering::SeqCst);
+        reg.atespaces
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
+    }
+
+    /// Waits for the deletions of checkpointed sandboxes still in flight.
+    async fn wait_background_deletes(&self) {
+        let pending = std::mem::take(&mut *self.background.lock().unwrap());
+        for task in pending {
+            let _ = task.await;
+        }
+    }
+
     /// Stops taking work and lets in-flight operations finish, but leaves
     /// every sandbox running and recorded (the harness's `--keep`).
     /// Returns the recorded container IDs.
     pub async fn detach(&self) -> Vec<String> {
-        let actors: Vec<Arc<Actor>> = {
-            let reg = self.reg.lock().unwrap();
-            self.closing.store(true, Ordering::SeqCst);
-            reg.atespaces
-                .values()
-                .flat_map(|m| m.values().cloned())
-                .collect()
-        };
+        let actors = self.close();
         for a in actors {
             let op = a.op.lock().await;
             if let Some(running) = op.as_ref() {
                 running.relays.close(Duration::from_millis(500)).await;
             }
         }
-        let pending = std::mem::take(&mut *self.background.lock().unwrap());
-        for task in pending {
-            let _ = task.await;
-        }
+        self.wait_background_deletes().await;
         self.persist();
         self.recorded_sandboxes()
     }
@@ -1662,14 +1671,7 @@ impl Engine {
     /// Stops every running actor and removes its sandbox (agent shutdown).
     /// Returns the container IDs removed.
     pub async fn shutdown(&self) -> Vec<String> {
-        let actors: Vec<Arc<Actor>> = {
-            let reg = self.reg.lock().unwrap();
-            self.closing.store(true, Ordering::SeqCst);
-            reg.atespaces
-                .values()
-                .flat_map(|m| m.values().cloned())
-                .collect()
-        };
+        let actors = self.close();
         // Stop routing to every running actor; their sandboxes are removed
         // below, all at once (each takes runsc about 2 s).
         for a in actors {
@@ -1690,10 +1692,7 @@ impl Engine {
             let _ = task.await;
         }
         // Deletions of checkpointed sandboxes still in flight.
-        let pending = std::mem::take(&mut *self.background.lock().unwrap());
-        for task in pending {
-            let _ = task.await;
-        }
+        self.wait_background_deletes().await;
         // Every sandbox still recorded: running actors, a golden boot in
         // flight, a failed delete. Concurrently, by container ID.
         let mut tasks = tokio::task::JoinSet::new();
