@@ -191,6 +191,16 @@ impl Cmd {
     pub fn get_args(&self) -> impl Iterator<Item = &OsStr> {
         self.args.iter().map(OsString::as_os_str)
     }
+
+    /// The environment variables set explicitly, in the order they were set.
+    pub fn get_envs(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
+        self.env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str()))
+    }
+
+    /// The working directory, when one was set.
+    pub fn get_cwd(&self) -> Option<&Path> {
+        self.cwd.as_deref()
+    }
 }
 
 /// The command line for people: environment set explicitly as `KEY=VAL`

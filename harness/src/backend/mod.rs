@@ -4,6 +4,7 @@
 //! never of runsc or Kubernetes; each backend maps the operations onto its
 //! own system ([`local`]: the embedded reference agent on gVisor).
 
+pub mod kind;
 pub mod local;
 
 use std::path::{Path, PathBuf};
