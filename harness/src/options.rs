@@ -85,7 +85,43 @@ const SPECS: &[Spec] = &[
         flag: "--substrate-root",
         env: "ATE_SUBSTRATE_ROOT",
         value: Some("DIR"),
-        help: "Agent Substrate checkout (kind backend)",
+        help: "Agent Substrate checkout (kind backend; ko apply runs there)",
+    },
+    Spec {
+        flag: "--cluster",
+        env: "ATE_KIND_CLUSTER",
+        value: Some("NAME"),
+        help: "kind cluster name (kind backend; default kind)",
+    },
+    Spec {
+        flag: "--create-cluster",
+        env: "ATE_CREATE_CLUSTER",
+        value: None,
+        help: "create the kind cluster and its registry if missing (deleted again at the end)",
+    },
+    Spec {
+        flag: "--bucket-name",
+        env: "BUCKET_NAME",
+        value: Some("NAME"),
+        help: "snapshot bucket (kind backend)",
+    },
+    Spec {
+        flag: "--ko-docker-repo",
+        env: "KO_DOCKER_REPO",
+        value: Some("REPO"),
+        help: "registry for the probe image and ko builds (kind backend)",
+    },
+    Spec {
+        flag: "--golden-timeout",
+        env: "ATE_GOLDEN_TIMEOUT",
+        value: Some("SECS"),
+        help: "how long to wait for the golden snapshot (default 60 local, 300 kind)",
+    },
+    Spec {
+        flag: "--dry-run",
+        env: "ATE_DRY_RUN",
+        value: None,
+        help: "print every command and API call the kind backend would make; start nothing",
     },
 ];
 
@@ -113,7 +149,7 @@ const LIBTEST: &[(&str, bool)] = &[
 ];
 
 /// Backends this build can drive.
-pub const BACKENDS: &[&str] = &["local"];
+pub const BACKENDS: &[&str] = &["local", "kind"];
 
 /// The harness's options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +176,18 @@ pub struct Options {
     pub context: Option<String>,
     /// Agent Substrate checkout (kind).
     pub substrate_root: Option<PathBuf>,
+    /// kind cluster name (kind).
+    pub cluster: String,
+    /// Create the cluster when it is missing (kind).
+    pub create_cluster: bool,
+    /// Snapshot bucket (kind; `BUCKET_NAME`).
+    pub bucket_name: Option<String>,
+    /// Registry for the probe image and ko (kind; `KO_DOCKER_REPO`).
+    pub ko_docker_repo: Option<String>,
+    /// Golden snapshot deadline.
+    pub golden_timeout: std::time::Duration,
+    /// Print the plan, run nothing.
+    pub dry_run: bool,
 }
 
 /// Usage lines for our options.
@@ -275,6 +323,33 @@ pub fn parse(
         }
     };
     let context = get("--context").or_else(|| env("KUBECTL_CONTEXT").filter(|v| !v.is_empty()));
+    let flag = |f: &str, name: &str| -> anyhow::Result<bool> {
+        get(f)
+            .map(|v| parse_bool(name, &v))
+            .transpose()
+            .map(|b| b.unwrap_or(false))
+    };
+    let create_cluster = flag("--create-cluster", "--create-cluster/ATE_CREATE_CLUSTER")?;
+    let dry_run = flag("--dry-run", "--dry-run/ATE_DRY_RUN")?;
+    let cluster = get("--cluster").unwrap_or_else(|| "kind".into());
+    if !valid_cluster_name(&cluster) {
+        anyhow::bail!(
+            "invalid kind cluster name {cluster:?}: use 1 to 50 of a-z, 0-9 and -, starting and ending with a letter or digit"
+        );
+    }
+    let golden_timeout = match get("--golden-timeout") {
+        Some(v) => match v.parse::<u64>() {
+            Ok(s) if (1..=3600).contains(&s) => std::time::Duration::from_secs(s),
+            _ => anyhow::bail!(
+                "invalid --golden-timeout/ATE_GOLDEN_TIMEOUT {v:?}: use whole seconds from 1 to 3600"
+            ),
+        },
+        None if backend == "kind" => std::time::Duration::from_secs(300),
+        None => std::time::Duration::from_secs(60),
+    };
+    if dry_run && backend != "kind" {
+        anyhow::bail!("--dry-run is for the kind backend (use --backend kind); the local backend has no plan to print");
+    }
     Ok((
         Options {
             backend,
@@ -292,9 +367,27 @@ pub fn parse(
             kubeconfig: get("--kubeconfig").map(PathBuf::from),
             context,
             substrate_root: get("--substrate-root").map(PathBuf::from),
+            cluster,
+            create_cluster,
+            bucket_name: get("--bucket-name"),
+            ko_docker_repo: get("--ko-docker-repo"),
+            golden_timeout,
+            dry_run,
         },
         rest,
     ))
+}
+
+/// A kind cluster name: a DNS label of at most 50 characters (kind adds
+/// suffixes to it for node names).
+fn valid_cluster_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 50
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
 }
 
 #[cfg(test)]
@@ -423,6 +516,63 @@ mod tests {
     }
 
     #[test]
+    fn kind_options() {
+        let (o, _) = run(&["--backend", "kind"], &[]).unwrap();
+        assert_eq!(o.cluster, "kind");
+        assert!(!o.create_cluster && !o.dry_run);
+        assert_eq!(o.golden_timeout, std::time::Duration::from_secs(300));
+        assert_eq!(o.bucket_name, None);
+        let (o, _) = run(
+            &[
+                "--backend",
+                "kind",
+                "--dry-run",
+                "--cluster",
+                "ci-1",
+                "--create-cluster",
+                "--golden-timeout",
+                "90",
+            ],
+            &[
+                ("BUCKET_NAME", "ate-snapshots"),
+                ("KO_DOCKER_REPO", "localhost:5001"),
+            ],
+        )
+        .unwrap();
+        assert!(o.dry_run && o.create_cluster);
+        assert_eq!(o.cluster, "ci-1");
+        assert_eq!(o.golden_timeout, std::time::Duration::from_secs(90));
+        assert_eq!(o.bucket_name.as_deref(), Some("ate-snapshots"));
+        assert_eq!(o.ko_docker_repo.as_deref(), Some("localhost:5001"));
+        // An empty variable is missing, as upstream treats it.
+        let (o, _) = run(&["--backend", "kind"], &[("BUCKET_NAME", "")]).unwrap();
+        assert_eq!(o.bucket_name, None);
+        let (o, _) = run(&[], &[]).unwrap();
+        assert_eq!(o.golden_timeout, std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_kind_values_are_named() {
+        let e = run(&["--backend", "kind", "--cluster", "Kind_1"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"Kind_1\"") && e.contains("a-z, 0-9 and -"),
+            "{e}"
+        );
+        let e = run(&["--golden-timeout", "0"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"0\"") && e.contains("1 to 3600"), "{e}");
+        let e = run(&["--golden-timeout", "5m"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"5m\""), "{e}");
+        let e = run(&["--dry-run"], &[]).unwrap_err().to_string();
+        assert!(e.contains("--dry-run is for the kind backend"), "{e}");
+    }
+
+    #[test]
     fn fail_on_skip_defaults_to_ci() {
         assert!(!run(&[], &[]).unwrap().0.fail_on_skip);
         assert!(run(&[], &[("CI", "true")]).unwrap().0.fail_on_skip);
@@ -459,7 +609,7 @@ mod tests {
             .to_string();
         assert_eq!(
             e,
-            "unknown backend \"kubernetes\": valid backends are: local"
+            "unknown backend \"kubernetes\": valid backends are: local, kind"
         );
         let e = run(&["--run-id", "Bad_ID"], &[]).unwrap_err().to_string();
         assert!(e.contains("\"Bad_ID\""), "{e}");

@@ -4,3 +4,4 @@ pub mod kube;
 pub mod oci;
 pub mod plan;
 pub mod portforward;
+pub mod tools;
