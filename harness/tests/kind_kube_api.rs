@@ -1,0 +1,1124 @@
+//! The kind backend's Kubernetes API use (client, preflight, golden wait,
+//! router port-forward) against an in-process fake API server over real
+//! HTTP and WebSocket; no cluster.
+
+#[path = "support/fake_kube.rs"]
+mod fake_kube;
+
+use std::future::Future;
+use std::time::Duration;
+
+use ate_harness::backend::kind::kube::{
+    connect, golden_plan, preflight, preflight_check_names, preflight_cluster, preflight_plan,
+    wait_golden, GoldenWaitError, KubeTarget, API_CHECK, NOT_CHECKED_UNREACHABLE,
+};
+use ate_harness::backend::kind::portforward::{
+    pick_target, router_plan, ForwardError, RouterForward, ROUTER_NAMESPACE, ROUTER_PORT,
+    ROUTER_SERVICE,
+};
+use fake_kube::{closed_port, wait_until, write_kubeconfig, FakeKube, PodState, ProbeStandIn};
+use http_body_util::{BodyExt, Full};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// A bound on every step a test waits for; generous for a loaded 2-core
+/// machine, short enough that a hang fails the test.
+const STEP: Duration = Duration::from_secs(30);
+
+const PROBE_HOST: &str = "probe-alpha.conf-x.actors.resources.substrate.ate.dev";
+const ROUTER_SELECTOR: &[(&str, &str)] = &[("app", "atenet-router")];
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {STEP:?}: {what}"),
+    }
+}
+
+/// A fake API server and a client for it (context `kind-kind`).
+async fn fake_and_client() -> (FakeKube, ::kube::Client, TempDir) {
+    let fake = FakeKube::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), &fake.url(), "kind-kind");
+    let client = connect(&KubeTarget {
+        kubeconfig: Some(kubeconfig),
+        context: Some("kind-kind".into()),
+    })
+    .await
+    .expect("connect to the fake");
+    (fake, client, dir)
+}
+
+// ---------------------------------------------------------------------------
+// pick_target: pure
+// ---------------------------------------------------------------------------
+
+fn svc(selector: Option<&[(&str, &str)]>, ports: Value) -> Service {
+    serde_json::from_value(fake_kube::service(
+        ROUTER_NAMESPACE,
+        ROUTER_SERVICE,
+        selector,
+        ports,
+    ))
+    .unwrap()
+}
+
+fn pod(name: &str, ports: &[(&str, i32)], state: PodState) -> Pod {
+    serde_json::from_value(fake_kube::pod(
+        ROUTER_NAMESPACE,
+        name,
+        ROUTER_SELECTOR,
+        ports,
+        state,
+    ))
+    .unwrap()
+}
+
+#[test]
+fn pick_target_numeric_target_port_is_used_as_is() {
+    let s = svc(
+        Some(ROUTER_SELECTOR),
+        json!([{"port": 80, "targetPort": 8080}]),
+    );
+    let pods = [pod("a", &[], PodState::Ready)];
+    let (p, port) = pick_target(&s, 80, &pods).unwrap();
+    assert_eq!((p.as_str(), port), ("a", 8080));
+}
+
+#[test]
+fn pick_target_absent_target_port_means_the_service_port() {
+    let s = svc(Some(ROUTER_SELECTOR), json!([{"port": 80}]));
+    let pods = [pod("a", &[], PodState::Ready)];
+    assert_eq!(pick_target(&s, 80, &pods).unwrap(), ("a".to_string(), 80));
+}
+
+#[test]
+fn pick_target_named_target_port_resolves_via_container_ports() {
+    let s = svc(
+        Some(ROUTER_SELECTOR),
+        json!([{"name": "metrics", "port": 9090, "targetPort": 9090},
+               {"name": "http", "port": 80, "targetPort": "http"}]),
+    );
+    let pods = [
+        pod("not-ready", &[("http", 8080)], PodState::NotReady),
+        pod(
+            "atenet-router-abc",
+            &[("metrics", 9090), ("http", 8080)],
+            PodState::Ready,
+        ),
+    ];
+    assert_eq!(
+        pick_target(&s, 80, &pods).unwrap(),
+        ("atenet-router-abc".to_string(), 8080)
+    );
+}
+
+#[test]
+fn pick_target_missing_named_port_names_it_and_the_pods_ports() {
+    let s = svc(
+        Some(ROUTER_SELECTOR),
+        json!([{"port": 80, "targetPort": "web"}]),
+    );
+    let pods = [pod(
+        "atenet-router-abc",
+        &[("http", 8080), ("metrics", 9090)],
+        PodState::Ready,
+    )];
+    let err = pick_target(&s, 80, &pods).unwrap_err();
+    assert!(
+        matches!(err, ForwardError::NamedPortNotFound { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    for want in [
+        "\"web\"",
+        "atenet-router-abc",
+        "http=8080",
+        "metrics=9090",
+        "ate-system/atenet-router",
+        "port 80",
+    ] {
+        assert!(msg.contains(want), "{msg:?} lacks {want:?}");
+    }
+}
+
+#[test]
+fn pick_target_zero_target_port_is_an_error() {
+    let s = svc(
+        Some(ROUTER_SELECTOR),
+        json!([{"port": 80, "targetPort": 0}]),
+    );
+    let pods = [pod("atenet-router-abc", &[], PodState::Ready)];
+    let err = pick_target(&s, 80, &pods).unwrap_err();
+    assert!(
+        matches!(err, ForwardError::ZeroTargetPort { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("targetPort 0"), "{err}");
+}
+
+#[test]
+fn pick_target_out_of_range_target_port_is_an_error() {
+    let s = svc(
+        Some(ROUTER_SELECTOR),
+        json!([{"port": 80, "targetPort": 70000}]),
+    );
+    let pods = [pod("atenet-router-abc", &[], PodState::Ready)];
+    let err = pick_target(&s, 80, &pods).unwrap_err();
+    assert!(
+        matches!(err, ForwardError::PortOutOfRange { value: 70000, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn pick_target_refuses_a_service_without_selector() {
+    let s = svc(None, json!([{"port": 80, "targetPort": "http"}]));
+    let pods = [pod("atenet-router-abc", &[("http", 8080)], PodState::Ready)];
+    let err = pick_target(&s, 80, &pods).unwrap_err();
+    assert!(matches!(err, ForwardError::NoSelector { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("ate-system/atenet-router has no selector"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pick_target_missing_service_port_lists_the_ports() {
+    let s = svc(
+        Some(ROUTER_SELECTOR),
+        json!([{"port": 8081}, {"port": 9090}]),
+    );
+    let err = pick_target(&s, 80, &[]).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ForwardError::NoSuchPort { .. }), "{err:?}");
+    assert!(
+        msg.contains("no port 80") && msg.contains("8081") && msg.contains("9090"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn pick_target_no_ready_pod_lists_each_pod_and_why() {
+    let s = svc(
+        Some(ROUTER_SELECTOR),
+        json!([{"port": 80, "targetPort": "http"}]),
+    );
+    let ports = [("http", 8080)];
+    let pods = [
+        pod("pending-1", &ports, PodState::Pending),
+        pod("terminating-2", &ports, PodState::Terminating),
+        pod("unready-3", &ports, PodState::NotReady),
+    ];
+    let err = pick_target(&s, 80, &pods).unwrap_err();
+    assert!(matches!(err, ForwardError::NoReadyPod { .. }), "{err:?}");
+    let msg = err.to_string();
+    for want in [
+        "app=atenet-router",
+        "pending-1: phase Pending",
+        "terminating-2: terminating",
+        "unready-3: Ready=False",
+    ] {
+        assert!(msg.contains(want), "{msg:?} lacks {want:?}");
+    }
+    let none = pick_target(&s, 80, &[]).unwrap_err().to_string();
+    assert!(none.contains("no pod matches"), "{none}");
+}
+
+// ---------------------------------------------------------------------------
+// RouterForward against the fake
+// ---------------------------------------------------------------------------
+
+struct Router {
+    fake: FakeKube,
+    probe: ProbeStandIn,
+    client: ::kube::Client,
+    _dir: TempDir,
+}
+
+/// The router as CONTRACT III describes it: service ate-system/atenet-router,
+/// selector app=atenet-router, port 80 -> targetPort `http` -> 8080 on pod
+/// atenet-router-abc, whose backend is the probe stand-in.
+async fn router() -> Router {
+    let (fake, client, dir) = fake_and_client().await;
+    let probe = ProbeStandIn::start().await;
+    fake.put_namespace(ROUTER_NAMESPACE);
+    fake.put_service(
+        ROUTER_NAMESPACE,
+        ROUTER_SERVICE,
+        Some(ROUTER_SELECTOR),
+        json!([{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]),
+    );
+    fake.put_pod(
+        ROUTER_NAMESPACE,
+        "atenet-router-abc",
+        ROUTER_SELECTOR,
+        &[("http", 8080)],
+        PodState::Ready,
+    );
+    // A pod of another app must not be picked.
+    fake.put_pod(
+        ROUTER_NAMESPACE,
+        "other-app-xyz",
+        &[("app", "other")],
+        &[("http", 8080)],
+        PodState::Ready,
+    );
+    fake.set_backend(ROUTER_NAMESPACE, "atenet-router-abc", 8080, probe.addr());
+    Router {
+        fake,
+        probe,
+        client,
+        _dir: dir,
+    }
+}
+
+async fn start_forward(r: &Router) -> RouterForward {
+    within(
+        "RouterForward::start",
+        RouterForward::start(
+            r.client.clone(),
+            ROUTER_NAMESPACE,
+            ROUTER_SERVICE,
+            ROUTER_PORT,
+        ),
+    )
+    .await
+    .expect("start the router forward")
+}
+
+/// A reqwest client that opens a new connection per request.
+fn one_shot_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(STEP)
+        .build()
+        .unwrap()
+}
+
+async fn get_whoami(
+    http: &reqwest::Client,
+    fwd: &RouterForward,
+    path: &str,
+) -> reqwest::Result<Value> {
+    http.get(format!("http://{}{path}", fwd.local_addr()))
+        .header(reqwest::header::HOST, PROBE_HOST)
+        .send()
+        .await?
+        .error_for_status()?
+        .json::<Value>()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_start_resolves_named_target_port_through_the_api() {
+    let r = router().await;
+    let fwd = start_forward(&r).await;
+    assert_eq!(fwd.pod(), "atenet-router-abc");
+    assert!(fwd.local_addr().ip().is_loopback());
+    assert_ne!(fwd.local_addr().port(), 0);
+
+    let calls: Vec<String> = r
+        .fake
+        .requests()
+        .iter()
+        .map(|c| format!("{} {}?{}", c.method, c.path, c.query_string()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "GET /api/v1/namespaces/ate-system/services/atenet-router?",
+            "GET /api/v1/namespaces/ate-system/pods?labelSelector=app=atenet-router",
+        ]
+    );
+    let plan = router_plan(ROUTER_NAMESPACE, ROUTER_SERVICE, ROUTER_PORT);
+    assert_eq!(
+        plan[0].path,
+        "/api/v1/namespaces/ate-system/services/atenet-router"
+    );
+    assert!(plan[1]
+        .path
+        .starts_with("/api/v1/namespaces/ate-system/pods?labelSelector="));
+    assert_eq!(plan[2].method, "WS");
+    fwd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_start_errors_come_from_the_service_and_pods() {
+    let r = router().await;
+    // Named port missing on the pod.
+    r.fake.put_service(
+        ROUTER_NAMESPACE,
+        ROUTER_SERVICE,
+        Some(ROUTER_SELECTOR),
+        json!([{"port": 80, "targetPort": "web"}]),
+    );
+    let start = || {
+        RouterForward::start(
+            r.client.clone(),
+            ROUTER_NAMESPACE,
+            ROUTER_SERVICE,
+            ROUTER_PORT,
+        )
+    };
+    let err = within("start", start()).await.unwrap_err();
+    assert!(
+        matches!(err, ForwardError::NamedPortNotFound { .. }),
+        "{err:?}"
+    );
+
+    // No selector.
+    r.fake.put_service(
+        ROUTER_NAMESPACE,
+        ROUTER_SERVICE,
+        None,
+        json!([{"port": 80, "targetPort": "http"}]),
+    );
+    let err = within("start", start()).await.unwrap_err();
+    assert!(matches!(err, ForwardError::NoSelector { .. }), "{err:?}");
+
+    // No ready pod.
+    r.fake.put_service(
+        ROUTER_NAMESPACE,
+        ROUTER_SERVICE,
+        Some(ROUTER_SELECTOR),
+        json!([{"port": 80, "targetPort": "http"}]),
+    );
+    r.fake.put_pod(
+        ROUTER_NAMESPACE,
+        "atenet-router-abc",
+        ROUTER_SELECTOR,
+        &[("http", 8080)],
+        PodState::Terminating,
+    );
+    let err = within("start", start()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("atenet-router-abc: terminating"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("other-app-xyz"), "{err}");
+
+    // No service.
+    assert!(r
+        .fake
+        .remove("/api/v1/namespaces/ate-system/services/atenet-router"));
+    let err = within("start", start()).await.unwrap_err();
+    assert!(
+        matches!(err, ForwardError::ServiceNotFound { .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_carries_a_real_request_with_its_host_header() {
+    let r = router().await;
+    let fwd = start_forward(&r).await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(STEP)
+        .build()
+        .unwrap();
+    let body = get_whoami(&http, &fwd, "/whoami")
+        .await
+        .expect("request through the forward");
+    assert_eq!(
+        body,
+        json!({"host": PROBE_HOST, "method": "GET", "path": "/whoami"})
+    );
+    let seen = r.probe.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].host, PROBE_HOST);
+    assert_eq!(seen[0].path, "/whoami");
+    assert_eq!(
+        r.fake.portforwards(),
+        [("atenet-router-abc".to_string(), "8080".to_string())]
+    );
+    fwd.stop().await;
+}
+
+type HyperSender = hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>;
+
+/// An HTTP/1.1 connection to `addr` driven by hyper's client.
+async fn hyper_conn(addr: std::net::SocketAddr) -> HyperSender {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// Sends GET `path` on `sender` and returns the JSON body (read by
+/// Content-Length, never to EOF).
+async fn hyper_get(sender: &mut HyperSender, path: &str) -> Value {
+    sender.ready().await.unwrap();
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, PROBE_HOST)
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_keeps_one_connection_alive_for_sequential_requests() {
+    let r = router().await;
+    let fwd = start_forward(&r).await;
+    let mut conn = hyper_conn(fwd.local_addr()).await;
+    let first = within("first request", hyper_get(&mut conn, "/one")).await;
+    let second = within("second request", hyper_get(&mut conn, "/two")).await;
+    assert_eq!(first["path"], "/one");
+    assert_eq!(second["path"], "/two");
+    let paths: Vec<String> = r.probe.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/one", "/two"]);
+    // One local connection, one port-forward.
+    assert_eq!(r.fake.portforwards().len(), 1);
+    fwd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_serves_two_concurrent_connections() {
+    let r = router().await;
+    let fwd = start_forward(&r).await;
+    // Both connections are open before either request is sent.
+    let mut a = hyper_conn(fwd.local_addr()).await;
+    let mut b = hyper_conn(fwd.local_addr()).await;
+    let (ra, rb) = within("two concurrent requests", async {
+        tokio::join!(hyper_get(&mut a, "/a"), hyper_get(&mut b, "/b"))
+    })
+    .await;
+    assert_eq!(
+        (ra["path"].as_str(), rb["path"].as_str()),
+        (Some("/a"), Some("/b"))
+    );
+    let mut paths: Vec<String> = r.probe.seen().into_iter().map(|s| s.path).collect();
+    paths.sort();
+    assert_eq!(paths, ["/a", "/b"]);
+    assert!(r.probe.seen().iter().all(|s| s.host == PROBE_HOST));
+    assert_eq!(
+        r.fake.portforwards().len(),
+        2,
+        "one port-forward per connection"
+    );
+
+    // With reqwest too, at once.
+    let http = one_shot_http();
+    let (x, y) = within("two reqwest requests", async {
+        tokio::join!(get_whoami(&http, &fwd, "/x"), get_whoami(&http, &fwd, "/y"))
+    })
+    .await;
+    assert_eq!(x.unwrap()["path"], "/x");
+    assert_eq!(y.unwrap()["path"], "/y");
+    fwd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_reconnects_once_to_a_new_ready_pod_after_a_restart() {
+    let r = router().await;
+    let fwd = start_forward(&r).await;
+    let http = one_shot_http();
+    get_whoami(&http, &fwd, "/before")
+        .await
+        .expect("first request");
+
+    // "Restart": the pod goes, a new one comes up ready with the same backend.
+    assert!(r.fake.remove_pod(ROUTER_NAMESPACE, "atenet-router-abc"));
+    r.fake.put_pod(
+        ROUTER_NAMESPACE,
+        "atenet-router-def",
+        ROUTER_SELECTOR,
+        &[("http", 8080)],
+        PodState::Ready,
+    );
+    r.fake
+        .set_backend(ROUTER_NAMESPACE, "atenet-router-def", 8080, r.probe.addr());
+
+    let body = get_whoami(&http, &fwd, "/after")
+        .await
+        .expect("request after the restart");
+    assert_eq!(body["path"], "/after");
+    assert_eq!(fwd.pod(), "atenet-router-def");
+    let events = fwd.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("forward to pod atenet-router-abc failed")
+                && e.contains("404")
+                && e.contains("reconnected to ready pod atenet-router-def")),
+        "{events:#?}"
+    );
+    let pods: Vec<String> = r.fake.portforwards().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        pods,
+        [
+            "atenet-router-abc",
+            "atenet-router-abc",
+            "atenet-router-def"
+        ]
+    );
+
+    // The next connection goes straight to the new pod.
+    get_whoami(&http, &fwd, "/again")
+        .await
+        .expect("third request");
+    assert_eq!(r.fake.portforwards().len(), 4);
+
+    // No ready pod left: the request fails and the event says why.
+    assert!(r.fake.remove_pod(ROUTER_NAMESPACE, "atenet-router-def"));
+    let err = get_whoami(&http, &fwd, "/gone").await;
+    assert!(err.is_err(), "{err:?}");
+    wait_until("the failure event", STEP, || {
+        fwd.events()
+            .iter()
+            .any(|e| e.contains("no ready pod to reconnect to"))
+    })
+    .await;
+    let last = fwd.events().last().cloned().unwrap();
+    assert!(
+        last.contains("forward to pod atenet-router-def failed")
+            && last.contains("no ready pod for service ate-system/atenet-router")
+            && last.contains("no pod matches"),
+        "{last}"
+    );
+    let paths: Vec<String> = r.probe.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/before", "/after", "/again"]);
+    fwd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_records_the_port_forward_error_channel() {
+    let r = router().await;
+    // A pod whose port nothing listens on: the kubelet (here, the fake)
+    // answers on the error channel.
+    r.fake.put_pod(
+        ROUTER_NAMESPACE,
+        "atenet-router-abc",
+        ROUTER_SELECTOR,
+        &[("http", 8080)],
+        PodState::Ready,
+    );
+    r.fake.set_backend(
+        ROUTER_NAMESPACE,
+        "atenet-router-abc",
+        8080,
+        closed_port().await,
+    );
+    let fwd = start_forward(&r).await;
+    let err = get_whoami(&one_shot_http(), &fwd, "/x").await;
+    assert!(err.is_err(), "{err:?}");
+    wait_until("the error-channel event", STEP, || {
+        fwd.events().iter().any(|e| e.contains("reported an error"))
+    })
+    .await;
+    let events = fwd.events();
+    assert!(
+        events.iter().any(|e| e
+            .contains("atenet-router-abc port 8080 reported an error: error forwarding port 8080")),
+        "{events:#?}"
+    );
+    fwd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_stop_closes_the_listener() {
+    let r = router().await;
+    let fwd = start_forward(&r).await;
+    let addr = fwd.local_addr();
+    let mut conn = hyper_conn(addr).await;
+    within("request", hyper_get(&mut conn, "/live")).await;
+    fwd.stop().await;
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "still accepting after stop");
+    // The live connection was closed too.
+    within("the live connection to close", async {
+        while !conn.is_closed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Golden wait
+// ---------------------------------------------------------------------------
+
+const GOLDEN_ID: &str = "3f2a9c4e-8b1d-4e6f-9a7c-2d5b8e1f0a93";
+
+fn waiting_golden() -> Value {
+    json!({
+        "phase": "WaitGoldenActor",
+        "conditions": [{
+            "type": "Ready", "status": "False", "reason": "WaitingForGolden",
+            "message": "waiting for the golden actor snapshot"
+        }]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_wait_returns_the_id_and_the_phase_history() {
+    let (fake, client, _dir) = fake_and_client().await;
+    fake.script_actor_template(
+        "conf-x",
+        "probe",
+        vec![
+            json!({}),
+            json!({"phase": "ResumeGoldenActor"}),
+            waiting_golden(),
+            waiting_golden(),
+            // Ready without an ID is not ready yet.
+            json!({"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]}),
+            json!({
+                "phase": "Ready",
+                "goldenActorID": GOLDEN_ID,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "GoldenReady"}]
+            }),
+        ],
+    );
+    let ready = wait_golden(&client, "conf-x", "probe", STEP, Duration::from_millis(20))
+        .await
+        .expect("golden ready");
+    assert_eq!(ready.golden_actor_id, GOLDEN_ID);
+    let phases: Vec<&str> = ready
+        .phase_history
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(
+        phases,
+        ["", "ResumeGoldenActor", "WaitGoldenActor", "Ready"]
+    );
+    let times: Vec<Duration> = ready.phase_history.iter().map(|(_, t)| *t).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(ready.waited >= *times.last().unwrap());
+    // Six GETs, one per poll; the plan names that call.
+    let path = FakeKube::actor_template_path("conf-x", "probe");
+    assert_eq!(fake.requests().iter().filter(|r| r.path == path).count(), 6);
+    assert_eq!(golden_plan("conf-x", "probe")[0].path, path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_wait_timeout_names_the_last_phase_and_conditions() {
+    let (fake, client, _dir) = fake_and_client().await;
+    fake.script_actor_template("conf-x", "probe", vec![json!({}), waiting_golden()]);
+    let deadline = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let err = wait_golden(
+        &client,
+        "conf-x",
+        "probe",
+        deadline,
+        Duration::from_millis(20),
+    )
+    .await
+    .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= deadline && elapsed < STEP, "{elapsed:?}");
+    let GoldenWaitError::Timeout {
+        ref last_phase,
+        ref last_conditions,
+        ..
+    } = err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(last_phase.as_deref(), Some("WaitGoldenActor"));
+    assert_eq!(
+        last_conditions,
+        &["Ready=False (WaitingForGolden: waiting for the golden actor snapshot)"]
+    );
+    let msg = err.to_string();
+    for want in [
+        "ActorTemplate conf-x/probe not Ready",
+        "last phase seen: \"WaitGoldenActor\"",
+        "Ready=False (WaitingForGolden: waiting for the golden actor snapshot)",
+        "goldenActorID: unset",
+    ] {
+        assert!(msg.contains(want), "{msg:?} lacks {want:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_wait_on_a_template_never_created_says_so() {
+    let (_fake, client, _dir) = fake_and_client().await;
+    let err = wait_golden(
+        &client,
+        "conf-x",
+        "missing",
+        Duration::from_millis(300),
+        Duration::from_millis(20),
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            GoldenWaitError::Timeout {
+                last_phase: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(msg.contains("never seen"), "{msg}");
+    assert!(msg.contains("404 NotFound"), "{msg}");
+    assert!(
+        msg.contains("actortemplates \"missing\" not found"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_wait_stops_at_once_on_failed() {
+    let (fake, client, _dir) = fake_and_client().await;
+    fake.script_actor_template(
+        "conf-x",
+        "probe",
+        vec![json!({
+            "phase": "Failed",
+            "conditions": [{"type": "Ready", "status": "False", "reason": "GoldenFailed", "message": "boom"}]
+        })],
+    );
+    let started = std::time::Instant::now();
+    let err = wait_golden(&client, "conf-x", "probe", STEP, Duration::from_millis(20))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < STEP / 2);
+    assert!(matches!(err, GoldenWaitError::Failed { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("Ready=False (GoldenFailed: boom)"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_wait_picks_up_a_status_set_while_polling() {
+    let (fake, client, _dir) = fake_and_client().await;
+    fake.script_actor_template("conf-x", "probe", vec![waiting_golden()]);
+    let wait = tokio::spawn({
+        let client = client.clone();
+        async move { wait_golden(&client, "conf-x", "probe", STEP, Duration::from_millis(20)).await }
+    });
+    let path = FakeKube::actor_template_path("conf-x", "probe");
+    wait_until("two polls", STEP, || {
+        fake.requests().iter().filter(|r| r.path == path).count() >= 2
+    })
+    .await;
+    fake.set_actor_template_status(
+        "conf-x",
+        "probe",
+        json!({"phase": "Ready", "goldenActorID": GOLDEN_ID,
+               "conditions": [{"type": "Ready", "status": "True"}]}),
+    );
+    let ready = within("golden wait", wait).await.unwrap().unwrap();
+    assert_eq!(ready.golden_actor_id, GOLDEN_ID);
+}
+
+// ---------------------------------------------------------------------------
+// Preflight and connect
+// ---------------------------------------------------------------------------
+
+fn failed(checks: &[ate_harness::backend::kind::kube::Check]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_all_good_and_its_calls_match_the_plan() {
+    let (fake, client, _dir) = fake_and_client().await;
+    fake.put_healthy_system();
+    let checks = preflight_cluster(&client, STEP).await;
+    assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
+    let names: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(names, preflight_check_names());
+    assert_eq!(checks[1].detail, "1/1 replicas ready");
+
+    let mut made: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|r| {
+            if r.query.is_empty() {
+                r.path.clone()
+            } else {
+                format!("{}?{}", r.path, r.query_string())
+            }
+        })
+        .collect();
+    let mut planned: Vec<String> = preflight_plan().into_iter().map(|c| c.path).collect();
+    // The API call comes first; the others run concurrently.
+    assert_eq!(made[0], planned[0]);
+    made.sort();
+    planned.sort();
+    assert_eq!(made, planned);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_reports_a_deployment_not_ready() {
+    let (fake, client, _dir) = fake_and_client().await;
+    fake.put_healthy_system();
+    fake.put_deployment("ate-system", "ate-controller", 1, 0);
+    let checks = preflight_cluster(&client, STEP).await;
+    assert_eq!(
+        failed(&checks),
+        ["deployment ate-system/ate-controller ready"]
+    );
+    let c = checks.iter().find(|c| !c.ok).unwrap();
+    assert!(c.detail.contains("0/1"), "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_reports_every_missing_piece() {
+    let (fake, client, _dir) = fake_and_client().await;
+    fake.put_healthy_system();
+    assert!(
+        fake.remove("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/workerpools.ate.dev")
+    );
+    let checks = preflight_cluster(&client, STEP).await;
+    assert_eq!(failed(&checks), ["crd workerpools.ate.dev exists"]);
+    assert!(checks
+        .last()
+        .unwrap()
+        .detail
+        .contains("workerpools.ate.dev"));
+
+    // Several at once: all are reported, none stops the others.
+    assert!(fake.remove("/apis/apps/v1/namespaces/ate-system/deployments/atenet-router"));
+    fake.put_daemonset("ate-system", "atelet", 2, 1);
+    let checks = preflight_cluster(&client, STEP).await;
+    assert_eq!(
+        failed(&checks),
+        [
+            "deployment ate-system/atenet-router ready",
+            "daemonset ate-system/atelet ready",
+            "crd workerpools.ate.dev exists",
+        ]
+    );
+    assert_eq!(checks[3].detail, "not found in ate-system");
+    assert_eq!(checks[4].detail, "1/2 scheduled pods ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_against_a_closed_port_fails_fast_naming_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = format!("http://{}", closed_port().await);
+    let kubeconfig = write_kubeconfig(dir.path(), &server, "kind-kind");
+    let target = KubeTarget {
+        kubeconfig: Some(kubeconfig.clone()),
+        context: Some("kind-kind".into()),
+    };
+    let deadline = Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    let checks = preflight(&target, deadline).await;
+    assert!(
+        started.elapsed() < deadline + Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(checks[0].name, API_CHECK);
+    assert!(!checks[0].ok);
+    assert!(checks[0].detail.contains(&server), "{:?}", checks[0]);
+    assert!(checks[0].detail.contains("kind-kind"), "{:?}", checks[0]);
+    assert_eq!(checks.len(), preflight_check_names().len());
+    assert!(
+        checks[1..]
+            .iter()
+            .all(|c| !c.ok && c.detail == NOT_CHECKED_UNREACHABLE),
+        "{checks:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_honours_its_deadline_when_the_api_never_answers() {
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), &format!("http://{addr}"), "kind-kind");
+    let client = connect(&KubeTarget {
+        kubeconfig: Some(kubeconfig),
+        context: None,
+    })
+    .await
+    .unwrap();
+    let deadline = Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    let checks = preflight_cluster(&client, deadline).await;
+    let elapsed = started.elapsed();
+    hold.abort();
+    assert!(
+        elapsed >= deadline && elapsed < deadline + Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert!(!checks[0].ok);
+    assert!(checks[0].detail.contains("no answer"), "{:?}", checks[0]);
+    assert!(checks[1..]
+        .iter()
+        .all(|c| c.detail == NOT_CHECKED_UNREACHABLE));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_an_unknown_context_names_it_and_the_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), "http://127.0.0.1:1", "kind-kind");
+    let err = connect(&KubeTarget {
+        kubeconfig: Some(kubeconfig.clone()),
+        context: Some("kind-nope".into()),
+    })
+    .await
+    .err()
+    .expect("connect fails");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("kind-nope"), "{msg}");
+    assert!(msg.contains(&kubeconfig.display().to_string()), "{msg}");
+
+    let missing = dir.path().join("no-such-kubeconfig");
+    let err = connect(&KubeTarget {
+        kubeconfig: Some(missing.clone()),
+        context: Some("kind-kind".into()),
+    })
+    .await
+    .err()
+    .expect("connect fails");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains(&missing.display().to_string()) && msg.contains("kind-kind"),
+        "{msg}"
+    );
+}
+
+// A throwaway CA and client certificate (RSA, PKCS#1 key, as kind writes
+// them), generated for this test only; they trust and sign nothing else.
+const TEST_CA_PEM: &str = r"-----BEGIN CERTIFICATE-----
+MIIDDTCCAfWgAwIBAgIUATg5sbzLL9scYFSJ2h65B4357igwDQYJKoZIhvcNAQEL
+BQAwFTETMBEGA1UEAwwKa3ViZXJuZXRlczAgFw0yNjExMjgxNjE3NDRaGA8yMTI2
+MTEwNDE2MTc0NFowFTETMBEGA1UEAwwKa3ViZXJuZXRlczCCASIwDQYJKoZIhvcN
+AQEBBQADggEPADCCAQoCggEBAMeWQ0SMLkvbreZKjA6STParQ86WZUi1BhanvFag
+cTIcvW52Z2MVJCdwPBdO/ppa+E/jJXWKsPh5aTmjn69MAvkRJ2tWS27jDdyoUiJA
+gBkRLZXwRIQcJ0T8wbp96R8WiioYAAVmE724fymcTtfp5+KmU0hsbNlVMSw+zxoj
+WLw3BuZAkR1c4iufspJDVbO7KMphqWz50JTuXxJkDOLj8IbHsAQZf0sprtJUw0zs
+sBrpGQyMZvaObbSMZACiWUWQ/RCoZ20+b5qlJXBPKlg04r/zhlsyF57pOHw6AJWn
+TIdGO+y1d2nJBrIcgH76wZvB92+kjO7vnDonGJTD9Wkb4OMCAwEAAaNTMFEwHQYD
+VR0OBBYEFGV4v7CKEKuUPjOTXZigGKxukV0WMB8GA1UdIwQYMBaAFGV4v7CKEKuU
+PjOTXZigGKxukV0WMA8GA1UdEwEB/wQFMAMBAf8wDQYJKoZIhvcNAQELBQADggEB
+AJa1bLoLV23NTcZAjRLcwOI9SZlgD1D5uRBO2ixXy+c3EPh16Ihpn2KXn+dUxzAv
+HMH6WsuyyEFtAe9dtG5gc/l3u6RinaRlktI2JJS4Qp3mYB0OnS6xlBT73DosKits
+4vKWKoY+AhLP2hg/Yni9M7DAtrxYMhCSUqy9f2OCjrrcFS9fEsMQ4vjslTxMecHo
+QIxyGkYlNgrkYej+6rFCOUwsoybcrW0O5EZ/7jFrCY2sPKIh0mZwwbjnyOcZzkiC
+B8UDjFNZDnkgOXmJXrkZcnnYDcwcmj6gpuG6SfB34ASX+wKrhiN1exEqTO//H7dB
+Hu+8qbmDWzHvJkV8ANAzT3o=
+-----END CERTIFICATE-----
+";
+const TEST_CLIENT_CERT_PEM: &str = r"-----BEGIN CERTIFICATE-----
+MIIDUzCCAjugAwIBAgIUTJttJtZeKUf39ETIMEss7s/TbLkwDQYJKoZIhvcNAQEL
+BQAwFTETMBEGA1UEAwwKa3ViZXJuZXRlczAgFw0yNjExMjgxNjIwNDNaGA8yMTI2
+MTEwNDE2MjA0M1owPDEfMB0GA1UECgwWa3ViZWFkbTpjbHVzdGVyLWFkbWluczEZ
+MBcGA1UEAwwQa3ViZXJuZXRlcy1hZG1pbjCCASIwDQYJKoZIhvcNAQEBBQADggEP
+ADCCAQoCggEBAOAntWif0yxrnRIY98W+P2cdkHUv02A3nJe+dsMPxmk333K0Z6G7
+C2eDdhKHG8L4HqUOZVkGwhEyfV/66CEtaqf3hGbLC+XaCpeKi93HEHmuBKtXyE8+
+pcjAUpYlGfDs6EwIATYaBhpou3D8wfhUGvZskSJtgDlu6hfmCogfBZmF56cigVRF
+JBletQn+tY6Tnn/59PaMuQM1uFYLVNrR/RUjoPrWUpor+V4dxC8fBhqYOw1hVTQR
+j4DmBJVCmVkYsziHJhVV94jrnFLZTfmJ4hWovBT0RZ9kuMR/uOayYE3PwqZkBr25
+ws88L6B7Y9ybWK0M2sD7lHqxfdgn+CFcMDkCAwEAAaNyMHAwCQYDVR0TBAIwADAO
+BgNVHQ8BAf8EBAMCBaAwEwYDVR0lBAwwCgYIKwYBBQUHAwIwHQYDVR0OBBYEFMu4
+VXl5+6c9d2z7dTHs8xfSC/N8MB8GA1UdIwQYMBaAFGV4v7CKEKuUPjOTXZigGKxu
+kV0WMA0GCSqGSIb3DQEBCwUAA4IBAQAIlzMN9mo1AFIq/X4LtA6VnqblOL768hL7
+Iu8z+Pq7LIS9VN/Dvb96DMUwjMe+bJKYGMLe3NR+sPErWZGelod49n3ksW9o31/0
+Zw/IAG53TjFgvB5r8sGxSBAlGQ3YFECwBR72yt6DrycxHEqjqlVm7K8ZdDn5ump4
+J5IjVGD0mBrY91OQRQ2I1EWMk/IC6JQTLNcxruMnknED/p51mcdCFgXoCwSctkBi
+krhbgATfsLv85L5o4GcAJZ2hT/fQa/VvRf7guKncP6i9r4Ex7ie81tjbMWYzye00
+wIx0Mug46oJATsSkZ86GddTsOGrgLe0X+TbAR9ificu4mrBNHhgI
+-----END CERTIFICATE-----
+";
+const TEST_CLIENT_KEY_PEM: &str = r"-----BEGIN RSA PRIVATE KEY-----
+MIIEpQIBAAKCAQEA4Ce1aJ/TLGudEhj3xb4/Zx2QdS/TYDecl752ww/GaTffcrRn
+obsLZ4N2EocbwvgepQ5lWQbCETJ9X/roIS1qp/eEZssL5doKl4qL3ccQea4Eq1fI
+Tz6lyMBSliUZ8OzoTAgBNhoGGmi7cPzB+FQa9myRIm2AOW7qF+YKiB8FmYXnpyKB
+VEUkGV61Cf61jpOef/n09oy5AzW4VgtU2tH9FSOg+tZSmiv5Xh3ELx8GGpg7DWFV
+NBGPgOYElUKZWRizOIcmFVX3iOucUtlN+YniFai8FPRFn2S4xH+45rJgTc/CpmQG
+vbnCzzwvoHtj3JtYrQzawPuUerF92Cf4IVwwOQIDAQABAoIBAA9ztU3xzI8gmPqN
+JZFoWLsNPu7RHe9hTgZo3wt5zCnnK9xeotEzkWjwl0RWM3v4ejZTHHnrXRft5NYn
+t/ZHiPVsuuASKa8N3ZKOPq+KYDCfJhvAqKKL1UZWOas3ggcJcccB+0FlQFv0Mc2r
+YtyxQY2QtN2Mcl0jL/h3R20URGDNiPuOEuslom0OS77ng7jCBKaqYCokqBRdLF29
+phErgFcXD5vCjFYtnbDOl2ZHJQhFzZNVNtYpx//f/t/85bpmENF5nrWDTRDxxbWT
+A32qrqRhCr287gnF7aoT+Rz7uQ09YGZz5HOGQDuYzEI7JLZdj+9g7xxV3ewF7gF5
+F5ej6oECgYEA99Rm01pQY3fCvSKDPBi2DxqssM722TblJZ8ZyB2s+3F7KG3u2C29
+YQFKz1FtJQK9aEyBudu022eJDjs/QtbN9yaURSChfgecPiho7iig5FmbwrJPWkAU
+0KanTyEYYveD6hz5rKB74KT21wDg5miC36C5/3EQ9pcCm8EWRF+1+0ECgYEA54uA
+ZRs61EiMCuAzQu7Rez2icaRGCMQZHO0kpPzcY59p7e3AKUByvTpQIf5CwUtfeKl0
+SYNdTa6FVh317KCI2x7UVv8aPbzRXRkLUnJsyp5yXrrKq9bDv5m45XmQ3U8h1a9S
+eRYpSQHaQb5ANg37srkBMDXApDa8EgU2yTSNTvkCgYEA5hwGmYnLCIBjhd+swLkl
+GiMnY0fX9dm9rE/szV2YhyNYOjLQyVK2+4IKpzKwx+OiYFxhO2QfqnSY0mj6lSID
+vc7JbuIccHu6fBBjVXbN5Ri6wm1ztpW3fgCvao6NKR8vEcpznPCp9OzW8M01BVrW
+4bNH4EFogb23Q01mUngX7cECgYEAgXmxf1gdqm0y2jYKlCgFPbv2ZUOt4eL+A/3b
+muLGvnJ7ApAK/0ZJouTDwG50l6/1H/zpyN3LQ9AOQVyZkwsl3Bm+NTOLUfCOxldl
+zGGt0hON8sjS4gpDBZYJHVDAH/DLA7l5DbrFtUxy5oZjU5a4I3VuY637Hhh5TD5c
+J2Daj8kCgYEAoNIc6C51Y3Psz2lwzq2eQpI6DU/ocCJIg+1r0gv6U2SBPFMbTc4R
+huaIeiSP9zAyNWYl2iW9RHNkjOgo0M5GNUldGUSm1gXKHqsdXUkfPbIMXj63fpIc
+Cz1DuuXbfgKDCwTA0iubixcGg7qtW46WXsReL3bBGc5kvrsmEQOJZpw=
+-----END RSA PRIVATE KEY-----
+";
+
+/// kind's kubeconfig shape (https, CA, client certificate and key) builds a
+/// client with the ring provider, without a crypto-provider panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_builds_an_https_client_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, pem) in [
+        ("ca.crt", TEST_CA_PEM),
+        ("client.crt", TEST_CLIENT_CERT_PEM),
+        ("client.key", TEST_CLIENT_KEY_PEM),
+    ] {
+        std::fs::write(dir.path().join(file), pem).unwrap();
+    }
+    let server = format!("https://{}", closed_port().await);
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: kind-kind
+  cluster:
+    server: {server}
+    certificate-authority: ca.crt
+users:
+- name: kind-kind
+  user:
+    client-certificate: client.crt
+    client-key: client.key
+contexts:
+- name: kind-kind
+  context:
+    cluster: kind-kind
+    user: kind-kind
+current-context: kind-kind
+"
+        ),
+    )
+    .unwrap();
+    let target = KubeTarget {
+        kubeconfig: Some(kubeconfig),
+        context: Some("kind-kind".into()),
+    };
+    connect(&target)
+        .await
+        .expect("https client with client certificates");
+    let checks = preflight(&target, Duration::from_secs(5)).await;
+    assert!(!checks[0].ok);
+    assert!(checks[0].detail.contains(&server), "{:?}", checks[0]);
+}
