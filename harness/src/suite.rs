@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use libtest_mimic::{Arguments, Failed, Trial};
 use tracing::{error, info, warn};
 
+use crate::backend::kind::{KindBackend, KindOptions};
 use crate::backend::local::{LocalBackend, LocalOptions};
 use crate::backend::{ActorRef, Backend, Golden};
 use crate::options::{self, Options};
@@ -289,6 +290,9 @@ impl Suite {
             return libtest_mimic::run(&args, trials).exit_code();
         }
 
+        if opts.dry_run {
+            return dry_run(self.name, &self.trials, &opts);
+        }
         let missing = prerequisites(&opts);
         let rt = Arc::new(
             tokio::runtime::Builder::new_multi_thread()
@@ -381,6 +385,12 @@ impl Suite {
 /// Checks what the backend needs before anything starts; `Some(reason)`
 /// when something is missing here.
 fn prerequisites(opts: &Options) -> Option<String> {
+    if opts.backend != "local" {
+        // The kind backend checks its own prerequisites in its preflight,
+        // and a failed check fails every trial with the reason: a user who
+        // asked for a cluster gets no silent skip.
+        return None;
+    }
     if !rustix::process::geteuid().is_root() {
         return Some(
             "the local backend runs gVisor sandboxes and needs root; run the suite as root".into(),
@@ -412,22 +422,18 @@ async fn setup(shared: &Shared) -> Result<Setup, Unavailable> {
         ))
     };
     let root = workspace_root();
-    let backend = LocalBackend::start(LocalOptions {
-        run_id: opts.run_id.clone(),
-        state_root: root.join("target/ate-state"),
-        log_dir: opts.report_dir.join("logs"),
-        probe_bin: opts.probe_bin.clone(),
-        runsc: opts.runsc.clone(),
-        fault: opts.agent_fault.clone(),
-        runsc_debug: true,
-        start_timeout: Duration::from_secs(30),
-    })
-    .await
-    .map_err(broken)?;
-    let backend: Arc<dyn Backend> = Arc::new(backend);
+    let backend: Arc<dyn Backend> = if opts.backend == "kind" {
+        Arc::new(
+            KindBackend::start(kind_options(opts))
+                .await
+                .map_err(broken)?,
+        )
+    } else {
+        Arc::new(local_backend(opts, &root).await.map_err(broken)?)
+    };
     *shared.started.lock().unwrap() = Some(backend.clone());
     let golden = backend
-        .deploy_probe(Duration::from_secs(60))
+        .deploy_probe(opts.golden_timeout)
         .await
         .map_err(|e| {
             broken(e.context("the probe template's golden snapshot did not become ready"))
@@ -440,6 +446,95 @@ async fn setup(shared: &Shared) -> Result<Setup, Unavailable> {
         golden,
         atespace,
     })
+}
+
+async fn local_backend(opts: &Options, root: &std::path::Path) -> anyhow::Result<LocalBackend> {
+    LocalBackend::start(LocalOptions {
+        run_id: opts.run_id.clone(),
+        state_root: root.join("target/ate-state"),
+        log_dir: opts.report_dir.join("logs"),
+        probe_bin: opts.probe_bin.clone(),
+        runsc: opts.runsc.clone(),
+        fault: opts.agent_fault.clone(),
+        runsc_debug: true,
+        start_timeout: Duration::from_secs(30),
+    })
+    .await
+}
+
+/// The kind backend's options from ours.
+pub fn kind_options(opts: &Options) -> KindOptions {
+    KindOptions {
+        run_id: opts.run_id.clone(),
+        cluster: opts.cluster.clone(),
+        create_cluster: opts.create_cluster,
+        context: opts.context.clone(),
+        kubeconfig: opts.kubeconfig.clone(),
+        substrate_root: opts.substrate_root.clone(),
+        bucket_name: opts.bucket_name.clone(),
+        ko_docker_repo: opts.ko_docker_repo.clone(),
+        probe_bin: opts.probe_bin.clone(),
+        fixtures_dir: workspace_root().join("fixtures"),
+        work_dir: opts.report_dir.join("kind"),
+        search_path: None,
+        command_timeout: Duration::from_secs(120),
+        preflight_deadline: Duration::from_secs(30),
+        dry_run: opts.dry_run,
+    }
+}
+
+/// `--dry-run`: the kind backend's whole plan for this suite, printed in
+/// order; nothing is run, no API is called.
+fn dry_run(suite: &str, trials: &[TrialDef], opts: &Options) -> std::process::ExitCode {
+    use crate::backend::kind::plan::Step;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let planned = rt.block_on(async {
+        let backend = KindBackend::start(kind_options(opts)).await?;
+        let golden = backend.deploy_probe(opts.golden_timeout).await?;
+        let atespace = format!("conf-{}", opts.run_id);
+        backend.create_atespace(&atespace).await?;
+        let actor = format!("<actor>-{}", opts.run_id);
+        backend.plan().push(Step::local(format!(
+            "each trial, for each actor it uses (named <base>-{}), makes these steps:",
+            opts.run_id
+        )));
+        backend
+            .create_actor(&atespace, &actor, &golden.template)
+            .await?;
+        backend.resume(&atespace, &actor).await?;
+        backend.plan().push(Step::local(format!(
+            "GET /whoami (and the trial's other requests) through the router forward with Host: {}",
+            crate::router::actor_host(&actor, &atespace)
+        )));
+        backend.suspend(&atespace, &actor).await?;
+        backend.delete_actor(&atespace, &actor).await?;
+        backend.plan().push(Step::local("after the last trial:"));
+        backend.delete_atespace(&atespace).await?;
+        backend.teardown().await?;
+        Ok::<_, anyhow::Error>(backend.plan().clone())
+    });
+    match planned {
+        Ok(plan) => {
+            println!(
+                "dry run of suite {suite} on backend kind (run {}): nothing below was run, no API was called\n",
+                opts.run_id
+            );
+            println!("trials ({}):", trials.len());
+            for t in trials {
+                println!("  {} [{}]", t.name, t.covers.join(", "));
+            }
+            println!("\nplan, in order:");
+            print!("{plan}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: the dry run could not be planned: {}", chain(&e));
+            std::process::ExitCode::from(2)
+        }
+    }
 }
 
 fn chain(e: &anyhow::Error) -> String {

@@ -1,7 +1,1097 @@
 //! The kind backend: Agent Substrate on a kind cluster (CONTRACT.md III).
+//!
+//! The cluster is the engine; this backend adds none of its own. It reuses
+//! a named kind cluster (creates one, with the local registry, only when
+//! asked, and deletes only a cluster it created), checks the installation
+//! before anything else, pushes the probe as an OCI image ([`oci`]), renders
+//! `fixtures/probe/probe.yaml.tmpl` and applies it with `ko apply`
+//! ([`tools`]), waits for the golden snapshot with kube-rs ([`kube`]),
+//! drives actors with `kubectl ate`, and reaches them through a kube-rs
+//! port-forward to the `atenet-router` Service ([`portforward`]).
+//!
+//! **Invariants.** Every command is an argument vector; every command, API
+//! call and registry request is recorded as a [`plan::Step`] before it is
+//! made, and `--dry-run` records the same steps without making any. Names
+//! carry the run's ID (namespace `ate-conf-<run>`), so runs never collide.
+//! Teardown removes what this run made, by name, and reports every failure
+//! instead of swallowing it.
 
 pub mod kube;
 pub mod oci;
 pub mod plan;
 pub mod portforward;
 pub mod tools;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use tracing::{info, warn};
+
+use self::plan::{Plan, Step};
+use self::tools::Tools;
+use super::{ActorInfo, ActorRef, Backend, Golden, Result, TemplateOutcome};
+use crate::router::RouterClient;
+
+/// The worker image of the probe's WorkerPool: a `ko://` reference that
+/// resolves only inside the Agent Substrate checkout.
+pub const ATEOM_IMAGE: &str = "ko://github.com/agent-substrate/substrate/cmd/ateom-gvisor";
+/// Name of the probe image in `KO_DOCKER_REPO`.
+pub const PROBE_IMAGE_NAME: &str = "ate-conformance-probe";
+/// The ActorTemplate's name inside the run's namespace.
+pub const TEMPLATE_NAME: &str = "probe";
+/// The fixture rendered for the probe.
+pub const PROBE_FIXTURE: &str = "probe/probe.yaml.tmpl";
+
+/// How to reach and drive the cluster.
+#[derive(Debug, Clone)]
+pub struct KindOptions {
+    /// This run's ID (names every resource).
+    pub run_id: String,
+    /// kind cluster name.
+    pub cluster: String,
+    /// Create the cluster (and the local registry) when it is missing.
+    pub create_cluster: bool,
+    /// Kube context (default `kind-<cluster>`).
+    pub context: Option<String>,
+    /// Kubeconfig (default: kube's own lookup).
+    pub kubeconfig: Option<PathBuf>,
+    /// The Agent Substrate checkout (`ko apply` runs there).
+    pub substrate_root: Option<PathBuf>,
+    /// Snapshot bucket.
+    pub bucket_name: Option<String>,
+    /// Registry for the probe image and ko.
+    pub ko_docker_repo: Option<String>,
+    /// Another probe binary (static).
+    pub probe_bin: Option<PathBuf>,
+    /// `fixtures/` of this workspace.
+    pub fixtures_dir: PathBuf,
+    /// Where rendered manifests and logs go.
+    pub work_dir: PathBuf,
+    /// Where the tools are looked up (default `PATH`).
+    pub search_path: Option<OsString>,
+    /// Time limit of one command (long ones get more).
+    pub command_timeout: Duration,
+    /// Time limit of the cluster preflight.
+    pub preflight_deadline: Duration,
+    /// Record the plan; make no call.
+    pub dry_run: bool,
+}
+
+impl KindOptions {
+    /// The context commands and kube-rs use.
+    pub fn context(&self) -> String {
+        self.context
+            .clone()
+            .unwrap_or_else(|| format!("kind-{}", self.cluster))
+    }
+
+    /// The run's namespace.
+    pub fn namespace(&self) -> String {
+        format!("ate-conf-{}", self.run_id)
+    }
+
+    /// The run's WorkerPool (also its `workload` label).
+    pub fn pool(&self) -> String {
+        format!("probe-{}", self.run_id)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    created_cluster: bool,
+    created_registry: bool,
+    rendered: Option<PathBuf>,
+    atespaces: BTreeSet<String>,
+    actors: BTreeSet<(String, String)>,
+    versions: BTreeMap<String, String>,
+}
+
+/// The kind backend.
+pub struct KindBackend {
+    opts: KindOptions,
+    tools: Tools,
+    plan: Plan,
+    client: Option<::kube::Client>,
+    forward: tokio::sync::Mutex<Option<portforward::RouterForward>>,
+    router_addr: SocketAddr,
+    state: Mutex<State>,
+}
+
+/// One failed preflight check.
+fn check_line(out: &mut String, ok: bool, name: &str, detail: &str) {
+    let mark = if ok { "ok  " } else { "FAIL" };
+    let _ = writeln!(out, "  {mark} {name}: {detail}");
+}
+
+impl KindBackend {
+    /// Finds or creates the cluster, checks the installation and starts the
+    /// router forward. In a dry run it records those steps and makes none.
+    pub async fn start(opts: KindOptions) -> Result<KindBackend> {
+        let tools = Tools::new(
+            opts.context(),
+            opts.kubeconfig.clone(),
+            opts.command_timeout,
+        );
+        let tools = if opts.dry_run {
+            tools
+        } else {
+            tools.resolved(opts.search_path.as_ref())
+        };
+        let mut backend = KindBackend {
+            tools,
+            plan: Plan::default(),
+            client: None,
+            forward: tokio::sync::Mutex::new(None),
+            router_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state: Mutex::new(State::default()),
+            opts,
+        };
+        if let Err(e) = backend.bring_up().await {
+            // A cluster or registry this run created goes again; nothing
+            // is left half-made.
+            if let Err(t) = backend.teardown().await {
+                return Err(e.context(format!("and the cleanup after it failed too: {t:#}")));
+            }
+            return Err(e);
+        }
+        Ok(backend)
+    }
+
+    async fn bring_up(&mut self) -> Result<()> {
+        let backend = self;
+        backend.ensure_cluster().await?;
+        backend.preflight().await?;
+        if backend.opts.dry_run {
+            backend.plan.extend(
+                portforward::router_plan(
+                    portforward::ROUTER_NAMESPACE,
+                    portforward::ROUTER_SERVICE,
+                    portforward::ROUTER_PORT,
+                )
+                .into_iter()
+                .map(Step::Api),
+            );
+            backend.plan.push(Step::local(
+                "serve the forward on 127.0.0.1:<port 0>; the router client sends there with Host: <actor>.<atespace>.actors.resources.substrate.ate.dev",
+            ));
+        } else {
+            let client = backend.client.clone().expect("connected in preflight");
+            let fwd = portforward::RouterForward::start(
+                client,
+                portforward::ROUTER_NAMESPACE,
+                portforward::ROUTER_SERVICE,
+                portforward::ROUTER_PORT,
+            )
+            .await
+            .context("cannot port-forward to the router (ate-system/atenet-router)")?;
+            backend.router_addr = fwd.local_addr();
+            info!(local_addr = %backend.router_addr, pod = %fwd.pod(), "router forward up");
+            *backend.forward.get_mut() = Some(fwd);
+        }
+        Ok(())
+    }
+
+    /// The steps made so far (all of them, in a dry run).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The options.
+    pub fn options(&self) -> &KindOptions {
+        &self.opts
+    }
+
+    /// Records and runs a command; in a dry run returns `assume` instead.
+    async fn run(&self, purpose: &str, cmd: ate_cmd::Cmd, assume: &str) -> Result<String> {
+        self.plan.push(Step::command(purpose, &cmd));
+        if self.opts.dry_run {
+            return Ok(assume.to_owned());
+        }
+        let out = cmd.run().await.with_context(|| purpose.to_owned())?;
+        Ok(out.stdout_str().into_owned())
+    }
+
+    async fn ensure_cluster(&self) -> Result<()> {
+        let name = &self.opts.cluster;
+        let listed = self
+            .run(
+                &format!("is there a kind cluster named {name}?"),
+                self.tools.kind_get_clusters(),
+                &if self.opts.create_cluster {
+                    String::new()
+                } else {
+                    format!("{name}\n")
+                },
+            )
+            .await?;
+        let clusters: Vec<&str> = listed
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if clusters.contains(&name.as_str()) {
+            if !self.opts.dry_run {
+                info!(cluster = %name, "reusing the kind cluster");
+            }
+            return Ok(());
+        }
+        if !self.opts.create_cluster {
+            bail!(
+                "there is no kind cluster named {name:?} (kind get clusters: {}); run Agent Substrate's kind install first, or pass --create-cluster to create an empty one",
+                if clusters.is_empty() { "none".to_owned() } else { clusters.join(", ") }
+            );
+        }
+        let running = self
+            .run(
+                "is the local registry container kind-registry running?",
+                self.tools.registry_inspect(),
+                "",
+            )
+            .await
+            .unwrap_or_default();
+        if running.trim() != "true" {
+            self.run(
+                "start the local registry kind-registry on 127.0.0.1:5001",
+                self.tools.registry_run(),
+                "",
+            )
+            .await?;
+            self.state.lock().unwrap().created_registry = true;
+        }
+        let config = self.opts.fixtures_dir.join("kind/cluster.yaml");
+        self.run(
+            &format!("create the kind cluster {name} (this run deletes it at the end)"),
+            self.tools.kind_create_cluster(name, &config),
+            "",
+        )
+        .await?;
+        self.state.lock().unwrap().created_cluster = true;
+        if let Err(e) = self
+            .run(
+                "connect kind-registry to the kind network",
+                self.tools.registry_connect(),
+                "",
+            )
+            .await
+        {
+            // Already connected is fine; anything else shows up when nodes
+            // cannot pull.
+            warn!("{e:#}");
+        }
+        let nodes = self
+            .run(
+                "list the cluster's nodes",
+                self.tools.kind_get_nodes(name),
+                &format!("{name}-control-plane\n{name}-worker\n"),
+            )
+            .await?;
+        for node in nodes.lines().map(str::trim).filter(|n| !n.is_empty()) {
+            self.run(
+                &format!("make the registry config directory on node {node}"),
+                self.tools.node_registry_dir(node),
+                "",
+            )
+            .await?;
+            self.run(
+                &format!("point node {node} at kind-registry:5000 for localhost:5001"),
+                self.tools.node_registry_hosts(node),
+                "",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Environment, tools (with versions) and the cluster's installation;
+    /// every failed check is named, all in one error.
+    async fn preflight(&mut self) -> Result<()> {
+        let mut report = String::new();
+        let mut failed = 0;
+        let mut check = |ok: bool, name: &str, detail: &str| {
+            if !ok {
+                failed += 1;
+            }
+            check_line(&mut report, ok, name, detail);
+        };
+        for (var, value) in [
+            ("BUCKET_NAME", &self.opts.bucket_name),
+            ("KO_DOCKER_REPO", &self.opts.ko_docker_repo),
+        ] {
+            match value.as_deref().filter(|v| !v.is_empty()) {
+                Some(v) => check(true, var, v),
+                None => check(
+                    false,
+                    var,
+                    "not set (the install script for kind uses BUCKET_NAME=ate-snapshots, KO_DOCKER_REPO=localhost:5001)",
+                ),
+            }
+        }
+        match &self.opts.substrate_root {
+            None => check(
+                false,
+                "ATE_SUBSTRATE_ROOT",
+                "not set: the Agent Substrate checkout, where ko resolves the WorkerPool's ko:// image (--substrate-root)",
+            ),
+            Some(root) => {
+                let go_mod = std::fs::read_to_string(root.join("go.mod")).unwrap_or_default();
+                if !go_mod.contains("module github.com/agent-substrate/substrate") {
+                    check(
+                        false,
+                        "ATE_SUBSTRATE_ROOT",
+                        &format!(
+                            "{} is not an Agent Substrate checkout (no go.mod with module github.com/agent-substrate/substrate)",
+                            root.display()
+                        ),
+                    );
+                } else if !root.join(".ko.yaml").is_file() {
+                    check(
+                        false,
+                        "ATE_SUBSTRATE_ROOT",
+                        &format!(
+                            "{} has no .ko.yaml: ko would silently lose defaultPlatforms",
+                            root.display()
+                        ),
+                    );
+                } else {
+                    check(true, "ATE_SUBSTRATE_ROOT", &root.display().to_string());
+                }
+            }
+        }
+        // The tools: found, and their versions recorded.
+        let tools = [
+            ("kind", self.tools.kind.clone(), self.tools.kind_version()),
+            ("ko", self.tools.ko.clone(), self.tools.ko_version()),
+            (
+                "kubectl",
+                self.tools.kubectl.clone(),
+                self.tools.kubectl_version(),
+            ),
+        ];
+        for (name, program, version) in tools {
+            if self.opts.dry_run {
+                self.plan.push(Step::command(
+                    format!("record the {name} version"),
+                    &version,
+                ));
+                continue;
+            }
+            if !program.is_absolute() {
+                check(false, name, &format!("`{name}` not found on PATH"));
+                continue;
+            }
+            match version.run().await {
+                Ok(out) => {
+                    let v = version_line(name, &out.stdout_str());
+                    self.plan.push(Step::command(
+                        format!("record the {name} version"),
+                        &version,
+                    ));
+                    check(true, name, &format!("{} ({v})", program.display()));
+                    self.state
+                        .lock()
+                        .unwrap()
+                        .versions
+                        .insert(name.to_owned(), v);
+                }
+                Err(e) => check(
+                    false,
+                    name,
+                    &format!("{} does not run: {e}", program.display()),
+                ),
+            }
+        }
+        let plugin_path = self
+            .opts
+            .search_path
+            .clone()
+            .or_else(|| std::env::var_os("PATH"))
+            .unwrap_or_default();
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let version = self.tools.ate_version();
+        if self.opts.dry_run {
+            self.plan
+                .push(Step::command("record the kubectl ate version", &version));
+        } else {
+            match which::which_in("kubectl-ate", Some(&plugin_path), &cwd) {
+                Err(_) => check(
+                    false,
+                    "kubectl ate",
+                    "`kubectl-ate` not found on PATH (build it from the checkout: go install ./cmd/kubectl-ate)",
+                ),
+                Ok(found) => {
+                    self.plan.push(Step::command("record the kubectl ate version", &version));
+                    let v = match version.run().await {
+                        Ok(out) => version_line("kubectl-ate", &out.stdout_str()),
+                        Err(e) => format!("unknown (`kubectl ate version` failed: {})", first_line(&e.to_string())),
+                    };
+                    check(true, "kubectl ate", &format!("{} ({v})", found.display()));
+                    self.state.lock().unwrap().versions.insert("kubectl-ate".into(), v);
+                }
+            }
+        }
+        // The cluster itself.
+        let target = kube::KubeTarget {
+            kubeconfig: self.opts.kubeconfig.clone(),
+            context: Some(self.opts.context()),
+        };
+        if self.opts.dry_run {
+            self.plan.push(Step::local(format!(
+                "connect kube-rs with kubeconfig {} and context {}",
+                self.opts
+                    .kubeconfig
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "(default: $KUBECONFIG or ~/.kube/config)".into()),
+                self.opts.context()
+            )));
+            self.plan
+                .extend(kube::preflight_plan().into_iter().map(Step::Api));
+        } else {
+            self.plan
+                .extend(kube::preflight_plan().into_iter().map(Step::Api));
+            let checks = kube::preflight(&target, self.opts.preflight_deadline).await;
+            let api_ok = checks.iter().all(|c| c.ok || c.name != kube::API_CHECK);
+            for c in &checks {
+                check(c.ok, &c.name, &c.detail);
+            }
+            if api_ok {
+                match kube::connect(&target).await {
+                    Ok(client) => self.client = Some(client),
+                    Err(e) => check(false, "kube client", &format!("{e:#}")),
+                }
+            }
+        }
+        if failed > 0 && self.opts.dry_run {
+            self.plan.push(Step::local(format!(
+                "preflight as far as it can be checked without running anything: {failed} check(s) would fail:\n{}",
+                report.trim_end()
+            )));
+            return Ok(());
+        }
+        if failed > 0 {
+            bail!(
+                "kind backend preflight: {failed} check(s) failed (cluster {}, context {}):\n{report}",
+                self.opts.cluster,
+                self.opts.context()
+            );
+        }
+        info!("kind backend preflight passed:\n{report}");
+        Ok(())
+    }
+
+    fn client(&self) -> Result<&::kube::Client> {
+        self.client
+            .as_ref()
+            .context("the kind backend has no API client (preflight did not connect)")
+    }
+
+    fn track_actor(&self, atespace: &str, id: &str, present: bool) {
+        let key = (atespace.to_owned(), id.to_owned());
+        let mut st = self.state.lock().unwrap();
+        if present {
+            st.actors.insert(key);
+        } else {
+            st.actors.remove(&key);
+        }
+    }
+
+    /// The probe binary: given, or this workspace's static build.
+    async fn probe_binary(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.opts.probe_bin {
+            return Ok(p.clone());
+        }
+        if self.opts.dry_run {
+            return Ok(PathBuf::from("<target/ate-static/.../ate-probe>"));
+        }
+        let bins = crate::fixture::static_bins(&crate::fixture::BuildOptions::from_env()).await?;
+        Ok(bins.probe)
+    }
+
+    /// Renders the probe fixture into the work directory.
+    fn render_probe(&self, image: &str) -> Result<(PathBuf, String)> {
+        let ns = self.opts.namespace();
+        let src = self.opts.fixtures_dir.join(PROBE_FIXTURE);
+        let text = std::fs::read_to_string(&src)
+            .with_context(|| format!("cannot read the probe fixture {}", src.display()))?;
+        let vars: BTreeMap<&str, String> = [
+            ("NAMESPACE", ns.clone()),
+            ("TEMPLATE", TEMPLATE_NAME.to_owned()),
+            ("POOL", self.opts.pool()),
+            ("PROBE_IMAGE", image.to_owned()),
+            ("ATEOM_IMAGE", ATEOM_IMAGE.to_owned()),
+            ("RUN_ID", self.opts.run_id.clone()),
+        ]
+        .into_iter()
+        .chain(
+            self.opts
+                .bucket_name
+                .clone()
+                .filter(|b| !b.is_empty())
+                .or_else(|| self.opts.dry_run.then(|| "<BUCKET_NAME unset>".to_owned()))
+                .map(|b| ("BUCKET_NAME", b)),
+        )
+        .collect();
+        let rendered = crate::template::render(&src.display().to_string(), &text, &vars)?;
+        let out = self
+            .opts
+            .work_dir
+            .join(format!("probe-{}.yaml", self.opts.run_id));
+        self.plan.push(Step::local(format!(
+            "render {} into {} (NAMESPACE={ns}, PROBE_IMAGE={image})",
+            src.display(),
+            out.display()
+        )));
+        if !self.opts.dry_run {
+            std::fs::create_dir_all(&self.opts.work_dir)
+                .with_context(|| format!("cannot create {}", self.opts.work_dir.display()))?;
+            std::fs::write(&out, &rendered)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+        }
+        Ok((out, rendered))
+    }
+
+    async fn actor_info(&self, atespace: &str, id: &str, assume_state: &str) -> Result<ActorInfo> {
+        let json = self
+            .run(
+                &format!("read actor {atespace}/{id}"),
+                self.tools.ate_get_actor(atespace, id),
+                &format!(r#"{{"status":{{"state":"ACTOR_STATE_{assume_state}"}}}}"#),
+            )
+            .await?;
+        let state = tools::parse_actor_state(&json, id).map_err(anyhow::Error::msg)?;
+        Ok(ActorInfo {
+            atespace: atespace.to_owned(),
+            id: id.to_owned(),
+            state,
+            restored_from: None,
+            restore_ms: None,
+            host_identity_dir: None,
+            sandbox: None,
+            host_bundle_dir: None,
+            host_log_dir: None,
+        })
+    }
+
+    /// Runs `cmd` for an artifact file: its output, or the error, goes
+    /// into `path`.
+    async fn artifact(
+        &self,
+        purpose: &str,
+        cmd: ate_cmd::Cmd,
+        path: PathBuf,
+        written: &mut Vec<PathBuf>,
+    ) {
+        let text = match self.run(purpose, cmd, "").await {
+            Ok(out) => out,
+            Err(e) => format!("could not {purpose}: {e:#}\n"),
+        };
+        if std::fs::write(&path, text).is_ok() {
+            written.push(path);
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// A one-line version from a tool's `version` output (kubectl's JSON gives
+/// `clientVersion.gitVersion`).
+fn version_line(tool: &str, out: &str) -> String {
+    if tool == "kubectl" {
+        if let Some(v) = serde_json::from_str::<serde_json::Value>(out)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/clientVersion/gitVersion")
+                    .and_then(|g| g.as_str())
+                    .map(String::from)
+            })
+        {
+            return v;
+        }
+    }
+    let line = first_line(out.trim()).trim();
+    if line.is_empty() {
+        "unknown (empty version output)".into()
+    } else {
+        line.chars().take(120).collect()
+    }
+}
+
+#[async_trait]
+impl Backend for KindBackend {
+    fn name(&self) -> &'static str {
+        "kind"
+    }
+
+    fn fingerprint(&self) -> Vec<(String, String)> {
+        let st = self.state.lock().unwrap();
+        let mut out = vec![
+            ("kind_cluster".to_owned(), self.opts.cluster.clone()),
+            ("kube_context".to_owned(), self.opts.context()),
+            ("kind_namespace".to_owned(), self.opts.namespace()),
+            (
+                "kind_cluster_created_by_run".to_owned(),
+                st.created_cluster.to_string(),
+            ),
+        ];
+        if let Some(r) = &self.opts.ko_docker_repo {
+            out.push(("ko_docker_repo".into(), r.clone()));
+        }
+        for (tool, v) in &st.versions {
+            out.push((format!("{tool}_version"), v.clone()));
+        }
+        out
+    }
+
+    async fn deploy_probe(&self, deadline: Duration) -> Result<Golden> {
+        let start = Instant::now();
+        let repo_name = self.opts.ko_docker_repo.clone().unwrap_or_default();
+        let repo = if self.opts.dry_run && repo_name.is_empty() {
+            oci::Repo {
+                registry: "<KO_DOCKER_REPO unset>".into(),
+                repository: PROBE_IMAGE_NAME.into(),
+            }
+        } else {
+            oci::repo_from_ko_docker_repo(&repo_name, PROBE_IMAGE_NAME)?
+        };
+        let tag = format!("conf-{}", self.opts.run_id);
+        let binary = self.probe_binary().await?;
+        self.plan.push(Step::local(format!(
+            "pack {} into an OCI image (one gzip layer holding /probe, config, manifest, sha256 digests)",
+            binary.display()
+        )));
+        let image_ref = if self.opts.dry_run {
+            self.plan.extend(
+                oci::push_plan(&repo, &tag, None)
+                    .into_iter()
+                    .map(Step::Registry),
+            );
+            format!(
+                "{}/{}@sha256:<manifest digest>",
+                repo.registry, repo.repository
+            )
+        } else {
+            let b = binary.clone();
+            let image = tokio::task::spawn_blocking(move || {
+                oci::build_image(&oci::ImageSpec::new(&b, "probe"))
+            })
+            .await
+            .context("the image build panicked")??;
+            self.plan.extend(
+                oci::push_plan(&repo, &tag, Some(&image))
+                    .into_iter()
+                    .map(Step::Registry),
+            );
+            let http = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .context("cannot build the registry client")?;
+            let pushed = oci::push(&http, &repo, &tag, &image).await?;
+            info!(image = %pushed.reference, "probe image pushed");
+            pushed.reference
+        };
+        let (manifest, _) = self.render_probe(&image_ref)?;
+        let root = self
+            .opts
+            .substrate_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<ATE_SUBSTRATE_ROOT unset>"));
+        // Recorded before it runs, so teardown deletes whatever part of it
+        // was applied.
+        self.state.lock().unwrap().rendered = Some(manifest.clone());
+        self.run(
+            "apply the probe's Namespace, WorkerPool and ActorTemplate",
+            self.tools.ko_apply(&manifest, &root, &repo_name),
+            "",
+        )
+        .await?;
+        let ns = self.opts.namespace();
+        let golden_actor_id = if self.opts.dry_run {
+            self.plan.extend(
+                kube::golden_plan(&ns, TEMPLATE_NAME)
+                    .into_iter()
+                    .map(Step::Api),
+            );
+            "<golden actor id>".to_owned()
+        } else {
+            self.plan.extend(
+                kube::golden_plan(&ns, TEMPLATE_NAME)
+                    .into_iter()
+                    .map(Step::Api),
+            );
+            let ready = kube::wait_golden(
+                self.client()?,
+                &ns,
+                TEMPLATE_NAME,
+                deadline.saturating_sub(start.elapsed()),
+                Duration::from_secs(1),
+            )
+            .await?;
+            ready.golden_actor_id
+        };
+        Ok(Golden {
+            template: format!("{ns}/{TEMPLATE_NAME}"),
+            golden_actor_id,
+            snapshot: self
+                .opts
+                .bucket_name
+                .as_ref()
+                .map(|b| format!("gs://{b}/{ns}/")),
+            ready_after: start.elapsed(),
+        })
+    }
+
+    async fn create_atespace(&self, atespace: &str) -> Result<()> {
+        self.state
+            .lock()
+            .unwrap()
+            .atespaces
+            .insert(atespace.to_owned());
+        self.run(
+            &format!("create atespace {atespace}"),
+            self.tools.ate_create_atespace(atespace),
+            "",
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_atespace(&self, atespace: &str) -> Result<()> {
+        self.run(
+            &format!("delete atespace {atespace}"),
+            self.tools.ate_delete_atespace(atespace),
+            "",
+        )
+        .await?;
+        self.state.lock().unwrap().atespaces.remove(atespace);
+        Ok(())
+    }
+
+    async fn create_actor(&self, atespace: &str, id: &str, template: &str) -> Result<ActorInfo> {
+        self.track_actor(atespace, id, true);
+        self.run(
+            &format!("create actor {atespace}/{id} of template {template}"),
+            self.tools.ate_create_actor(atespace, id, template),
+            "",
+        )
+        .await?;
+        self.actor_info(atespace, id, "SUSPENDED").await
+    }
+
+    async fn resume(&self, atespace: &str, id: &str) -> Result<ActorInfo> {
+        self.run(
+            &format!("resume actor {atespace}/{id} (returns once RUNNING)"),
+            self.tools.ate_resume(atespace, id),
+            "",
+        )
+        .await?;
+        self.actor_info(atespace, id, "RUNNING").await
+    }
+
+    async fn suspend(&self, atespace: &str, id: &str) -> Result<ActorInfo> {
+        self.run(
+            &format!("suspend actor {atespace}/{id}"),
+            self.tools.ate_suspend(atespace, id),
+            "",
+        )
+        .await?;
+        self.actor_info(atespace, id, "SUSPENDED").await
+    }
+
+    async fn delete_actor(&self, atespace: &str, id: &str) -> Result<()> {
+        self.run(
+            &format!("delete actor {atespace}/{id}"),
+            self.tools.ate_delete_actor(atespace, id),
+            "",
+        )
+        .await?;
+        self.track_actor(atespace, id, false);
+        Ok(())
+    }
+
+    async fn get_actor(&self, atespace: &str, id: &str) -> Result<ActorInfo> {
+        self.actor_info(atespace, id, "RUNNING").await
+    }
+
+    fn router(&self) -> RouterClient {
+        RouterClient::new(self.router_addr)
+    }
+
+    async fn live_sandboxes(&self) -> Result<Vec<String>> {
+        // Actors are what this backend starts; the cluster runs them.
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .actors
+            .iter()
+            .map(|(a, i)| format!("actor {a}/{i}"))
+            .collect())
+    }
+
+    async fn rewrite_identity(
+        &self,
+        _atespace: &str,
+        _id: &str,
+        _values: &[String],
+        _for_ms: u64,
+    ) -> Result<Option<u64>> {
+        // The identity file lives on a cluster node the harness cannot
+        // write to.
+        Ok(None)
+    }
+
+    async fn deploy_probe_with_symlinks(
+        &self,
+        _base: &str,
+        _symlinks: &[(String, String)],
+        _deadline: Duration,
+    ) -> Result<Option<TemplateOutcome>> {
+        // The controller never sets `Failed` (CONTRACT.md III), so a refused
+        // image cannot be told from a slow one within a deadline.
+        Ok(None)
+    }
+
+    async fn delete_template(&self, _name: &str) -> Result<()> {
+        // The probe template goes with the rendered manifest at teardown.
+        Ok(())
+    }
+
+    async fn collect_artifacts(&self, actors: &[ActorRef], dir: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut written = Vec::new();
+        let ns = self.opts.namespace();
+        for (pods_ns, sub) in [("ate-system", "ate-system"), (ns.as_str(), "workers")] {
+            let list = self
+                .run(
+                    &format!("list the pods of {pods_ns}"),
+                    self.tools
+                        .kubectl(["get", "pods", "-n", pods_ns, "-o", "name"]),
+                    "",
+                )
+                .await
+                .unwrap_or_default();
+            let sub_dir = dir.join(sub);
+            let _ = std::fs::create_dir_all(&sub_dir);
+            for pod in list.lines().map(str::trim).filter(|p| !p.is_empty()) {
+                let short = pod.trim_start_matches("pod/");
+                self.artifact(
+                    &format!("read the logs of {pods_ns}/{short}"),
+                    self.tools.kubectl([
+                        "logs",
+                        "-n",
+                        pods_ns,
+                        pod,
+                        "--all-containers",
+                        "--timestamps",
+                        "--tail=5000",
+                    ]),
+                    sub_dir.join(format!("{short}.log")),
+                    &mut written,
+                )
+                .await;
+            }
+            self.artifact(
+                &format!("read the events of {pods_ns}"),
+                self.tools.kubectl([
+                    "get",
+                    "events",
+                    "-n",
+                    pods_ns,
+                    "-o",
+                    "wide",
+                    "--sort-by=.lastTimestamp",
+                ]),
+                dir.join(format!("events-{pods_ns}.txt")),
+                &mut written,
+            )
+            .await;
+        }
+        self.artifact(
+            &format!("describe namespace {ns}"),
+            self.tools.kubectl(["describe", "namespace", &ns]),
+            dir.join("describe-namespace.txt"),
+            &mut written,
+        )
+        .await;
+        self.artifact(
+            "describe the ActorTemplate",
+            self.tools.kubectl([
+                "describe",
+                "-n",
+                &ns,
+                "actortemplates.ate.dev",
+                TEMPLATE_NAME,
+            ]),
+            dir.join("describe-actortemplate.txt"),
+            &mut written,
+        )
+        .await;
+        self.artifact(
+            "describe the WorkerPool",
+            self.tools.kubectl([
+                "describe",
+                "-n",
+                &ns,
+                "workerpools.ate.dev",
+                &self.opts.pool(),
+            ]),
+            dir.join("describe-workerpool.txt"),
+            &mut written,
+        )
+        .await;
+        for a in actors {
+            self.artifact(
+                &format!("read actor {}/{}", a.atespace, a.id),
+                self.tools.ate_get_actor(&a.atespace, &a.id),
+                dir.join(format!("actor-{}-{}.json", a.atespace, a.id)),
+                &mut written,
+            )
+            .await;
+        }
+        let mut steps = self.plan.to_string();
+        if let Some(f) = self.forward.lock().await.as_ref() {
+            steps.push_str("\nrouter forward events:\n");
+            for e in f.events() {
+                steps.push_str(&format!("  {e}\n"));
+            }
+        }
+        let p = dir.join("kind-steps.txt");
+        if std::fs::write(&p, steps).is_ok() {
+            written.push(p);
+        }
+        Ok(written)
+    }
+
+    async fn keep(&self) -> Result<(Vec<String>, String)> {
+        if let Some(f) = self.forward.lock().await.take() {
+            f.stop().await;
+        }
+        let st = self.state.lock().unwrap();
+        let mut kept = vec![format!(
+            "namespace {} (WorkerPool {}, ActorTemplate {TEMPLATE_NAME}) on context {}",
+            self.opts.namespace(),
+            self.opts.pool(),
+            self.opts.context()
+        )];
+        kept.extend(st.atespaces.iter().map(|a| format!("atespace {a}")));
+        kept.extend(st.actors.iter().map(|(a, i)| format!("actor {a}/{i}")));
+        let mut how: Vec<String> = st
+            .actors
+            .iter()
+            .flat_map(|(a, i)| {
+                [
+                    self.tools.ate_suspend(a, i).to_string(),
+                    self.tools.ate_delete_actor(a, i).to_string(),
+                ]
+            })
+            .collect();
+        how.extend(
+            st.atespaces
+                .iter()
+                .map(|a| self.tools.ate_delete_atespace(a).to_string()),
+        );
+        if let Some(m) = &st.rendered {
+            how.push(self.tools.kubectl_delete_manifest(m).to_string());
+        }
+        Ok((kept, how.join(" && ")))
+    }
+
+    async fn teardown(&self) -> Result<()> {
+        if let Some(f) = self.forward.lock().await.take() {
+            f.stop().await;
+        }
+        let mut errors = Vec::new();
+        let actors: Vec<_> = self.state.lock().unwrap().actors.iter().cloned().collect();
+        for (a, i) in actors {
+            let r = async {
+                let info = self.actor_info(&a, &i, "RUNNING").await?;
+                if info.state != "SUSPENDED" {
+                    self.suspend(&a, &i).await?;
+                }
+                self.delete_actor(&a, &i).await
+            }
+            .await;
+            if let Err(e) = r {
+                errors.push(format!("actor {a}/{i}: {e:#}"));
+            }
+        }
+        let atespaces: Vec<_> = self
+            .state
+            .lock()
+            .unwrap()
+            .atespaces
+            .iter()
+            .cloned()
+            .collect();
+        for a in atespaces {
+            if let Err(e) = self.delete_atespace(&a).await {
+                errors.push(format!("atespace {a}: {e:#}"));
+            }
+        }
+        let rendered = self.state.lock().unwrap().rendered.take();
+        if let Some(m) = rendered {
+            if let Err(e) = self
+                .run(
+                    "delete the probe's Namespace, WorkerPool and ActorTemplate",
+                    self.tools.kubectl_delete_manifest(&m),
+                    "",
+                )
+                .await
+            {
+                errors.push(format!("{e:#}"));
+                self.state.lock().unwrap().rendered = Some(m);
+            }
+        }
+        let (cluster, registry) = {
+            let mut st = self.state.lock().unwrap();
+            (
+                std::mem::take(&mut st.created_cluster),
+                std::mem::take(&mut st.created_registry),
+            )
+        };
+        if cluster {
+            if let Err(e) = self
+                .run(
+                    &format!(
+                        "delete the kind cluster {} this run created",
+                        self.opts.cluster
+                    ),
+                    self.tools.kind_delete_cluster(&self.opts.cluster),
+                    "",
+                )
+                .await
+            {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if registry {
+            if let Err(e) = self
+                .run(
+                    "remove the local registry this run started",
+                    self.tools.registry_remove(),
+                    "",
+                )
+                .await
+            {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if !errors.is_empty() {
+            bail!(
+                "kind teardown left {} problem(s):\n  {}",
+                errors.len(),
+                errors.join("\n  ")
+            );
+        }
+        Ok(())
+    }
+}

@@ -107,9 +107,17 @@ impl fmt::Display for Step {
                 }
                 Ok(())
             }
-            Step::Api(c) => write!(f, "api    {} {}\n         ({})", c.method, c.path, c.purpose),
+            Step::Api(c) => write!(
+                f,
+                "api    {} {}\n         ({})",
+                c.method, c.path, c.purpose
+            ),
             Step::Registry(c) => {
-                write!(f, "oci    {} {}\n         ({})", c.method, c.path, c.purpose)
+                write!(
+                    f,
+                    "oci    {} {}\n         ({})",
+                    c.method, c.path, c.purpose
+                )
             }
             Step::Local { purpose } => write!(f, "local  {purpose}"),
         }

@@ -1,0 +1,701 @@
+//! The kind backend end to end, with everything real except the cluster:
+//! fake `kind`, `docker`, `ko`, `kubectl` and `kubectl ate` executables
+//! (this test binary, linked under their names into a directory first on
+//! the backend's search path; they record argv, env and cwd as JSON lines
+//! and answer like the real tools), an in-process fake Kubernetes API
+//! server speaking real HTTP and the WebSocket port-forward protocol, and a
+//! real OCI registry (Debian's `docker-registry`) on loopback.
+//!
+//! A cluster cannot run on these machines; these are the strongest tests
+//! that can. They assert the exact command vectors, `KO_CONFIG_PATH` and
+//! the working directory of `ko apply`, the `-- --context=` shape, that
+//! teardown uses `kubectl delete`, that no shell is ever spawned, that a
+//! user's cluster is never deleted, and that the dry run plans exactly the
+//! commands a real run makes.
+
+#[path = "support/fake_kube.rs"]
+mod fake_kube;
+#[path = "support/fake_tools.rs"]
+mod fake_tools;
+#[path = "support/registry.rs"]
+mod registry;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ate_harness::backend::kind::plan::Step;
+use ate_harness::backend::kind::{KindBackend, KindOptions};
+use ate_harness::backend::Backend;
+use fake_kube::{FakeKube, PodState, ProbeStandIn};
+use fake_tools::{FakeTools, State};
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::json;
+
+const RUN: &str = "t0k1nd";
+const NS: &str = "ate-conf-t0k1nd";
+const CONTEXT: &str = "kind-kind";
+
+fn main() -> std::process::ExitCode {
+    // When run as `kubectl`, `ko`, ...: be that fake, and exit.
+    fake_tools::dispatch();
+    let args = Arguments::from_args();
+    let tests = vec![
+        trial("a_full_run_makes_exactly_these_calls", full_run),
+        trial(
+            "the_dry_run_plans_the_commands_a_real_run_makes",
+            dry_run_matches_real_run,
+        ),
+        trial(
+            "a_missing_cluster_is_created_only_when_asked",
+            missing_cluster,
+        ),
+        trial(
+            "a_created_cluster_and_registry_are_removed_again",
+            created_cluster,
+        ),
+        trial(
+            "a_failed_preflight_after_creating_removes_the_cluster",
+            failed_preflight_after_create,
+        ),
+        trial(
+            "preflight_names_every_missing_piece",
+            preflight_names_everything,
+        ),
+        trial(
+            "actor_refusals_carry_the_command_and_its_output",
+            actor_refusals,
+        ),
+        trial(
+            "artifacts_hold_logs_events_descriptions_and_actors",
+            artifacts,
+        ),
+    ];
+    libtest_mimic::run(&args, tests).exit_code()
+}
+
+fn trial<F, Fut>(name: &'static str, f: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    Trial::test(name, move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Failed::from(e.to_string()))?;
+        rt.block_on(f());
+        Ok(())
+    })
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A fake cluster, fake tools, a substrate checkout and a kubeconfig.
+struct World {
+    kube: FakeKube,
+    probe: ProbeStandIn,
+    tools: FakeTools,
+    root: PathBuf,
+    kubeconfig: PathBuf,
+    work: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl World {
+    async fn new(state: State) -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let kube = FakeKube::start().await;
+        kube.put_healthy_system();
+        let probe = ProbeStandIn::start().await;
+        kube.put_service(
+            "ate-system",
+            "atenet-router",
+            Some(&[("app", "atenet-router")]),
+            json!([{"name": "http", "port": 80, "targetPort": "http"}]),
+        );
+        kube.put_pod(
+            "ate-system",
+            "atenet-router-7f9c",
+            &[("app", "atenet-router")],
+            &[("http", 8080)],
+            PodState::Ready,
+        );
+        kube.set_backend("ate-system", "atenet-router-7f9c", 8080, probe.addr());
+        kube.script_actor_template(
+            NS,
+            "probe",
+            vec![
+                json!({"phase": ""}),
+                json!({"phase": "ResumeGoldenActor"}),
+                json!({"phase": "WaitGoldenActor"}),
+                json!({
+                    "phase": "Ready",
+                    "goldenActorID": "5b1f0f7e-3c2a-4d6b-9a1e-2f4c8d9e0a11",
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "GoldenReady"}]
+                }),
+            ],
+        );
+        let kubeconfig = fake_kube::write_kubeconfig(tmp.path(), &kube.url(), CONTEXT);
+        let root = tmp.path().join("substrate");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(
+            root.join("go.mod"),
+            "module github.com/agent-substrate/substrate\n\ngo 1.24\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join(".ko.yaml"),
+            "defaultPlatforms:\n- linux/amd64\n- linux/arm64\n",
+        )
+        .unwrap();
+        let work = tmp.path().join("work");
+        World {
+            kube,
+            probe,
+            tools: FakeTools::new(&state),
+            root,
+            kubeconfig,
+            work,
+            _tmp: tmp,
+        }
+    }
+
+    fn options(&self, registry: &str) -> KindOptions {
+        KindOptions {
+            run_id: RUN.into(),
+            cluster: "kind".into(),
+            create_cluster: false,
+            context: None,
+            kubeconfig: Some(self.kubeconfig.clone()),
+            substrate_root: Some(self.root.clone()),
+            bucket_name: Some("ate-snapshots".into()),
+            ko_docker_repo: Some(registry.into()),
+            probe_bin: None,
+            fixtures_dir: workspace().join("fixtures"),
+            work_dir: self.work.clone(),
+            search_path: Some(self.tools.search_path()),
+            command_timeout: Duration::from_secs(60),
+            preflight_deadline: Duration::from_secs(10),
+            dry_run: false,
+        }
+    }
+
+    /// No shell was ever run, and every tool was run by absolute path from
+    /// the fakes' directory.
+    fn assert_no_shell(&self) {
+        for c in self.tools.calls() {
+            assert!(
+                !fake_tools::SHELLS.contains(&c.tool.as_str()),
+                "a shell was spawned: {c:?}"
+            );
+            assert!(
+                !c.args.iter().any(|a| a == "-c"),
+                "a `-c` argument (shell string?) was passed: {c:?}"
+            );
+        }
+    }
+}
+
+fn reused_cluster() -> State {
+    State {
+        clusters: vec!["kind".into()],
+        ..State::default()
+    }
+}
+
+/// The run a suite makes: start, deploy, atespace, one actor's life,
+/// teardown.
+async fn drive(backend: &KindBackend) -> String {
+    let golden = backend.deploy_probe(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(golden.template, format!("{NS}/probe"));
+    let a = format!("conf-{RUN}");
+    backend.create_atespace(&a).await.unwrap();
+    let id = format!("probe-alpha-{RUN}");
+    let info = backend
+        .create_actor(&a, &id, &golden.template)
+        .await
+        .unwrap();
+    assert_eq!(info.state, "SUSPENDED");
+    let info = backend.resume(&a, &id).await.unwrap();
+    assert_eq!(info.state, "RUNNING");
+    let body = backend
+        .router()
+        .get(&a, &id, "/whoami")
+        .await
+        .unwrap()
+        .ok()
+        .unwrap()
+        .body_text();
+    let info = backend.suspend(&a, &id).await.unwrap();
+    assert_eq!(info.state, "SUSPENDED");
+    backend.delete_actor(&a, &id).await.unwrap();
+    backend.delete_atespace(&a).await.unwrap();
+    backend.teardown().await.unwrap();
+    let _ = golden;
+    body
+}
+
+async fn full_run() {
+    let reg = registry::TestRegistry::start().await.unwrap();
+    let w = World::new(reused_cluster()).await;
+    let backend = KindBackend::start(w.options(&reg.addr.to_string()))
+        .await
+        .unwrap();
+    let body = drive(&backend).await;
+
+    // The request went through the port-forward with the actor's name.
+    let host = format!("probe-alpha-{RUN}.conf-{RUN}.actors.resources.substrate.ate.dev");
+    let seen = w.probe.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].host, host);
+    assert_eq!(seen[0].path, "/whoami");
+    assert!(body.contains(&host), "{body}");
+    assert_eq!(
+        w.kube.portforwards(),
+        [("atenet-router-7f9c".to_string(), "8080".to_string())]
+    );
+
+    // Exactly these commands, in this order.
+    let d = w.tools.dir.display().to_string();
+    let rendered = w.work.join(format!("probe-{RUN}.yaml"));
+    let kc = format!("--kubeconfig={}", w.kubeconfig.display());
+    let ctx = format!("--context={CONTEXT}");
+    let ate = |args: &str| format!("kubectl ate {args} {ctx} {kc}");
+    assert_eq!(
+        w.tools.call_lines(),
+        [
+            "kind get clusters".to_string(),
+            "kind version".into(),
+            "ko version".into(),
+            "kubectl version --client -o json".into(),
+            "kubectl ate version".into(),
+            format!("ko apply -f {} -- {ctx} {kc}", rendered.display()),
+            ate(&format!("create atespace conf-{RUN}")),
+            ate(&format!(
+                "create actor probe-alpha-{RUN} --template {NS}/probe -a conf-{RUN}"
+            )),
+            ate(&format!(
+                "get actor probe-alpha-{RUN} -a conf-{RUN} -o json"
+            )),
+            ate(&format!("resume actor probe-alpha-{RUN} -a conf-{RUN}")),
+            ate(&format!(
+                "get actor probe-alpha-{RUN} -a conf-{RUN} -o json"
+            )),
+            ate(&format!("suspend actor probe-alpha-{RUN} -a conf-{RUN}")),
+            ate(&format!(
+                "get actor probe-alpha-{RUN} -a conf-{RUN} -o json"
+            )),
+            ate(&format!("delete actor probe-alpha-{RUN} -a conf-{RUN}")),
+            ate(&format!("delete atespace conf-{RUN}")),
+            format!(
+                "kubectl {ctx} {kc} delete --ignore-not-found --wait=true -f {}",
+                rendered.display()
+            ),
+        ],
+        "fakes in {d}"
+    );
+    w.assert_no_shell();
+
+    // ko apply: in the checkout, with KO_CONFIG_PATH pointing there.
+    let calls = w.tools.calls();
+    let ko = calls
+        .iter()
+        .find(|c| c.tool == "ko" && c.args[0] == "apply")
+        .unwrap();
+    assert_eq!(ko.cwd, w.root);
+    assert_eq!(
+        ko.env.get("KO_CONFIG_PATH"),
+        Some(&w.root.display().to_string())
+    );
+    assert_eq!(ko.env.get("KO_DOCKER_REPO"), Some(&reg.addr.to_string()));
+    let sep = ko.args.iter().position(|a| a == "--").unwrap();
+    assert_eq!(ko.args[sep + 1], ctx, "the context right after `--`");
+    // Nothing else ran in the checkout or got KO_CONFIG_PATH from us.
+    for c in calls
+        .iter()
+        .filter(|c| !(c.tool == "ko" && c.args[0] == "apply"))
+    {
+        assert_ne!(c.cwd, w.root, "{c:?}");
+    }
+    // Teardown deleted with kubectl, never `ko delete`.
+    assert!(!calls
+        .iter()
+        .any(|c| c.tool == "ko" && c.args[0] == "delete"));
+    assert_eq!(w.tools.state().deleted, [rendered.display().to_string()]);
+    // The user's cluster was reused and left alone.
+    assert!(!calls
+        .iter()
+        .any(|c| c.tool == "kind" && c.args[0] != "get" && c.args[0] != "version"));
+    assert_eq!(w.tools.state().clusters, ["kind"]);
+
+    // The manifest ko applied: per-run names, the probe image by digest,
+    // and that image is in the registry.
+    let applied = w.tools.state().applied;
+    let text = applied
+        .get(&rendered.display().to_string())
+        .expect("applied the rendered file");
+    assert!(!text.contains("${"), "unrendered placeholder:\n{text}");
+    assert!(text.contains(&format!("namespace: {NS}")), "{text}");
+    assert!(text.contains("ateomImage: ko://github.com/agent-substrate/substrate/cmd/ateom-gvisor"));
+    assert!(text.contains(&format!("location: gs://ate-snapshots/{NS}/")));
+    let image = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("image: "))
+        .expect("image line");
+    let (repo, digest) = image.split_once('@').expect("image by digest");
+    assert_eq!(repo, format!("{}/ate-conformance-probe", reg.addr));
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/v2/ate-conformance-probe/manifests/{digest}",
+            reg.base_url()
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the pushed image is in the registry");
+
+    // API calls: the preflight's, the golden wait's, the forward's.
+    let paths: Vec<String> = w.kube.requests().iter().map(|r| r.path.clone()).collect();
+    for want in [
+        "/apis/apps/v1/namespaces/ate-system/deployments/ate-controller".to_string(),
+        "/apis/apps/v1/namespaces/ate-system/daemonsets/atelet".into(),
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/actortemplates.ate.dev".into(),
+        format!("/apis/ate.dev/v1alpha1/namespaces/{NS}/actortemplates/probe"),
+        "/api/v1/namespaces/ate-system/services/atenet-router".into(),
+    ] {
+        assert!(paths.contains(&want), "no {want} in {paths:#?}");
+    }
+    reg.stop().await.unwrap();
+}
+
+/// Commands as `tool arg...` lines from a plan, program names reduced to
+/// their file names.
+fn planned_lines(steps: &[Step]) -> Vec<String> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Command { argv, .. } => Some(
+                std::iter::once(
+                    Path::new(&argv[0])
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                )
+                .chain(argv[1..].iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" "),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn dry_run_matches_real_run() {
+    let reg = registry::TestRegistry::start().await.unwrap();
+    let w = World::new(reused_cluster()).await;
+    let mut opts = w.options(&reg.addr.to_string());
+    opts.dry_run = true;
+    let dry = KindBackend::start(opts.clone()).await.unwrap();
+    drive_dry(&dry).await;
+    // A dry run runs nothing and calls no API.
+    assert!(w.tools.calls().is_empty(), "{:?}", w.tools.call_lines());
+    assert!(w.kube.requests().is_empty(), "{:?}", w.kube.requests());
+    let planned = planned_lines(&dry.plan().steps());
+
+    opts.dry_run = false;
+    let real = KindBackend::start(opts).await.unwrap();
+    drive(&real).await;
+    assert_eq!(planned, w.tools.call_lines());
+    // The registry requests and API calls are planned too.
+    let steps = dry.plan().steps();
+    assert!(steps.iter().any(
+        |s| matches!(s, Step::Registry(c) if c.method == "PUT" && c.path.contains("/manifests/"))
+    ));
+    assert!(steps
+        .iter()
+        .any(|s| matches!(s, Step::Api(c) if c.path.contains("/actortemplates/probe"))));
+    assert!(steps
+        .iter()
+        .any(|s| matches!(s, Step::Api(c) if c.path.contains("/portforward"))));
+    // And ko apply's environment and working directory are shown.
+    let ko = steps
+        .iter()
+        .find_map(|s| match s {
+            Step::Command { argv, env, cwd, .. } if argv[1] == "apply" => {
+                Some((env.clone(), cwd.clone()))
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(ko
+        .0
+        .contains(&("KO_CONFIG_PATH".to_string(), w.root.display().to_string())));
+    assert_eq!(ko.1.as_deref(), Some(w.root.as_path()));
+    reg.stop().await.unwrap();
+}
+
+/// The dry-run counterpart of [`drive`].
+async fn drive_dry(backend: &KindBackend) {
+    let golden = backend.deploy_probe(Duration::from_secs(30)).await.unwrap();
+    let a = format!("conf-{RUN}");
+    backend.create_atespace(&a).await.unwrap();
+    let id = format!("probe-alpha-{RUN}");
+    backend
+        .create_actor(&a, &id, &golden.template)
+        .await
+        .unwrap();
+    backend.resume(&a, &id).await.unwrap();
+    backend.suspend(&a, &id).await.unwrap();
+    backend.delete_actor(&a, &id).await.unwrap();
+    backend.delete_atespace(&a).await.unwrap();
+    backend.teardown().await.unwrap();
+}
+
+async fn missing_cluster() {
+    let w = World::new(State::default()).await;
+    let err = KindBackend::start(w.options("127.0.0.1:1"))
+        .await
+        .err()
+        .expect("no cluster, not asked to create one");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("no kind cluster named \"kind\""), "{msg}");
+    assert!(msg.contains("--create-cluster"), "{msg}");
+    assert_eq!(w.tools.call_lines(), ["kind get clusters"]);
+    w.assert_no_shell();
+}
+
+async fn created_cluster() {
+    let w = World::new(State::default()).await;
+    let mut opts = w.options("127.0.0.1:1");
+    opts.create_cluster = true;
+    let backend = KindBackend::start(opts).await.unwrap();
+    let config = workspace().join("fixtures/kind/cluster.yaml");
+    let kc = w.kubeconfig.display().to_string();
+    let lines = w.tools.call_lines();
+    assert_eq!(
+        lines[..9],
+        [
+            "kind get clusters".to_string(),
+            "docker inspect --format {{.State.Running}} kind-registry".into(),
+            "docker run -d --restart=always -p 127.0.0.1:5001:5000 --network bridge --name kind-registry registry:2".into(),
+            format!("kind create cluster --name kind --config {} --kubeconfig {kc} --wait 120s", config.display()),
+            "docker network connect kind kind-registry".into(),
+            "kind get nodes --name kind".into(),
+            "docker exec kind-control-plane mkdir -p /etc/containerd/certs.d/localhost:5001".into(),
+            "docker exec -i kind-control-plane cp /dev/stdin /etc/containerd/certs.d/localhost:5001/hosts.toml".into(),
+            "docker exec kind-worker mkdir -p /etc/containerd/certs.d/localhost:5001".into(),
+        ],
+        "{lines:#?}"
+    );
+    let hosts = w
+        .tools
+        .calls()
+        .into_iter()
+        .find(|c| c.args.iter().any(|a| a.ends_with("hosts.toml")))
+        .unwrap();
+    assert_eq!(hosts.stdin, "[host.\"http://kind-registry:5000\"]\n");
+    assert_eq!(w.tools.state().clusters, ["kind"]);
+    backend.teardown().await.unwrap();
+    let lines = w.tools.call_lines();
+    assert_eq!(
+        lines[lines.len() - 2..],
+        [
+            format!("kind delete cluster --name kind --kubeconfig {kc}"),
+            "docker rm -f kind-registry".to_string(),
+        ]
+    );
+    assert!(w.tools.state().clusters.is_empty());
+    assert!(!w.tools.state().registry_running);
+    // Teardown twice deletes nothing twice.
+    backend.teardown().await.unwrap();
+    assert_eq!(w.tools.call_lines().len(), lines.len());
+    w.assert_no_shell();
+}
+
+async fn failed_preflight_after_create() {
+    let w = World::new(State::default()).await;
+    // The new cluster has no Agent Substrate.
+    w.kube
+        .remove("/apis/apps/v1/namespaces/ate-system/deployments/ate-controller");
+    let mut opts = w.options("127.0.0.1:1");
+    opts.create_cluster = true;
+    let err = KindBackend::start(opts)
+        .await
+        .err()
+        .expect("preflight fails");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("ate-controller"), "{msg}");
+    let lines = w.tools.call_lines();
+    let delete = format!(
+        "kind delete cluster --name kind --kubeconfig {}",
+        w.kubeconfig.display()
+    );
+    assert!(lines.contains(&delete), "{lines:#?}");
+    assert!(
+        lines.contains(&"docker rm -f kind-registry".to_string()),
+        "{lines:#?}"
+    );
+    assert!(w.tools.state().clusters.is_empty());
+}
+
+async fn preflight_names_everything() {
+    let w = World::new(reused_cluster()).await;
+    std::fs::remove_file(w.tools.dir.join("ko")).unwrap();
+    std::fs::remove_file(w.tools.dir.join("kubectl-ate")).unwrap();
+    let closed = fake_kube::closed_port().await;
+    let kubeconfig = fake_kube::write_kubeconfig(
+        &w.work.parent().unwrap().join("kc2").tap_mkdir(),
+        &format!("http://{closed}"),
+        CONTEXT,
+    );
+    let mut opts = w.options("");
+    opts.ko_docker_repo = None;
+    opts.bucket_name = Some(String::new());
+    opts.substrate_root = None;
+    opts.kubeconfig = Some(kubeconfig);
+    let start = std::time::Instant::now();
+    let err = KindBackend::start(opts)
+        .await
+        .err()
+        .expect("preflight fails");
+    let msg = format!("{err:#}");
+    for want in [
+        "BUCKET_NAME: not set",
+        "KO_DOCKER_REPO: not set",
+        "ATE_SUBSTRATE_ROOT: not set",
+        "ko: `ko` not found",
+        "`kubectl-ate` not found",
+        &format!("http://{closed}"),
+        "not checked: the API server is unreachable",
+    ] {
+        assert!(msg.contains(want), "no {want:?} in:\n{msg}");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    // The tools that are there were still checked, with versions.
+    assert!(msg.contains("ok   kubectl:"), "{msg}");
+    // A checkout without .ko.yaml is refused with the reason.
+    let w = World::new(reused_cluster()).await;
+    std::fs::remove_file(w.root.join(".ko.yaml")).unwrap();
+    let err = KindBackend::start(w.options("127.0.0.1:1"))
+        .await
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("has no .ko.yaml"), "{err:#}");
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> PathBuf;
+}
+
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> PathBuf {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+async fn actor_refusals() {
+    let mut state = reused_cluster();
+    state.atespaces = vec!["conf-x".into()];
+    state.actors.insert(
+        "conf-x/busy".into(),
+        (format!("{NS}/probe"), "ACTOR_STATE_RUNNING".into()),
+    );
+    let w = World::new(state).await;
+    let backend = KindBackend::start(w.options("127.0.0.1:1")).await.unwrap();
+    let err = backend.delete_actor("conf-x", "busy").await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("delete actor conf-x/busy"), "{msg}");
+    assert!(
+        msg.contains("kubectl ate delete actor busy -a conf-x"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("cannot delete actor conf-x/busy in state ACTOR_STATE_RUNNING"),
+        "{msg}"
+    );
+    let err = backend.get_actor("conf-x", "nobody").await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("actor conf-x/nobody not found"),
+        "{err:#}"
+    );
+    backend.teardown().await.unwrap();
+}
+
+async fn artifacts() {
+    let mut state = reused_cluster();
+    state.pods.insert(
+        "ate-system".into(),
+        vec!["atelet-x1".into(), "ate-controller-0".into()],
+    );
+    state.pods.insert(NS.into(), vec!["probe-pool-w0".into()]);
+    state.atespaces = vec!["conf-x".into()];
+    state.actors.insert(
+        "conf-x/a1".into(),
+        (format!("{NS}/probe"), "ACTOR_STATE_RUNNING".into()),
+    );
+    let w = World::new(state).await;
+    let backend = KindBackend::start(w.options("127.0.0.1:1")).await.unwrap();
+    let dir = w.work.join("artifacts");
+    let files = backend
+        .collect_artifacts(
+            &[ate_harness::backend::ActorRef {
+                atespace: "conf-x".into(),
+                id: "a1".into(),
+            }],
+            &dir,
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(&dir).unwrap().display().to_string())
+        .collect();
+    for want in [
+        "ate-system/atelet-x1.log",
+        "ate-system/ate-controller-0.log",
+        "workers/probe-pool-w0.log",
+        "events-ate-system.txt",
+        &format!("events-{NS}.txt"),
+        "describe-namespace.txt",
+        "describe-actortemplate.txt",
+        "describe-workerpool.txt",
+        "actor-conf-x-a1.json",
+        "kind-steps.txt",
+    ] {
+        assert!(names.iter().any(|n| n == want), "no {want} in {names:#?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ate-system/atelet-x1.log")).unwrap(),
+        "log line of ate-system/pod/atelet-x1\n"
+    );
+    assert!(std::fs::read_to_string(dir.join("actor-conf-x-a1.json"))
+        .unwrap()
+        .contains("ACTOR_STATE_RUNNING"));
+    let steps = std::fs::read_to_string(dir.join("kind-steps.txt")).unwrap();
+    assert!(
+        steps.contains(r#""ate", "get", "actor", "a1", "-a", "conf-x", "-o", "json""#),
+        "{steps}"
+    );
+    backend.teardown().await.unwrap();
+    w.assert_no_shell();
+}
