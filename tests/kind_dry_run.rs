@@ -1,0 +1,238 @@
+//! `cargo test --test identity -- --backend kind --dry-run`, as a user runs
+//! it: the identity suite binary prints the kind backend's whole ordered
+//! plan (command vectors with their environment and working directory, API
+//! calls, registry requests) and starts nothing.
+//!
+//! "Nothing" is checked from outside: the tools' search path is an empty
+//! directory (a spawned tool would fail), the kubeconfig points at a
+//! listener of this test's that counts connections (none may arrive), and
+//! no report is written.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::identity_bin;
+
+#[test]
+fn dry_run_prints_the_ordered_plan_and_starts_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty_path = tmp.path().join("bin");
+    std::fs::create_dir(&empty_path).unwrap();
+    let report = tmp.path().join("report");
+
+    // An API server stand-in that only counts who connects.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let counter = std::thread::spawn(move || {
+        while !stopping.load(Ordering::SeqCst) {
+            if let Ok((mut s, _)) = listener.accept() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+                let _ = s.read(&mut [0u8; 64]);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{api}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: kind-ci\n  context:\n    cluster: c\n    user: u\ncurrent-context: kind-ci\n"
+        ),
+    )
+    .unwrap();
+    let substrate = tmp.path().join("substrate");
+
+    let out = Command::new(identity_bin())
+        .args([
+            "--backend",
+            "kind",
+            "--dry-run",
+            "--run-id",
+            "dry1",
+            "--cluster",
+            "ci",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .arg("--substrate-root")
+        .arg(&substrate)
+        .arg("--report-dir")
+        .arg(&report)
+        .env("PATH", &empty_path)
+        .env("BUCKET_NAME", "ate-snapshots")
+        .env("KO_DOCKER_REPO", "localhost:5001")
+        .env_remove("ATE_BACKEND")
+        .env_remove("ATE_KUBE_CONTEXT")
+        .env_remove("KUBECTL_CONTEXT")
+        .output()
+        .unwrap();
+    stop.store(true, Ordering::SeqCst);
+    counter.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+
+    // Started nothing.
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "the dry run called the API"
+    );
+    assert!(!report.exists(), "the dry run wrote a report");
+    assert!(
+        stdout.contains("nothing below was run, no API was called"),
+        "{stdout}"
+    );
+
+    // The whole plan, in order: each of these appears after the previous.
+    let rendered = report.join("kind/probe-dry1.yaml");
+    let kc = format!("--kubeconfig={}", kubeconfig.display());
+    let ate = |words: &str| {
+        let mut v: Vec<String> = std::iter::once("kubectl".to_string())
+            .chain(std::iter::once("ate".to_string()))
+            .chain(words.split(' ').map(String::from))
+            .collect();
+        v.push("--context=kind-ci".into());
+        v.push(kc.clone());
+        argv(&v)
+    };
+    let expected = [
+        argv(&["kind", "get", "clusters"]),
+        argv(&["ko", "version"]),
+        argv(&["kubectl", "version", "--client", "-o", "json"]),
+        "GET /api/v1/namespaces?limit=1".to_string(),
+        "GET /apis/apps/v1/namespaces/ate-system/deployments/ate-controller".into(),
+        "GET /apis/apps/v1/namespaces/ate-system/daemonsets/atelet".into(),
+        "GET /apis/apiextensions.k8s.io/v1/customresourcedefinitions/workerpools.ate.dev".into(),
+        "GET /api/v1/namespaces/ate-system/services/atenet-router".into(),
+        "WS /api/v1/namespaces/ate-system/pods/<ready pod>/portforward".into(),
+        "PUT http://localhost:5001/v2/ate-conformance-probe/manifests/conf-dry1".into(),
+        argv(&[
+            "ko",
+            "apply",
+            "-f",
+            &rendered.display().to_string(),
+            "--",
+            "--context=kind-ci",
+            &kc,
+        ]),
+        format!("env:  KO_CONFIG_PATH={}", substrate.display()),
+        format!("cwd:  {}", substrate.display()),
+        "GET /apis/ate.dev/v1alpha1/namespaces/ate-conf-dry1/actortemplates/probe".into(),
+        ate("create atespace conf-dry1"),
+        ate("create actor <actor>-dry1 --template ate-conf-dry1/probe -a conf-dry1"),
+        ate("resume actor <actor>-dry1 -a conf-dry1"),
+        "Host: <actor>-dry1.conf-dry1.actors.resources.substrate.ate.dev".into(),
+        ate("suspend actor <actor>-dry1 -a conf-dry1"),
+        ate("delete actor <actor>-dry1 -a conf-dry1"),
+        ate("delete atespace conf-dry1"),
+        argv(&[
+            "kubectl",
+            "--context=kind-ci",
+            &kc,
+            "delete",
+            "--ignore-not-found",
+            "--wait=true",
+            "-f",
+            &rendered.display().to_string(),
+        ]),
+    ];
+    let mut at = 0;
+    for want in &expected {
+        match stdout[at..].find(want.as_str()) {
+            Some(i) => at += i + want.len(),
+            None => panic!("{want:?} is missing or out of order in the plan:\n{stdout}"),
+        }
+    }
+    // The cluster named by --cluster is only looked up, never created or
+    // deleted, and no shell appears anywhere.
+    assert!(!stdout.contains("\"create\", \"cluster\""), "{stdout}");
+    assert!(!stdout.contains("\"delete\", \"cluster\""), "{stdout}");
+    for shell in ["\"sh\"", "\"bash\"", "\"-c\""] {
+        assert!(!stdout.contains(shell), "{shell} in the plan:\n{stdout}");
+    }
+    // Every trial is listed with the statements it covers.
+    assert!(
+        stdout.contains("gate::own_identity_after_restore [ID-1, ID-3, ID-4, ID-5]"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn dry_run_with_create_cluster_plans_creation_and_deletion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(identity_bin())
+        .args([
+            "--backend",
+            "kind",
+            "--dry-run",
+            "--create-cluster",
+            "--run-id",
+            "dry2",
+        ])
+        .arg("--report-dir")
+        .arg(tmp.path().join("report"))
+        .env("PATH", tmp.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("BUCKET_NAME")
+        .env_remove("KO_DOCKER_REPO")
+        .env_remove("ATE_SUBSTRATE_ROOT")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let create = stdout
+        .find("\"kind\", \"create\", \"cluster\", \"--name\", \"kind\"")
+        .expect(&stdout);
+    let delete = stdout
+        .find("\"kind\", \"delete\", \"cluster\", \"--name\", \"kind\"")
+        .expect(&stdout);
+    assert!(create < delete);
+    assert!(stdout.contains("\"registry:2\""), "{stdout}");
+    // Missing settings are shown, not hidden.
+    assert!(stdout.contains("FAIL BUCKET_NAME: not set"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL ATE_SUBSTRATE_ROOT: not set"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn dry_run_is_refused_for_the_local_backend() {
+    let out = Command::new(identity_bin())
+        .args(["--backend", "local", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--dry-run is for the kind backend"),
+        "{stderr}"
+    );
+}
+
+/// A command's argv as the plan prints it.
+fn argv<S: AsRef<str>>(words: &[S]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| format!("{:?}", w.as_ref())).collect();
+    format!("argv: [{}]", quoted.join(", "))
+}
