@@ -187,6 +187,12 @@ fn print_reports(m: &report::Merged) {
 
 async fn run(args: Vec<String>) -> anyhow::Result<bool> {
     let opts = parse_args(&args)?;
+    if opts.dry_run {
+        // Each suite prints its plan; nothing runs, so there is no report
+        // to prepare or merge (and an earlier one is left alone).
+        let failed = run_suites(&args, &opts.report_dir, &opts.run_id).await?;
+        return Ok(failed.is_empty());
+    }
     prepare_report_dir(&opts.report_dir)?;
     let failed = run_suites(&args, &opts.report_dir, &opts.run_id).await?;
     let merged = report::merge_dir(&opts.report_dir)?;
@@ -201,6 +207,12 @@ async fn selftest(args: Vec<String>) -> anyhow::Result<bool> {
     let opts = parse_args(&args)?;
     if opts.agent_fault.is_some() {
         bail!("selftest chooses the fault modes itself; drop --agent-fault/ATE_AGENT_FAULT");
+    }
+    if opts.backend != "local" {
+        bail!(
+            "selftest runs the reference agent's fault modes, so it needs --backend local (got {:?}); use `run` for the kind backend",
+            opts.backend
+        );
     }
     prepare_report_dir(&opts.report_dir)?;
     let base = opts.run_id.clone();
