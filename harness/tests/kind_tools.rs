@@ -368,6 +368,21 @@ async fn full_run() {
         .unwrap();
     assert_eq!(resp.status(), 200, "the pushed image is in the registry");
 
+    // The report's fingerprint names the tools' versions and the image.
+    let fp: std::collections::BTreeMap<String, String> =
+        backend.fingerprint().into_iter().collect();
+    for (k, v) in [
+        ("kind_version", "kind v0.27.0 go1.24.0 linux/amd64"),
+        ("ko_version", "0.17.1"),
+        ("kubectl_version", "v1.33.1"),
+        ("kubectl-ate_version", "kubectl-ate v0.0.0-fake"),
+        ("probe_image", image),
+        ("kube_context", CONTEXT),
+        ("kind_cluster_created_by_run", "false"),
+    ] {
+        assert_eq!(fp.get(k).map(String::as_str), Some(v), "{k} in {fp:#?}");
+    }
+
     // API calls: the preflight's, the golden wait's, the forward's.
     let paths: Vec<String> = w.kube.requests().iter().map(|r| r.path.clone()).collect();
     for want in [

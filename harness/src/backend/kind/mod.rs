@@ -111,6 +111,7 @@ struct State {
     atespaces: BTreeSet<String>,
     actors: BTreeSet<(String, String)>,
     versions: BTreeMap<String, String>,
+    probe_image: Option<String>,
 }
 
 /// The kind backend.
@@ -645,6 +646,9 @@ impl Backend for KindBackend {
         if let Some(r) = &self.opts.ko_docker_repo {
             out.push(("ko_docker_repo".into(), r.clone()));
         }
+        if let Some(i) = &st.probe_image {
+            out.push(("probe_image".into(), i.clone()));
+        }
         for (tool, v) in &st.versions {
             out.push((format!("{tool}_version"), v.clone()));
         }
@@ -696,6 +700,7 @@ impl Backend for KindBackend {
                 .context("cannot build the registry client")?;
             let pushed = oci::push(&http, &repo, &tag, &image).await?;
             info!(image = %pushed.reference, "probe image pushed");
+            self.state.lock().unwrap().probe_image = Some(pushed.reference.clone());
             pushed.reference
         };
         let (manifest, _) = self.render_probe(&image_ref)?;
@@ -727,14 +732,21 @@ impl Backend for KindBackend {
                     .into_iter()
                     .map(Step::Api),
             );
+            // The whole deadline is the golden wait's: `ko apply` may
+            // first build the worker image for minutes.
             let ready = kube::wait_golden(
                 self.client()?,
                 &ns,
                 TEMPLATE_NAME,
-                deadline.saturating_sub(start.elapsed()),
+                deadline,
                 Duration::from_secs(1),
             )
             .await?;
+            info!(
+                golden = %ready.golden_actor_id,
+                phases = ?ready.phase_history.iter().map(|(p, t)| format!("{p:?}@{:.1}s", t.as_secs_f64())).collect::<Vec<_>>(),
+                "golden snapshot ready"
+            );
             ready.golden_actor_id
         };
         Ok(Golden {
