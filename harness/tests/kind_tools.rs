@@ -186,8 +186,8 @@ impl World {
         }
     }
 
-    /// No shell was ever run, and every tool was run by absolute path from
-    /// the fakes' directory.
+    /// No shell was ever run (the fake shells shadow the real ones), and
+    /// nothing was handed a `-c` script.
     fn assert_no_shell(&self) {
         for c in self.tools.calls() {
             assert!(
@@ -579,6 +579,9 @@ async fn preflight_names_everything() {
         CONTEXT,
     );
     let mut opts = w.options("");
+    // Only the fakes: a real `ko` elsewhere on this machine's PATH must not
+    // stand in for the one removed.
+    opts.search_path = Some(w.tools.dir.clone().into_os_string());
     opts.ko_docker_repo = None;
     opts.bucket_name = Some(String::new());
     opts.substrate_root = None;

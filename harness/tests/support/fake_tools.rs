@@ -126,9 +126,12 @@ impl FakeTools {
             .collect()
     }
 
-    /// A search path holding only the fakes.
+    /// `PATH` with the fakes' directory first: they shadow any real tool
+    /// (this machine may well have a real `kubectl`).
     pub fn search_path(&self) -> std::ffi::OsString {
-        self.dir.clone().into_os_string()
+        let rest = std::env::var_os("PATH").unwrap_or_default();
+        std::env::join_paths(std::iter::once(self.dir.clone()).chain(std::env::split_paths(&rest)))
+            .expect("a valid PATH")
     }
 }
 
