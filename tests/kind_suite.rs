@@ -1,12 +1,14 @@
-//! `cargo test --test identity -- --backend kind --dry-run`, as a user runs
-//! it: the identity suite binary prints the kind backend's whole ordered
-//! plan (command vectors with their environment and working directory, API
-//! calls, registry requests) and starts nothing.
+//! The identity suite binary with `--backend kind`, as a user runs it.
 //!
-//! "Nothing" is checked from outside: the tools' search path is an empty
-//! directory (a spawned tool would fail), the kubeconfig points at a
-//! listener of this test's that counts connections (none may arrive), and
-//! no report is written.
+//! `--dry-run` prints the kind backend's whole ordered plan (command
+//! vectors with their environment and working directory, API calls,
+//! registry requests) and starts nothing. "Nothing" is checked from
+//! outside: the tools' search path is an empty directory (a spawned tool
+//! would fail), the kubeconfig points at a listener of this test's that
+//! counts connections (none may arrive), and no report is written.
+//!
+//! Without a reachable cluster every trial fails with the reason, in the
+//! console and in the reports; none passes or is skipped.
 
 mod common;
 
@@ -235,4 +237,44 @@ fn dry_run_is_refused_for_the_local_backend() {
 fn argv<S: AsRef<str>>(words: &[S]) -> String {
     let quoted: Vec<String> = words.iter().map(|w| format!("{:?}", w.as_ref())).collect();
     format!("argv: [{}]", quoted.join(", "))
+}
+
+#[test]
+fn an_unreachable_cluster_fails_every_trial_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report");
+    let out = Command::new(identity_bin())
+        .args(["--backend", "kind", "--run-id", "nokind1"])
+        .arg("--report-dir")
+        .arg(&report)
+        // No kind, ko or kubectl anywhere.
+        .env("PATH", tmp.path())
+        .env_remove("CI")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("identity: 0 passed, 10 failed, 0 skipped"),
+        "{stderr}"
+    );
+    let suite: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("suites/identity.json")).unwrap())
+            .unwrap();
+    let trials = suite["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 10);
+    for t in trials {
+        assert_eq!(t["verdict"], "fail", "{t}");
+        let msg = t["message"].as_str().unwrap();
+        assert!(msg.contains("backend kind could not be set up"), "{msg}");
+        assert!(msg.contains("kind get clusters"), "{msg}");
+        assert!(
+            msg.contains("command not found: `kind`")
+                || msg.contains("kind: not found")
+                || msg.contains("not found"),
+            "{msg}"
+        );
+    }
+    assert!(report.join("report.md").exists());
+    assert_eq!(suite["backend"], "kind");
 }
