@@ -423,11 +423,12 @@ async fn setup(shared: &Shared) -> Result<Setup, Unavailable> {
     };
     let root = workspace_root();
     let backend: Arc<dyn Backend> = if opts.backend == "kind" {
-        Arc::new(
-            KindBackend::start(kind_options(opts))
-                .await
-                .map_err(broken)?,
-        )
+        // Registered before it makes anything, so an interrupt during a
+        // cluster creation still removes that cluster.
+        let kind = Arc::new(KindBackend::new(kind_options(opts)));
+        *shared.started.lock().unwrap() = Some(kind.clone());
+        kind.bring_up().await.map_err(broken)?;
+        kind
     } else {
         Arc::new(local_backend(opts, &root).await.map_err(broken)?)
     };

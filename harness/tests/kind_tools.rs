@@ -62,6 +62,10 @@ fn main() -> std::process::ExitCode {
             preflight_names_everything,
         ),
         trial(
+            "an_interrupt_during_cluster_creation_removes_the_cluster",
+            interrupted_creation,
+        ),
+        trial(
             "actor_refusals_carry_the_command_and_its_output",
             actor_refusals,
         ),
@@ -715,5 +719,49 @@ async fn artifacts() {
         "{steps}"
     );
     backend.teardown().await.unwrap();
+    w.assert_no_shell();
+}
+
+/// What the suite's interrupt handler does: the backend was registered
+/// before it made anything, `bring_up` is cut off mid-creation, and
+/// `teardown` removes the half-made cluster and the registry.
+async fn interrupted_creation() {
+    let w = World::new(State {
+        create_delay_ms: 60_000,
+        ..State::default()
+    })
+    .await;
+    let mut opts = w.options("127.0.0.1:1");
+    opts.create_cluster = true;
+    let backend = std::sync::Arc::new(KindBackend::new(opts));
+    let up = tokio::spawn({
+        let b = backend.clone();
+        async move { b.bring_up().await }
+    });
+    fake_kube::wait_until(
+        "kind create cluster has started",
+        Duration::from_secs(20),
+        || w.tools.state().clusters == ["kind"],
+    )
+    .await;
+    // The interrupt: the setup task goes away (its command is killed by
+    // its process group), then teardown runs.
+    up.abort();
+    assert!(up.await.unwrap_err().is_cancelled());
+    backend.teardown().await.unwrap();
+    let lines = w.tools.call_lines();
+    let kc = w.kubeconfig.display();
+    assert!(
+        lines.contains(&format!(
+            "kind delete cluster --name kind --kubeconfig {kc}"
+        )),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&"docker rm -f kind-registry".to_string()),
+        "{lines:#?}"
+    );
+    assert!(w.tools.state().clusters.is_empty());
+    assert!(!w.tools.state().registry_running);
     w.assert_no_shell();
 }

@@ -55,6 +55,9 @@ pub struct State {
     pub applied: BTreeMap<String, String>,
     /// Files `kubectl delete -f` was given.
     pub deleted: Vec<String>,
+    /// How long `kind create cluster` takes after the cluster exists (its
+    /// nodes are up, the rest is still being set up).
+    pub create_delay_ms: u64,
 }
 
 /// A directory of fakes.
@@ -182,6 +185,11 @@ pub fn dispatch() {
         serde_json::to_vec_pretty(&state).unwrap(),
     )
     .expect("write state");
+    if name == "kind" && call.args.first().map(String::as_str) == Some("create") {
+        // The slow part of a creation, outside the lock (others may run).
+        drop(lock);
+        std::thread::sleep(std::time::Duration::from_millis(state.create_delay_ms));
+    }
     print!("{out}");
     eprint!("{err}");
     let _ = std::io::stdout().flush();

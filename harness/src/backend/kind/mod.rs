@@ -119,9 +119,9 @@ pub struct KindBackend {
     opts: KindOptions,
     tools: Tools,
     plan: Plan,
-    client: Option<::kube::Client>,
+    client: std::sync::OnceLock<::kube::Client>,
     forward: tokio::sync::Mutex<Option<portforward::RouterForward>>,
-    router_addr: SocketAddr,
+    router_addr: std::sync::OnceLock<SocketAddr>,
     state: Mutex<State>,
 }
 
@@ -132,9 +132,9 @@ fn check_line(out: &mut String, ok: bool, name: &str, detail: &str) {
 }
 
 impl KindBackend {
-    /// Finds or creates the cluster, checks the installation and starts the
-    /// router forward. In a dry run it records those steps and makes none.
-    pub async fn start(opts: KindOptions) -> Result<KindBackend> {
+    /// A backend that has made nothing yet: register it for interrupts,
+    /// then [`bring_up`](KindBackend::bring_up).
+    pub fn new(opts: KindOptions) -> KindBackend {
         let tools = Tools::new(
             opts.context(),
             opts.kubeconfig.clone(),
@@ -145,32 +145,44 @@ impl KindBackend {
         } else {
             tools.resolved(opts.search_path.as_ref())
         };
-        let mut backend = KindBackend {
+        KindBackend {
             tools,
             plan: Plan::default(),
-            client: None,
+            client: std::sync::OnceLock::new(),
             forward: tokio::sync::Mutex::new(None),
-            router_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            router_addr: std::sync::OnceLock::new(),
             state: Mutex::new(State::default()),
             opts,
-        };
-        if let Err(e) = backend.bring_up().await {
-            // A cluster or registry this run created goes again; nothing
-            // is left half-made.
-            if let Err(t) = backend.teardown().await {
+        }
+    }
+
+    /// [`new`](KindBackend::new) and [`bring_up`](KindBackend::bring_up).
+    pub async fn start(opts: KindOptions) -> Result<KindBackend> {
+        let backend = KindBackend::new(opts);
+        backend.bring_up().await?;
+        Ok(backend)
+    }
+
+    /// Finds or creates the cluster, checks the installation and starts the
+    /// router forward. In a dry run it records those steps and makes none.
+    /// On failure it removes what it made (a cluster or registry it
+    /// created) before returning the error; an interrupt meanwhile is
+    /// handled by [`Backend::teardown`], which knows what was made so far.
+    pub async fn bring_up(&self) -> Result<()> {
+        if let Err(e) = self.bring_up_inner().await {
+            if let Err(t) = self.teardown().await {
                 return Err(e.context(format!("and the cleanup after it failed too: {t:#}")));
             }
             return Err(e);
         }
-        Ok(backend)
+        Ok(())
     }
 
-    async fn bring_up(&mut self) -> Result<()> {
-        let backend = self;
-        backend.ensure_cluster().await?;
-        backend.preflight().await?;
-        if backend.opts.dry_run {
-            backend.plan.extend(
+    async fn bring_up_inner(&self) -> Result<()> {
+        self.ensure_cluster().await?;
+        self.preflight().await?;
+        if self.opts.dry_run {
+            self.plan.extend(
                 portforward::router_plan(
                     portforward::ROUTER_NAMESPACE,
                     portforward::ROUTER_SERVICE,
@@ -179,22 +191,22 @@ impl KindBackend {
                 .into_iter()
                 .map(Step::Api),
             );
-            backend.plan.push(Step::local(
+            self.plan.push(Step::local(
                 "serve the forward on 127.0.0.1:<port 0>; the router client sends there with Host: <actor>.<atespace>.actors.resources.substrate.ate.dev",
             ));
         } else {
-            let client = backend.client.clone().expect("connected in preflight");
             let fwd = portforward::RouterForward::start(
-                client,
+                self.client()?.clone(),
                 portforward::ROUTER_NAMESPACE,
                 portforward::ROUTER_SERVICE,
                 portforward::ROUTER_PORT,
             )
             .await
             .context("cannot port-forward to the router (ate-system/atenet-router)")?;
-            backend.router_addr = fwd.local_addr();
-            info!(local_addr = %backend.router_addr, pod = %fwd.pod(), "router forward up");
-            *backend.forward.get_mut() = Some(fwd);
+            let addr = fwd.local_addr();
+            let _ = self.router_addr.set(addr);
+            info!(local_addr = %addr, pod = %fwd.pod(), "router forward up");
+            *self.forward.lock().await = Some(fwd);
         }
         Ok(())
     }
@@ -258,22 +270,26 @@ impl KindBackend {
             .await
             .unwrap_or_default();
         if running.trim() != "true" {
+            // Marked before it runs: an interrupt or failure midway still
+            // removes it (`docker rm -f` of a missing container is harmless).
+            self.state.lock().unwrap().created_registry = true;
             self.run(
                 "start the local registry kind-registry on 127.0.0.1:5001",
                 self.tools.registry_run(),
                 "",
             )
             .await?;
-            self.state.lock().unwrap().created_registry = true;
         }
         let config = self.opts.fixtures_dir.join("kind/cluster.yaml");
+        // Marked before it runs, for the same reason (`kind delete cluster`
+        // of a missing cluster succeeds).
+        self.state.lock().unwrap().created_cluster = true;
         self.run(
             &format!("create the kind cluster {name} (this run deletes it at the end)"),
             self.tools.kind_create_cluster(name, &config),
             "",
         )
         .await?;
-        self.state.lock().unwrap().created_cluster = true;
         if let Err(e) = self
             .run(
                 "connect kind-registry to the kind network",
@@ -312,7 +328,7 @@ impl KindBackend {
 
     /// Environment, tools (with versions) and the cluster's installation;
     /// every failed check is named, all in one error.
-    async fn preflight(&mut self) -> Result<()> {
+    async fn preflight(&self) -> Result<()> {
         let mut report = String::new();
         let mut failed = 0;
         let mut check = |ok: bool, name: &str, detail: &str| {
@@ -464,7 +480,9 @@ impl KindBackend {
             }
             if api_ok {
                 match kube::connect(&target).await {
-                    Ok(client) => self.client = Some(client),
+                    Ok(client) => {
+                        let _ = self.client.set(client);
+                    }
                     Err(e) => check(false, "kube client", &format!("{e:#}")),
                 }
             }
@@ -489,7 +507,7 @@ impl KindBackend {
 
     fn client(&self) -> Result<&::kube::Client> {
         self.client
-            .as_ref()
+            .get()
             .context("the kind backend has no API client (preflight did not connect)")
     }
 
@@ -834,7 +852,12 @@ impl Backend for KindBackend {
     }
 
     fn router(&self) -> RouterClient {
-        RouterClient::new(self.router_addr)
+        RouterClient::new(
+            self.router_addr
+                .get()
+                .copied()
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        )
     }
 
     async fn live_sandboxes(&self) -> Result<Vec<String>> {
