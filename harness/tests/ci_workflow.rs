@@ -337,10 +337,19 @@ fn kind_job_shape() {
         "substrate's kind install script is not run"
     );
 
-    let suite_run = runs
+    let is_run = |r: &&&str| r.contains("ate-conformance") && r.contains(" run");
+    let suite_run_at = runs
         .iter()
-        .find(|r| r.contains("ate-conformance") && r.contains(" run"))
+        .position(|r| is_run(&r) && !r.contains("--dry-run"))
         .expect("kind job never runs `ate-conformance run`");
+    let suite_run = runs[suite_run_at];
+    // The plan is printed first (it runs nothing), so a failure shows
+    // what was about to happen.
+    let dry_run_at = runs
+        .iter()
+        .position(|r| is_run(&r) && r.contains("--dry-run") && r.contains("--backend kind"))
+        .expect("kind job does not print the plan with --dry-run");
+    assert!(dry_run_at < suite_run_at, "the dry run comes after the run");
     for needle in [
         "--backend kind",
         "--report-dir",
