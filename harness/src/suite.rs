@@ -463,6 +463,9 @@ async fn local_backend(opts: &Options, root: &std::path::Path) -> anyhow::Result
     .await
 }
 
+/// Where kind runs keep their records (what each made, for `gc`).
+pub const KIND_STATE_DIR: &str = "target/ate-state/kind";
+
 /// The kind backend's options from ours.
 pub fn kind_options(opts: &Options) -> KindOptions {
     KindOptions {
@@ -481,6 +484,7 @@ pub fn kind_options(opts: &Options) -> KindOptions {
         command_timeout: Duration::from_secs(120),
         preflight_deadline: Duration::from_secs(30),
         dry_run: opts.dry_run,
+        state_dir: Some(workspace_root().join(KIND_STATE_DIR)),
     }
 }
 

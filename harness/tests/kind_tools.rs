@@ -62,6 +62,10 @@ fn main() -> std::process::ExitCode {
             preflight_names_everything,
         ),
         trial(
+            "gc_removes_what_a_crashed_run_made_and_leaves_a_live_one",
+            gc_after_a_crash,
+        ),
+        trial(
             "an_interrupt_during_cluster_creation_removes_the_cluster",
             interrupted_creation,
         ),
@@ -108,6 +112,8 @@ struct World {
     root: PathBuf,
     kubeconfig: PathBuf,
     work: PathBuf,
+    /// The runs' records (for gc).
+    records: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
@@ -159,7 +165,9 @@ impl World {
         )
         .unwrap();
         let work = tmp.path().join("work");
+        let records = tmp.path().join("records");
         World {
+            records,
             kube,
             probe,
             tools: FakeTools::new(&state),
@@ -187,7 +195,19 @@ impl World {
             command_timeout: Duration::from_secs(60),
             preflight_deadline: Duration::from_secs(10),
             dry_run: false,
+            state_dir: Some(self.records.clone()),
         }
+    }
+
+    /// The record files left in the records dir.
+    fn records_left(&self) -> Vec<String> {
+        std::fs::read_dir(&self.records)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// No shell was ever run (the fake shells shadow the real ones), and
@@ -337,6 +357,8 @@ async fn full_run() {
         .iter()
         .any(|c| c.tool == "kind" && c.args[0] != "get" && c.args[0] != "version"));
     assert_eq!(w.tools.state().clusters, ["kind"]);
+    // Everything it made is gone, so is its record.
+    assert!(w.records_left().is_empty(), "{:?}", w.records_left());
 
     // The manifest ko applied: per-run names, the probe image by digest,
     // and that image is in the registry.
@@ -764,4 +786,101 @@ async fn interrupted_creation() {
     assert!(w.tools.state().clusters.is_empty());
     assert!(!w.tools.state().registry_running);
     w.assert_no_shell();
+}
+
+/// A run dies without teardown (its process is gone: the backend is
+/// dropped, its record lock freed, and its report directory cleared).
+/// `gc` removes exactly what the record lists; a live run is left alone.
+async fn gc_after_a_crash() {
+    let reg = registry::TestRegistry::start().await.unwrap();
+    let w = World::new(reused_cluster()).await;
+    let opts = w.options(&reg.addr.to_string());
+    let crashed = KindBackend::start(opts.clone()).await.unwrap();
+    let golden = crashed.deploy_probe(Duration::from_secs(30)).await.unwrap();
+    let a = format!("conf-{RUN}");
+    crashed.create_atespace(&a).await.unwrap();
+    let id = format!("probe-crash-{RUN}");
+    crashed
+        .create_actor(&a, &id, &golden.template)
+        .await
+        .unwrap();
+    crashed.resume(&a, &id).await.unwrap();
+    drop(crashed);
+    std::fs::remove_dir_all(&w.work).unwrap();
+    assert_eq!(w.records_left().len(), 2, "{:?}", w.records_left());
+
+    // Another run, alive, with its own record.
+    let mut live_opts = opts.clone();
+    live_opts.run_id = "l1ve".into();
+    let live = KindBackend::start(live_opts).await.unwrap();
+    live.create_atespace("conf-l1ve").await.unwrap();
+
+    let before = w.tools.call_lines().len();
+    let lines = ate_harness::backend::kind::gc_stale_runs(
+        &w.records,
+        Some(w.tools.search_path()),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "run l1ve: still running, left alone"),
+        "{lines:#?}"
+    );
+    let removed = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("run {RUN} ")))
+        .unwrap();
+    for want in [
+        &format!("actor {a}/{id}"),
+        &format!("atespace {a}"),
+        &format!("namespace {NS}"),
+    ] {
+        assert!(removed.contains(want.as_str()), "{removed}");
+    }
+    let rendered = w.work.join(format!("probe-{RUN}.yaml"));
+    let kc = format!("--kubeconfig={}", w.kubeconfig.display());
+    let ctx = format!("--context={CONTEXT}");
+    let ate = |args: &str| format!("kubectl ate {args} {ctx} {kc}");
+    assert_eq!(
+        w.tools.call_lines()[before..],
+        [
+            ate(&format!("get actor {id} -a {a} -o json")),
+            ate(&format!("suspend actor {id} -a {a}")),
+            ate(&format!("get actor {id} -a {a} -o json")),
+            ate(&format!("delete actor {id} -a {a}")),
+            ate(&format!("delete atespace {a}")),
+            format!(
+                "kubectl {ctx} {kc} delete --ignore-not-found --wait=true -f {}",
+                rendered.display()
+            ),
+        ]
+    );
+    // The manifest came back from the record to be deleted.
+    assert!(w
+        .tools
+        .state()
+        .deleted
+        .contains(&rendered.display().to_string()));
+    assert!(w.tools.state().actors.is_empty());
+    assert_eq!(w.tools.state().atespaces, ["conf-l1ve"]);
+    let mut left = w.records_left();
+    left.sort();
+    assert_eq!(left, ["l1ve.json", "l1ve.lock"]);
+
+    // gc again: nothing more of the crashed run; the live one still alone.
+    let lines = ate_harness::backend::kind::gc_stale_runs(
+        &w.records,
+        Some(w.tools.search_path()),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lines, ["run l1ve: still running, left alone"]);
+    live.teardown().await.unwrap();
+    assert!(w.records_left().is_empty(), "{:?}", w.records_left());
+    w.assert_no_shell();
+    reg.stop().await.unwrap();
 }

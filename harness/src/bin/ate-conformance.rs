@@ -57,8 +57,11 @@ enum Command {
         #[arg(long, env = "ATE_REPORT_DIR")]
         report_dir: Option<PathBuf>,
     },
-    /// Remove what crashed or kept runs left: their sandboxes (by container
-    /// ID) and agent state dirs. Prints each thing removed.
+    /// Remove what crashed or kept runs left: local runs' sandboxes (by
+    /// container ID) and agent state dirs; kind runs' actors, atespaces,
+    /// namespaces and any cluster or registry they created (by their
+    /// records in target/ate-state/kind). Runs still running are left
+    /// alone. Prints each thing removed.
     Gc {
         /// Where runs keep agent state (default target/ate-state).
         #[arg(long)]
@@ -286,6 +289,13 @@ async fn gc(state_root: Option<PathBuf>) -> anyhow::Result<()> {
         println!("nothing to remove: {} does not exist", root.display());
         return Ok(());
     }
+    // kind runs: by their records, on the cluster each names.
+    let kind_dir = root.join("kind");
+    for line in
+        ate_harness::backend::kind::gc_stale_runs(&kind_dir, None, Duration::from_secs(120)).await?
+    {
+        println!("kind: {line}");
+    }
     let bins =
         ate_harness::fixture::static_bins(&ate_harness::fixture::BuildOptions::default()).await?;
     let removed = ate_harness::backend::local::gc_stale_runs(&bins.agent, &root, true).await?;
@@ -300,7 +310,9 @@ async fn gc(state_root: Option<PathBuf>) -> anyhow::Result<()> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && !ate_harness::backend::local::state_dir_is_stale(p))
+        .filter(|p| {
+            p.join("agent.lock").exists() && !ate_harness::backend::local::state_dir_is_stale(p)
+        })
         .map(|p| p.display().to_string())
         .collect();
     if !busy.is_empty() {

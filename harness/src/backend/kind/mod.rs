@@ -82,6 +82,9 @@ pub struct KindOptions {
     pub preflight_deadline: Duration,
     /// Record the plan; make no call.
     pub dry_run: bool,
+    /// Where the run's record (what it made, for `gc`) is kept; `None`:
+    /// no record.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl KindOptions {
@@ -103,15 +106,32 @@ impl KindOptions {
     }
 }
 
-#[derive(Default)]
+/// What this run has made, as far as teardown needs to know; also the
+/// run's record on disk (see [`gc_stale_runs`]).
+#[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
 struct State {
     created_cluster: bool,
     created_registry: bool,
     rendered: Option<PathBuf>,
+    /// The rendered manifest's text, so a later `gc` can delete what it
+    /// declares even when the report directory is gone.
+    rendered_text: Option<String>,
     atespaces: BTreeSet<String>,
     actors: BTreeSet<(String, String)>,
     versions: BTreeMap<String, String>,
     probe_image: Option<String>,
+    /// Left on purpose (`--keep`).
+    kept: bool,
+}
+
+/// A run's record: where its cluster is, and what it made there.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    run_id: String,
+    cluster: String,
+    context: String,
+    kubeconfig: Option<PathBuf>,
+    state: State,
 }
 
 /// The kind backend.
@@ -123,6 +143,8 @@ pub struct KindBackend {
     forward: tokio::sync::Mutex<Option<portforward::RouterForward>>,
     router_addr: std::sync::OnceLock<SocketAddr>,
     state: Mutex<State>,
+    /// The run's record lock, held while this backend lives.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 /// One failed preflight check.
@@ -152,7 +174,101 @@ impl KindBackend {
             forward: tokio::sync::Mutex::new(None),
             router_addr: std::sync::OnceLock::new(),
             state: Mutex::new(State::default()),
+            lock: Mutex::new(None),
             opts,
+        }
+    }
+
+    fn record_paths(&self) -> Option<(PathBuf, PathBuf)> {
+        let dir = self
+            .opts
+            .state_dir
+            .as_ref()
+            .filter(|_| !self.opts.dry_run)?;
+        let run = &self.opts.run_id;
+        Some((
+            dir.join(format!("{run}.json")),
+            dir.join(format!("{run}.lock")),
+        ))
+    }
+
+    /// Takes the run's record lock: while it is held, `gc` leaves the run
+    /// alone.
+    fn take_lock(&self) -> Result<()> {
+        let Some((_, lock)) = self.record_paths() else {
+            return Ok(());
+        };
+        let dir = lock.parent().expect("a record dir");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .with_context(|| format!("cannot open {}", lock.display()))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| {
+                anyhow::anyhow!(
+                    "run ID {:?} is in use by another process ({} is locked: {e}); choose another --run-id",
+                    self.opts.run_id,
+                    lock.display()
+                )
+            },
+        )?;
+        *self.lock.lock().unwrap() = Some(f);
+        Ok(())
+    }
+
+    /// Changes the state and writes the run's record (temp file, rename),
+    /// so that what this run made can be removed even if it dies.
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        let mut st = self.state.lock().unwrap();
+        f(&mut st);
+        let Some((json, _)) = self.record_paths() else {
+            return;
+        };
+        let record = Record {
+            run_id: self.opts.run_id.clone(),
+            cluster: self.opts.cluster.clone(),
+            context: self.opts.context(),
+            kubeconfig: self.opts.kubeconfig.clone(),
+            state: st.clone(),
+        };
+        let tmp = json.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(&record)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &json));
+        if let Err(e) = written {
+            warn!("cannot write the run record {}: {e}", json.display());
+        }
+    }
+
+    /// Puts the rendered manifest back from the record when its file is
+    /// gone (a report directory cleared since), so it can be deleted.
+    fn restore_manifest(&self, path: &Path) -> Result<()> {
+        if self.opts.dry_run || path.exists() {
+            return Ok(());
+        }
+        let text = self.state.lock().unwrap().rendered_text.clone();
+        let text = text.with_context(|| {
+            format!(
+                "the rendered manifest {} is gone and the record has no copy",
+                path.display()
+            )
+        })?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Removes the run's record: everything it listed is gone.
+    fn forget_record(&self) {
+        if let Some((json, lock)) = self.record_paths() {
+            let _ = std::fs::remove_file(json);
+            let _ = std::fs::remove_file(lock);
         }
     }
 
@@ -179,6 +295,15 @@ impl KindBackend {
     }
 
     async fn bring_up_inner(&self) -> Result<()> {
+        self.take_lock()?;
+        if let Some(dir) = self.opts.state_dir.as_ref().filter(|_| !self.opts.dry_run) {
+            for (run, what) in stale_records(dir) {
+                warn!(
+                    "kind run {run} ended without cleaning up: {}; remove it with `ate-conformance gc`",
+                    if what.is_empty() { "nothing but its record".to_owned() } else { what.join(", ") }
+                );
+            }
+        }
         self.ensure_cluster().await?;
         self.preflight().await?;
         if self.opts.dry_run {
@@ -272,7 +397,7 @@ impl KindBackend {
         if running.trim() != "true" {
             // Marked before it runs: an interrupt or failure midway still
             // removes it (`docker rm -f` of a missing container is harmless).
-            self.state.lock().unwrap().created_registry = true;
+            self.update(|st| st.created_registry = true);
             self.run(
                 "start the local registry kind-registry on 127.0.0.1:5001",
                 self.tools.registry_run(),
@@ -283,7 +408,7 @@ impl KindBackend {
         let config = self.opts.fixtures_dir.join("kind/cluster.yaml");
         // Marked before it runs, for the same reason (`kind delete cluster`
         // of a missing cluster succeeds).
-        self.state.lock().unwrap().created_cluster = true;
+        self.update(|st| st.created_cluster = true);
         self.run(
             &format!("create the kind cluster {name} (this run deletes it at the end)"),
             self.tools.kind_create_cluster(name, &config),
@@ -513,12 +638,13 @@ impl KindBackend {
 
     fn track_actor(&self, atespace: &str, id: &str, present: bool) {
         let key = (atespace.to_owned(), id.to_owned());
-        let mut st = self.state.lock().unwrap();
-        if present {
-            st.actors.insert(key);
-        } else {
-            st.actors.remove(&key);
-        }
+        self.update(|st| {
+            if present {
+                st.actors.insert(key);
+            } else {
+                st.actors.remove(&key);
+            }
+        });
     }
 
     /// The probe binary: given, or this workspace's static build.
@@ -721,7 +847,7 @@ impl Backend for KindBackend {
             self.state.lock().unwrap().probe_image = Some(pushed.reference.clone());
             pushed.reference
         };
-        let (manifest, _) = self.render_probe(&image_ref)?;
+        let (manifest, text) = self.render_probe(&image_ref)?;
         let root = self
             .opts
             .substrate_root
@@ -729,7 +855,10 @@ impl Backend for KindBackend {
             .unwrap_or_else(|| PathBuf::from("<ATE_SUBSTRATE_ROOT unset>"));
         // Recorded before it runs, so teardown deletes whatever part of it
         // was applied.
-        self.state.lock().unwrap().rendered = Some(manifest.clone());
+        self.update(|st| {
+            st.rendered = Some(manifest.clone());
+            st.rendered_text = Some(text);
+        });
         self.run(
             "apply the probe's Namespace, WorkerPool and ActorTemplate",
             self.tools.ko_apply(&manifest, &root, &repo_name),
@@ -780,11 +909,9 @@ impl Backend for KindBackend {
     }
 
     async fn create_atespace(&self, atespace: &str) -> Result<()> {
-        self.state
-            .lock()
-            .unwrap()
-            .atespaces
-            .insert(atespace.to_owned());
+        self.update(|st| {
+            st.atespaces.insert(atespace.to_owned());
+        });
         self.run(
             &format!("create atespace {atespace}"),
             self.tools.ate_create_atespace(atespace),
@@ -801,7 +928,9 @@ impl Backend for KindBackend {
             "",
         )
         .await?;
-        self.state.lock().unwrap().atespaces.remove(atespace);
+        self.update(|st| {
+            st.atespaces.remove(atespace);
+        });
         Ok(())
     }
 
@@ -1010,6 +1139,7 @@ impl Backend for KindBackend {
         if let Some(f) = self.forward.lock().await.take() {
             f.stop().await;
         }
+        self.update(|st| st.kept = true);
         let st = self.state.lock().unwrap();
         let mut kept = vec![format!(
             "namespace {} (WorkerPool {}, ActorTemplate {TEMPLATE_NAME}) on context {}",
@@ -1019,25 +1149,14 @@ impl Backend for KindBackend {
         )];
         kept.extend(st.atespaces.iter().map(|a| format!("atespace {a}")));
         kept.extend(st.actors.iter().map(|(a, i)| format!("actor {a}/{i}")));
-        let mut how: Vec<String> = st
-            .actors
-            .iter()
-            .flat_map(|(a, i)| {
-                [
-                    self.tools.ate_suspend(a, i).to_string(),
-                    self.tools.ate_delete_actor(a, i).to_string(),
-                ]
-            })
-            .collect();
-        how.extend(
-            st.atespaces
-                .iter()
-                .map(|a| self.tools.ate_delete_atespace(a).to_string()),
-        );
-        if let Some(m) = &st.rendered {
-            how.push(self.tools.kubectl_delete_manifest(m).to_string());
-        }
-        Ok((kept, how.join(" && ")))
+        let how = if self.opts.state_dir.is_some() {
+            "ate-conformance gc --backend kind (it reads this run's record and removes each of them)"
+                .to_owned()
+        } else {
+            "suspend and delete the actors with kubectl ate, then kubectl delete the rendered manifest"
+                .to_owned()
+        };
+        Ok((kept, how))
     }
 
     async fn teardown(&self) -> Result<()> {
@@ -1072,26 +1191,29 @@ impl Backend for KindBackend {
                 errors.push(format!("atespace {a}: {e:#}"));
             }
         }
-        let rendered = self.state.lock().unwrap().rendered.take();
+        let rendered = self.state.lock().unwrap().rendered.clone();
         if let Some(m) = rendered {
-            if let Err(e) = self
-                .run(
-                    "delete the probe's Namespace, WorkerPool and ActorTemplate",
-                    self.tools.kubectl_delete_manifest(&m),
-                    "",
-                )
-                .await
-            {
-                errors.push(format!("{e:#}"));
-                self.state.lock().unwrap().rendered = Some(m);
+            match self.restore_manifest(&m).map(|()| m.clone()) {
+                Err(e) => errors.push(format!("{e:#}")),
+                Ok(m) => match self
+                    .run(
+                        "delete the probe's Namespace, WorkerPool and ActorTemplate",
+                        self.tools.kubectl_delete_manifest(&m),
+                        "",
+                    )
+                    .await
+                {
+                    Ok(_) => self.update(|st| {
+                        st.rendered = None;
+                        st.rendered_text = None;
+                    }),
+                    Err(e) => errors.push(format!("{e:#}")),
+                },
             }
         }
         let (cluster, registry) = {
-            let mut st = self.state.lock().unwrap();
-            (
-                std::mem::take(&mut st.created_cluster),
-                std::mem::take(&mut st.created_registry),
-            )
+            let st = self.state.lock().unwrap();
+            (st.created_cluster, st.created_registry)
         };
         if cluster {
             if let Err(e) = self
@@ -1106,6 +1228,8 @@ impl Backend for KindBackend {
                 .await
             {
                 errors.push(format!("{e:#}"));
+            } else {
+                self.update(|st| st.created_cluster = false);
             }
         }
         if registry {
@@ -1118,15 +1242,151 @@ impl Backend for KindBackend {
                 .await
             {
                 errors.push(format!("{e:#}"));
+            } else {
+                self.update(|st| st.created_registry = false);
             }
         }
         if !errors.is_empty() {
             bail!(
-                "kind teardown left {} problem(s):\n  {}",
+                "kind teardown left {} problem(s) (the run's record stays for `ate-conformance gc --backend kind`):\n  {}",
                 errors.len(),
                 errors.join("\n  ")
             );
         }
+        self.forget_record();
         Ok(())
     }
+}
+
+/// Removes what earlier kind runs left, by their records in `state_dir`: a
+/// run whose process died (its record lock is free), or that was kept with
+/// `--keep`, gets the same teardown a finished run does (actors suspended
+/// and deleted, atespaces, the rendered manifest, a cluster or registry it
+/// created), on the cluster and context its record names. A run still
+/// running is left alone. Returns one line per run and per thing removed.
+pub async fn gc_stale_runs(
+    state_dir: &Path,
+    search_path: Option<OsString>,
+    command_timeout: Duration,
+) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return Ok(lines);
+    };
+    let mut records: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    records.sort();
+    for path in records {
+        let record: Record = match std::fs::read(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(serde_json::from_slice(&b)?))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                lines.push(format!(
+                    "{}: unreadable record, left alone: {e:#}",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        let opts = KindOptions {
+            run_id: record.run_id.clone(),
+            cluster: record.cluster.clone(),
+            create_cluster: false,
+            context: Some(record.context.clone()),
+            kubeconfig: record.kubeconfig.clone(),
+            substrate_root: None,
+            bucket_name: None,
+            ko_docker_repo: None,
+            probe_bin: None,
+            fixtures_dir: PathBuf::new(),
+            work_dir: state_dir.to_path_buf(),
+            search_path: search_path.clone(),
+            command_timeout,
+            preflight_deadline: Duration::from_secs(10),
+            dry_run: false,
+            state_dir: Some(state_dir.to_path_buf()),
+        };
+        let backend = KindBackend::new(opts);
+        if backend.take_lock().is_err() {
+            lines.push(format!("run {}: still running, left alone", record.run_id));
+            continue;
+        }
+        let what = describe(&record);
+        *backend.state.lock().unwrap() = record.state;
+        match backend.teardown().await {
+            Ok(()) => {
+                lines.push(format!(
+                    "run {} (context {}): removed {}",
+                    record.run_id,
+                    record.context,
+                    if what.is_empty() {
+                        "its record (nothing else was left)".to_owned()
+                    } else {
+                        what.join(", ")
+                    }
+                ));
+            }
+            Err(e) => lines.push(format!("run {}: {e:#}", record.run_id)),
+        }
+    }
+    Ok(lines)
+}
+
+/// Runs in `dir` whose process is gone (their lock is free), with what
+/// each left; read only, the locks are released again.
+fn stale_records(dir: &Path) -> Vec<(String, Vec<String>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in entries.flatten().map(|e| e.path()) {
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let Ok(record) = std::fs::read(&p)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(serde_json::from_slice::<Record>(&b)?))
+        else {
+            continue;
+        };
+        let free = std::fs::OpenOptions::new()
+            .write(true)
+            .open(p.with_extension("lock"))
+            .is_ok_and(|f| {
+                rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+            });
+        if free {
+            out.push((record.run_id.clone(), describe(&record)));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn describe(r: &Record) -> Vec<String> {
+    let st = &r.state;
+    let mut out: Vec<String> = st
+        .actors
+        .iter()
+        .map(|(a, i)| format!("actor {a}/{i}"))
+        .collect();
+    out.extend(st.atespaces.iter().map(|a| format!("atespace {a}")));
+    if st.rendered.is_some() {
+        out.push(format!(
+            "namespace ate-conf-{} (the rendered manifest)",
+            r.run_id
+        ));
+    }
+    if st.created_cluster {
+        out.push(format!("kind cluster {}", r.cluster));
+    }
+    if st.created_registry {
+        out.push(format!("registry container {}", tools::REGISTRY_CONTAINER));
+    }
+    out
 }
