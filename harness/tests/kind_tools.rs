@@ -490,17 +490,24 @@ async fn dry_run_matches_real_run() {
     reg.stop().await.unwrap();
 }
 
-/// The dry-run counterpart of [`drive`].
-async fn drive_dry(backend: &KindBackend) {
+/// Deploys the probe, creates the run's atespace and an actor named
+/// `<base>-<run>`, and resumes it; returns (atespace, actor).
+async fn deploy_and_resume(backend: &KindBackend, base: &str) -> (String, String) {
     let golden = backend.deploy_probe(Duration::from_secs(30)).await.unwrap();
     let a = format!("conf-{RUN}");
     backend.create_atespace(&a).await.unwrap();
-    let id = format!("probe-alpha-{RUN}");
+    let id = format!("{base}-{RUN}");
     backend
         .create_actor(&a, &id, &golden.template)
         .await
         .unwrap();
     backend.resume(&a, &id).await.unwrap();
+    (a, id)
+}
+
+/// The dry-run counterpart of [`drive`].
+async fn drive_dry(backend: &KindBackend) {
+    let (a, id) = deploy_and_resume(backend, "probe-alpha").await;
     backend.suspend(&a, &id).await.unwrap();
     backend.delete_actor(&a, &id).await.unwrap();
     backend.delete_atespace(&a).await.unwrap();
@@ -796,15 +803,7 @@ async fn gc_after_a_crash() {
     let w = World::new(reused_cluster()).await;
     let opts = w.options(&reg.addr.to_string());
     let crashed = KindBackend::start(opts.clone()).await.unwrap();
-    let golden = crashed.deploy_probe(Duration::from_secs(30)).await.unwrap();
-    let a = format!("conf-{RUN}");
-    crashed.create_atespace(&a).await.unwrap();
-    let id = format!("probe-crash-{RUN}");
-    crashed
-        .create_actor(&a, &id, &golden.template)
-        .await
-        .unwrap();
-    crashed.resume(&a, &id).await.unwrap();
+    let (a, id) = deploy_and_resume(&crashed, "probe-crash").await;
     drop(crashed);
     std::fs::remove_dir_all(&w.work).unwrap();
     assert_eq!(w.records_left().len(), 2, "{:?}", w.records_left());
