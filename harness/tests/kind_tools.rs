@@ -573,6 +573,31 @@ async fn created_cluster() {
     backend.teardown().await.unwrap();
     assert_eq!(w.tools.call_lines().len(), lines.len());
     w.assert_no_shell();
+
+    // A stopped registry container that was there before is someone
+    // else's: started, used, and never removed.
+    let w = World::new(State {
+        registry_exists: true,
+        ..State::default()
+    })
+    .await;
+    let mut opts = w.options("127.0.0.1:1");
+    opts.create_cluster = true;
+    let backend = KindBackend::start(opts).await.unwrap();
+    backend.teardown().await.unwrap();
+    let lines = w.tools.call_lines();
+    assert_eq!(lines[2], "docker start kind-registry", "{lines:#?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("docker run") || l.starts_with("docker rm")),
+        "{lines:#?}"
+    );
+    assert!(w.tools.state().registry_exists);
+    assert!(
+        w.tools.state().clusters.is_empty(),
+        "the cluster it created is gone"
+    );
 }
 
 async fn failed_preflight_after_create() {

@@ -45,6 +45,8 @@ pub struct State {
     pub clusters: Vec<String>,
     /// Whether the kind-registry container runs.
     pub registry_running: bool,
+    /// Whether it exists (stopped, unless running).
+    pub registry_exists: bool,
     /// Atespaces.
     pub atespaces: Vec<String>,
     /// `atespace/id` → (template, state).
@@ -265,14 +267,24 @@ fn kind(a: &[&str], st: &mut State) -> Answer {
 fn docker(a: &[&str], st: &mut State) -> Answer {
     match a {
         ["inspect", .., "kind-registry"] if st.registry_running => ok("true\n"),
+        ["inspect", .., "kind-registry"] if st.registry_exists => ok("false\n"),
         ["inspect", .., obj] => fail(format!("Error: No such object: {obj}\n")),
+        ["run", ..] if st.registry_exists || st.registry_running => fail(
+            "docker: Error response from daemon: Conflict. The container name \"/kind-registry\" is already in use\n",
+        ),
         ["run", ..] => {
             st.registry_running = true;
+            st.registry_exists = true;
             ok("4f1c0ffee\n")
+        }
+        ["start", "kind-registry"] if st.registry_exists => {
+            st.registry_running = true;
+            ok("kind-registry\n")
         }
         ["network", "connect", ..] | ["exec", ..] => ok(""),
         ["rm", "-f", "kind-registry"] => {
             st.registry_running = false;
+            st.registry_exists = false;
             ok("kind-registry\n")
         }
         _ => fail(format!("fake docker: unexpected arguments {a:?}\n")),

@@ -147,7 +147,7 @@ pub struct KindBackend {
     lock: Mutex<Option<std::fs::File>>,
 }
 
-/// One failed preflight check.
+/// One preflight check as a report line: `ok` or `FAIL`, name, detail.
 fn check_line(out: &mut String, ok: bool, name: &str, detail: &str) {
     let mark = if ok { "ok  " } else { "FAIL" };
     let _ = writeln!(out, "  {mark} {name}: {detail}");
@@ -386,24 +386,36 @@ impl KindBackend {
                 if clusters.is_empty() { "none".to_owned() } else { clusters.join(", ") }
             );
         }
-        let running = self
+        let inspected = self
             .run(
                 "is the local registry container kind-registry running?",
                 self.tools.registry_inspect(),
                 "",
             )
-            .await
-            .unwrap_or_default();
-        if running.trim() != "true" {
-            // Marked before it runs: an interrupt or failure midway still
-            // removes it (`docker rm -f` of a missing container is harmless).
-            self.update(|st| st.created_registry = true);
-            self.run(
-                "start the local registry kind-registry on 127.0.0.1:5001",
-                self.tools.registry_run(),
-                "",
-            )
-            .await?;
+            .await;
+        match inspected.as_deref().map(str::trim) {
+            Ok("true") => {}
+            // There, but stopped: someone else's; started, never removed.
+            // (A dry run plans the other case: it knows of no container.)
+            Ok(_) if !self.opts.dry_run => {
+                self.run(
+                    "start the stopped local registry kind-registry",
+                    self.tools.registry_start(),
+                    "",
+                )
+                .await?;
+            }
+            // Not there: this run makes it. Marked before it runs, so an
+            // interrupt or failure midway still removes it.
+            _ => {
+                self.update(|st| st.created_registry = true);
+                self.run(
+                    "start the local registry kind-registry on 127.0.0.1:5001",
+                    self.tools.registry_run(),
+                    "",
+                )
+                .await?;
+            }
         }
         let config = self.opts.fixtures_dir.join("kind/cluster.yaml");
         // Marked before it runs, for the same reason (`kind delete cluster`

@@ -151,6 +151,11 @@ impl Tools {
         ])
     }
 
+    /// `docker start kind-registry`.
+    pub fn registry_start(&self) -> Cmd {
+        self.cmd(&self.docker).args(["start", REGISTRY_CONTAINER])
+    }
+
     /// `docker network connect kind kind-registry`.
     pub fn registry_connect(&self) -> Cmd {
         self.cmd(&self.docker)
