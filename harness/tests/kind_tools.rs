@@ -689,14 +689,20 @@ impl TapMkdir for PathBuf {
     }
 }
 
-async fn actor_refusals() {
+/// The reused cluster with a running actor `conf-x/<id>` that this run
+/// did not create.
+fn with_running_actor(id: &str) -> State {
     let mut state = reused_cluster();
     state.atespaces = vec!["conf-x".into()];
     state.actors.insert(
-        "conf-x/busy".into(),
+        format!("conf-x/{id}"),
         (format!("{NS}/probe"), "ACTOR_STATE_RUNNING".into()),
     );
-    let w = World::new(state).await;
+    state
+}
+
+async fn actor_refusals() {
+    let w = World::new(with_running_actor("busy")).await;
     let backend = KindBackend::start(w.options("127.0.0.1:1")).await.unwrap();
     let err = backend.delete_actor("conf-x", "busy").await.unwrap_err();
     let msg = format!("{err:#}");
@@ -718,17 +724,12 @@ async fn actor_refusals() {
 }
 
 async fn artifacts() {
-    let mut state = reused_cluster();
+    let mut state = with_running_actor("a1");
     state.pods.insert(
         "ate-system".into(),
         vec!["atelet-x1".into(), "ate-controller-0".into()],
     );
     state.pods.insert(NS.into(), vec!["probe-pool-w0".into()]);
-    state.atespaces = vec!["conf-x".into()];
-    state.actors.insert(
-        "conf-x/a1".into(),
-        (format!("{NS}/probe"), "ACTOR_STATE_RUNNING".into()),
-    );
     let w = World::new(state).await;
     let backend = KindBackend::start(w.options("127.0.0.1:1")).await.unwrap();
     let dir = w.work.join("artifacts");
