@@ -1029,13 +1029,7 @@ impl Ctx {
             let a = a.clone();
             async move {
                 let t0 = Instant::now();
-                let v = api
-                    .ok(
-                        Method::POST,
-                        &format!("/atespaces/{a}/actors/{id}/resume"),
-                        None,
-                    )
-                    .await?;
+                let v = api.resume(&a, &id).await?;
                 Ok((ms(t0.elapsed()), v))
             }
         })
@@ -1194,13 +1188,7 @@ impl Ctx {
                     );
                 } else {
                     let t0 = Instant::now();
-                    let v = agent
-                        .ok(
-                            Method::POST,
-                            &format!("/atespaces/{a}/actors/{id}/resume"),
-                            None,
-                        )
-                        .await?;
+                    let v = agent.resume(a, &id).await?;
                     api_ms.push(ms(t0.elapsed()));
                     let num = |k: &str| {
                         v[k].as_u64()
@@ -1363,13 +1351,7 @@ impl Ctx {
                 Some(json!({ "id": id, "template": TEMPLATE })),
             )
             .await?;
-        agent
-            .ok(
-                Method::POST,
-                &format!("/atespaces/{a}/actors/{id}/resume"),
-                None,
-            )
-            .await?;
+        agent.resume(a, id).await?;
         let router = agent.router();
         let mut own = 0;
         let mut times = Vec::with_capacity(self.opts.whoami_requests);
@@ -1787,6 +1769,17 @@ struct Api {
 }
 
 impl Api {
+    /// `POST /atespaces/{atespace}/actors/{id}/resume` (2xx required): the
+    /// actor's view once it runs.
+    async fn resume(&self, atespace: &str, id: &str) -> Result<Value> {
+        self.ok(
+            Method::POST,
+            &format!("/atespaces/{atespace}/actors/{id}/resume"),
+            None,
+        )
+        .await
+    }
+
     /// 2xx required; the body as JSON (`null` when empty).
     async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
         let mut r = self
@@ -1893,6 +1886,10 @@ impl Agent {
 
     async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
         self.api.ok(method, path, body).await
+    }
+
+    async fn resume(&self, atespace: &str, id: &str) -> Result<Value> {
+        self.api.resume(atespace, id).await
     }
 
     fn router(&self) -> RouterClient {
