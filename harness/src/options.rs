@@ -3,23 +3,39 @@
 //! line before libtest-mimic parses the rest, so its flags (`--list`,
 //! filters, `--exact`, `--skip`, `--ignored`, `--include-ignored`,
 //! `--test-threads`, `--nocapture`, ...) keep working.
+//!
+//! The options every run has live here; each backend owns its own flag
+//! group, defaults and validation (`backend::select`), and an explicit
+//! flag of a backend that is not selected is an error naming its group.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// One option of ours.
-struct Spec {
-    flag: &'static str,
-    env: &'static str,
-    value: Option<&'static str>,
-    help: &'static str,
+use crate::backend::select::{self, BackendOptions};
+use crate::run_id::RunId;
+
+/// One option: its flag, its environment variable (`""`: none), its
+/// value's name (`None`: a switch) and its help line.
+#[derive(Debug)]
+pub struct Spec {
+    /// `--flag`.
+    pub flag: &'static str,
+    /// The environment variable, or `""`.
+    pub env: &'static str,
+    /// The value's placeholder; `None` for a switch.
+    pub value: Option<&'static str>,
+    /// One line of help.
+    pub help: &'static str,
 }
 
-const SPECS: &[Spec] = &[
+/// The options of every run, whatever the backend.
+const COMMON: &[Spec] = &[
     Spec {
         flag: "--backend",
         env: "ATE_BACKEND",
         value: Some("NAME"),
-        help: "system under test: local",
+        help: "system under test (local, kind)",
     },
     Spec {
         flag: "--report-dir",
@@ -58,70 +74,10 @@ const SPECS: &[Spec] = &[
         help: "a static probe binary to use instead of ours",
     },
     Spec {
-        flag: "--runsc",
-        env: "ATE_RUNSC",
-        value: Some("PATH"),
-        help: "the runsc program (local backend)",
-    },
-    Spec {
-        flag: "--agent-fault",
-        env: "ATE_AGENT_FAULT",
-        value: Some("NAME"),
-        help: "run the reference agent in a fault mode (self-test)",
-    },
-    Spec {
-        flag: "--kubeconfig",
-        env: "KUBECONFIG",
-        value: Some("PATH"),
-        help: "kubeconfig (kind backend)",
-    },
-    Spec {
-        flag: "--context",
-        env: "ATE_KUBE_CONTEXT",
-        value: Some("NAME"),
-        help: "kube context (kind backend; KUBECTL_CONTEXT also works)",
-    },
-    Spec {
-        flag: "--substrate-root",
-        env: "ATE_SUBSTRATE_ROOT",
-        value: Some("DIR"),
-        help: "Agent Substrate checkout (kind backend; ko apply runs there)",
-    },
-    Spec {
-        flag: "--cluster",
-        env: "ATE_KIND_CLUSTER",
-        value: Some("NAME"),
-        help: "kind cluster name (kind backend; default kind)",
-    },
-    Spec {
-        flag: "--create-cluster",
-        env: "ATE_CREATE_CLUSTER",
-        value: None,
-        help: "create the kind cluster and its registry if missing (deleted again at the end)",
-    },
-    Spec {
-        flag: "--bucket-name",
-        env: "BUCKET_NAME",
-        value: Some("NAME"),
-        help: "snapshot bucket (kind backend)",
-    },
-    Spec {
-        flag: "--ko-docker-repo",
-        env: "KO_DOCKER_REPO",
-        value: Some("REPO"),
-        help: "registry for the probe image and ko builds (kind backend)",
-    },
-    Spec {
         flag: "--golden-timeout",
         env: "ATE_GOLDEN_TIMEOUT",
         value: Some("SECS"),
         help: "how long to wait for the golden snapshot (default 60 local, 300 kind)",
-    },
-    Spec {
-        flag: "--dry-run",
-        env: "ATE_DRY_RUN",
-        value: None,
-        help: "print every command and API call the kind backend would make; start nothing",
     },
 ];
 
@@ -148,53 +104,44 @@ const LIBTEST: &[(&str, bool)] = &[
     ("-h", false),
 ];
 
-/// Backends this build can drive.
-pub const BACKENDS: &[&str] = &["local", "kind"];
-
 /// The harness's options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// System under test.
-    pub backend: String,
+    /// The system under test and its own options.
+    pub backend: BackendOptions,
     /// Report directory.
     pub report_dir: PathBuf,
     /// This run's ID.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Keep a failed trial's resources.
     pub keep: bool,
     /// A skipped trial fails the run.
     pub fail_on_skip: bool,
     /// Another probe binary.
     pub probe_bin: Option<PathBuf>,
-    /// The runsc program.
-    pub runsc: PathBuf,
-    /// A fault mode for the reference agent (self-test only).
-    pub agent_fault: Option<String>,
-    /// Kubeconfig (kind).
-    pub kubeconfig: Option<PathBuf>,
-    /// Kube context (kind).
-    pub context: Option<String>,
-    /// Agent Substrate checkout (kind).
-    pub substrate_root: Option<PathBuf>,
-    /// kind cluster name (kind).
-    pub cluster: String,
-    /// Create the cluster when it is missing (kind).
-    pub create_cluster: bool,
-    /// Snapshot bucket (kind; `BUCKET_NAME`).
-    pub bucket_name: Option<String>,
-    /// Registry for the probe image and ko (kind; `KO_DOCKER_REPO`).
-    pub ko_docker_repo: Option<String>,
     /// Golden snapshot deadline.
-    pub golden_timeout: std::time::Duration,
-    /// Print the plan, run nothing.
-    pub dry_run: bool,
+    pub golden_timeout: Duration,
+}
+
+/// Every option there is: ours, then each backend's group.
+fn all_specs() -> impl Iterator<Item = (&'static str, &'static Spec)> {
+    COMMON.iter().map(|s| ("", s)).chain(
+        select::flag_groups()
+            .into_iter()
+            .flat_map(|(group, specs)| specs.iter().map(move |s| (group, s))),
+    )
 }
 
 /// Usage lines for our options.
 pub fn usage() -> String {
     let mut s =
         String::from("ate-conformance options (after `--`, or as environment variables):\n");
-    for o in SPECS {
+    let mut last_group = "";
+    for (group, o) in all_specs() {
+        if group != last_group {
+            s.push_str(&format!("backend {group}:\n"));
+            last_group = group;
+        }
         let flag = match o.value {
             Some(v) => format!("{} {v}", o.flag),
             None => o.flag.to_owned(),
@@ -209,7 +156,8 @@ pub fn usage() -> String {
     s
 }
 
-fn parse_bool(name: &str, v: &str) -> anyhow::Result<bool> {
+/// `1/true/yes/on` or `0/false/no/off` (empty is false).
+pub fn parse_bool(name: &str, v: &str) -> anyhow::Result<bool> {
     match v.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" | "" => Ok(false),
@@ -217,11 +165,55 @@ fn parse_bool(name: &str, v: &str) -> anyhow::Result<bool> {
     }
 }
 
-/// A short random run ID (lowercase hex).
-pub fn new_run_id() -> String {
-    let mut b = [0u8; 3];
-    getrandom::fill(&mut b).expect("getrandom");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// The values given for options: flags first, then environment variables
+/// (an empty variable counts as unset).
+pub struct Values<'a> {
+    given: BTreeMap<&'static str, String>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Values<'_> {
+    fn spec(flag: &str) -> &'static Spec {
+        all_specs()
+            .find(|(_, s)| s.flag == flag)
+            .map(|(_, s)| s)
+            .unwrap_or_else(|| panic!("unknown flag {flag}"))
+    }
+
+    /// The value of `flag`, from the command line or its variable.
+    pub fn get(&self, flag: &str) -> Option<String> {
+        let spec = Self::spec(flag);
+        self.given.get(flag).cloned().or_else(|| {
+            (!spec.env.is_empty())
+                .then(|| (self.env)(spec.env))
+                .flatten()
+                .filter(|v| !v.is_empty())
+        })
+    }
+
+    /// A switch: false unless given.
+    pub fn switch(&self, flag: &str) -> anyhow::Result<bool> {
+        let spec = Self::spec(flag);
+        let name = if spec.env.is_empty() {
+            flag.to_owned()
+        } else {
+            format!("{flag}/{}", spec.env)
+        };
+        self.get(flag)
+            .map(|v| parse_bool(&name, &v))
+            .transpose()
+            .map(|b| b.unwrap_or(false))
+    }
+
+    /// True when `flag` was on the command line.
+    pub fn given(&self, flag: &str) -> bool {
+        self.given.contains_key(flag)
+    }
+
+    /// An environment variable that is no option of ours.
+    pub fn env(&self, var: &str) -> Option<String> {
+        (self.env)(var).filter(|v| !v.is_empty())
+    }
 }
 
 /// Splits our options from libtest-mimic's arguments (program name first),
@@ -233,7 +225,7 @@ pub fn parse(
     default_report_dir: PathBuf,
 ) -> anyhow::Result<(Options, Vec<String>)> {
     let mut rest = Vec::new();
-    let mut given: std::collections::BTreeMap<&'static str, String> = Default::default();
+    let mut given: BTreeMap<&'static str, String> = Default::default();
     let mut it = args.into_iter();
     rest.extend(it.next());
     while let Some(a) = it.next() {
@@ -241,7 +233,7 @@ pub fn parse(
             Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
             _ => (a.clone(), None),
         };
-        if let Some(spec) = SPECS.iter().find(|s| s.flag == name) {
+        if let Some((_, spec)) = all_specs().find(|(_, s)| s.flag == name) {
             let v = match (spec.value, inline) {
                 (Some(_), Some(v)) => v,
                 (Some(meta), None) => it
@@ -265,7 +257,7 @@ pub fn parse(
                     }
                 }
                 None => {
-                    let ours: Vec<&str> = SPECS.iter().map(|s| s.flag).collect();
+                    let ours: Vec<&str> = all_specs().map(|(_, s)| s.flag).collect();
                     let theirs: Vec<&str> = LIBTEST.iter().map(|(f, _)| *f).collect();
                     anyhow::bail!(
                         "unknown option {name:?}\nvalid options: {}\nand libtest's: {}",
@@ -278,122 +270,90 @@ pub fn parse(
         }
         rest.push(a);
     }
-    let get = |flag: &str| -> Option<String> {
-        let spec = SPECS.iter().find(|s| s.flag == flag).expect("known flag");
-        given.get(flag).cloned().or_else(|| {
-            (!spec.env.is_empty())
-                .then(|| env(spec.env))
-                .flatten()
-                .filter(|v| !v.is_empty())
-        })
-    };
-    let backend = get("--backend").unwrap_or_else(|| "local".into());
-    if !BACKENDS.contains(&backend.as_str()) {
-        anyhow::bail!(
-            "unknown backend {backend:?}: valid backends are: {}",
-            BACKENDS.join(", ")
-        );
+    let values = Values { given, env: &env };
+    let backend_name = values.get("--backend").unwrap_or_else(|| "local".into());
+    // Each backend's group: an explicit flag of another backend's is a
+    // mistake worth naming; its variables may be set for other reasons.
+    for (group, specs) in select::flag_groups() {
+        if group == backend_name {
+            continue;
+        }
+        if let Some(s) = specs.iter().find(|s| values.given(s.flag)) {
+            if select::BACKENDS.contains(&backend_name.as_str()) {
+                anyhow::bail!(
+                    "{} is for the {group} backend (use --backend {group}); the selected backend is {backend_name}",
+                    s.flag
+                );
+            }
+        }
     }
-    let run_id = get("--run-id").unwrap_or_else(new_run_id);
-    if run_id.is_empty()
-        || run_id.len() > 16
-        || !run_id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    {
-        anyhow::bail!("invalid run id {run_id:?}: use 1 to 16 lowercase letters or digits");
-    }
-    let keep = match get("--keep") {
-        Some(v) => parse_bool("--keep/ATE_KEEP", &v)?,
-        None => false,
+    let backend = select::parse(&backend_name, &values)?;
+    let run_id = match values.get("--run-id") {
+        Some(v) => RunId::parse(&v)?,
+        None => RunId::random(),
     };
-    let ci = match env("CI") {
+    let keep = values.switch("--keep")?;
+    let ci = match values.env("CI") {
         Some(v) => parse_bool("CI", &v).unwrap_or(true),
         None => false,
     };
-    let fail_on_skip = if given.contains_key("--no-fail-on-skip") {
-        if given.contains_key("--fail-on-skip") {
+    let fail_on_skip = if values.given("--no-fail-on-skip") {
+        if values.given("--fail-on-skip") {
             anyhow::bail!("--fail-on-skip and --no-fail-on-skip contradict each other");
         }
         false
     } else {
-        match get("--fail-on-skip") {
+        match values.get("--fail-on-skip") {
             Some(v) => parse_bool("--fail-on-skip/ATE_FAIL_ON_SKIP", &v)?,
             None => ci,
         }
     };
-    let context = get("--context").or_else(|| env("KUBECTL_CONTEXT").filter(|v| !v.is_empty()));
-    let flag = |f: &str, name: &str| -> anyhow::Result<bool> {
-        get(f)
-            .map(|v| parse_bool(name, &v))
-            .transpose()
-            .map(|b| b.unwrap_or(false))
-    };
-    let create_cluster = flag("--create-cluster", "--create-cluster/ATE_CREATE_CLUSTER")?;
-    let dry_run = flag("--dry-run", "--dry-run/ATE_DRY_RUN")?;
-    let cluster = get("--cluster").unwrap_or_else(|| "kind".into());
-    if !valid_cluster_name(&cluster) {
-        anyhow::bail!(
-            "invalid kind cluster name {cluster:?}: use 1 to 50 of a-z, 0-9 and -, starting and ending with a letter or digit"
-        );
-    }
-    let golden_timeout = match get("--golden-timeout") {
+    let golden_timeout = match values.get("--golden-timeout") {
         Some(v) => match v.parse::<u64>() {
-            Ok(s) if (1..=3600).contains(&s) => std::time::Duration::from_secs(s),
+            Ok(s) if (1..=3600).contains(&s) => Duration::from_secs(s),
             _ => anyhow::bail!(
                 "invalid --golden-timeout/ATE_GOLDEN_TIMEOUT {v:?}: use whole seconds from 1 to 3600"
             ),
         },
-        None if backend == "kind" => std::time::Duration::from_secs(300),
-        None => std::time::Duration::from_secs(60),
+        None => backend.default_golden_timeout(),
     };
-    if dry_run && backend != "kind" {
-        anyhow::bail!("--dry-run is for the kind backend (use --backend kind); the local backend has no plan to print");
-    }
     Ok((
         Options {
             backend,
-            report_dir: get("--report-dir")
+            report_dir: values
+                .get("--report-dir")
                 .map(PathBuf::from)
                 .unwrap_or(default_report_dir),
             run_id,
             keep,
             fail_on_skip,
-            probe_bin: get("--probe-bin").map(PathBuf::from),
-            runsc: get("--runsc")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("runsc")),
-            agent_fault: get("--agent-fault"),
-            kubeconfig: get("--kubeconfig").map(PathBuf::from),
-            context,
-            substrate_root: get("--substrate-root").map(PathBuf::from),
-            cluster,
-            create_cluster,
-            bucket_name: get("--bucket-name"),
-            ko_docker_repo: get("--ko-docker-repo"),
+            probe_bin: values.get("--probe-bin").map(PathBuf::from),
             golden_timeout,
-            dry_run,
         },
         rest,
     ))
 }
 
-/// A kind cluster name: a DNS label of at most 50 characters (kind adds
-/// suffixes to it for node names).
-fn valid_cluster_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 50
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::kind::KindFlags;
+    use crate::backend::local::LocalFlags;
     use std::collections::BTreeMap;
+
+    fn local(o: &Options) -> &LocalFlags {
+        match &o.backend {
+            BackendOptions::Local(l) => l,
+            other => panic!("not local: {other:?}"),
+        }
+    }
+
+    fn kind(o: &Options) -> &KindFlags {
+        match &o.backend {
+            BackendOptions::Kind(k) => k,
+            other => panic!("not kind: {other:?}"),
+        }
+    }
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(Options, Vec<String>)> {
         let env: BTreeMap<String, String> = env
@@ -441,7 +401,7 @@ mod tests {
                 "x"
             ]
         );
-        assert_eq!(o.backend, "local");
+        assert_eq!(o.backend.name(), "local");
         assert_eq!(o.report_dir, PathBuf::from("/r"));
         assert!(o.keep);
     }
@@ -459,69 +419,64 @@ mod tests {
         .unwrap();
         assert_eq!(o.report_dir, PathBuf::from("/from-env"));
         assert!(o.keep);
-        assert_eq!(o.run_id, "abc123");
+        assert_eq!(o.run_id.as_str(), "abc123");
         let (o, _) = run(
             &["--report-dir", "/flag", "--run-id", "ff"],
             &[("ATE_REPORT_DIR", "/from-env"), ("ATE_RUN_ID", "abc")],
         )
         .unwrap();
         assert_eq!(o.report_dir, PathBuf::from("/flag"));
-        assert_eq!(o.run_id, "ff");
+        assert_eq!(o.run_id.as_str(), "ff");
         let (o, _) = run(&[], &[]).unwrap();
         assert_eq!(o.report_dir, PathBuf::from("/default/report"));
         assert!(!o.keep);
-        assert_eq!(o.runsc, PathBuf::from("runsc"));
+        assert_eq!(local(&o).runsc, PathBuf::from("runsc"));
     }
 
     #[test]
     fn agent_fault_option() {
-        assert_eq!(run(&[], &[]).unwrap().0.agent_fault, None);
-        assert_eq!(
-            run(&["--agent-fault", "torn-write"], &[])
-                .unwrap()
-                .0
-                .agent_fault
-                .as_deref(),
-            Some("torn-write")
-        );
-        assert_eq!(
-            run(&[], &[("ATE_AGENT_FAULT", "file-mount")])
-                .unwrap()
-                .0
-                .agent_fault
-                .as_deref(),
-            Some("file-mount")
-        );
+        assert_eq!(run(&[], &[]).unwrap().0.backend.agent_fault(), None);
+        let (o, _) = run(&["--agent-fault", "torn-write"], &[]).unwrap();
+        assert_eq!(o.backend.agent_fault(), Some("torn-write"));
+        let (o, _) = run(&[], &[("ATE_AGENT_FAULT", "file-mount")]).unwrap();
+        assert_eq!(local(&o).agent_fault.as_deref(), Some("file-mount"));
     }
 
     #[test]
     fn kube_options() {
         let (o, _) = run(
-            &["--kubeconfig", "/k", "--substrate-root", "/s"],
+            &[
+                "--backend",
+                "kind",
+                "--kubeconfig",
+                "/k",
+                "--substrate-root",
+                "/s",
+            ],
             &[("KUBECTL_CONTEXT", "kind-kind")],
         )
         .unwrap();
-        assert_eq!(o.kubeconfig, Some(PathBuf::from("/k")));
-        assert_eq!(o.context.as_deref(), Some("kind-kind"));
-        assert_eq!(o.substrate_root, Some(PathBuf::from("/s")));
+        assert_eq!(kind(&o).kubeconfig, Some(PathBuf::from("/k")));
+        assert_eq!(kind(&o).context.as_deref(), Some("kind-kind"));
+        assert_eq!(kind(&o).substrate_root, Some(PathBuf::from("/s")));
         let (o, _) = run(
-            &["--context", "mine"],
+            &["--backend", "kind", "--context", "mine"],
             &[
                 ("KUBECTL_CONTEXT", "kind-kind"),
                 ("ATE_KUBE_CONTEXT", "env"),
             ],
         )
         .unwrap();
-        assert_eq!(o.context.as_deref(), Some("mine"));
+        assert_eq!(kind(&o).context.as_deref(), Some("mine"));
     }
 
     #[test]
     fn kind_options() {
         let (o, _) = run(&["--backend", "kind"], &[]).unwrap();
-        assert_eq!(o.cluster, "kind");
-        assert!(!o.create_cluster && !o.dry_run);
+        assert_eq!(kind(&o).cluster, "kind");
+        assert!(!kind(&o).create_cluster && !o.backend.dry_run());
         assert_eq!(o.golden_timeout, std::time::Duration::from_secs(300));
-        assert_eq!(o.bucket_name, None);
+        assert_eq!(kind(&o).bucket_name, None);
         let (o, _) = run(
             &[
                 "--backend",
@@ -539,14 +494,14 @@ mod tests {
             ],
         )
         .unwrap();
-        assert!(o.dry_run && o.create_cluster);
-        assert_eq!(o.cluster, "ci-1");
+        assert!(o.backend.dry_run() && kind(&o).create_cluster);
+        assert_eq!(kind(&o).cluster, "ci-1");
         assert_eq!(o.golden_timeout, std::time::Duration::from_secs(90));
-        assert_eq!(o.bucket_name.as_deref(), Some("ate-snapshots"));
-        assert_eq!(o.ko_docker_repo.as_deref(), Some("localhost:5001"));
+        assert_eq!(kind(&o).bucket_name.as_deref(), Some("ate-snapshots"));
+        assert_eq!(kind(&o).ko_docker_repo.as_deref(), Some("localhost:5001"));
         // An empty variable is missing, as upstream treats it.
         let (o, _) = run(&["--backend", "kind"], &[("BUCKET_NAME", "")]).unwrap();
-        assert_eq!(o.bucket_name, None);
+        assert_eq!(kind(&o).bucket_name, None);
         let (o, _) = run(&[], &[]).unwrap();
         assert_eq!(o.golden_timeout, std::time::Duration::from_secs(60));
     }
@@ -570,6 +525,28 @@ mod tests {
         assert!(e.contains("\"5m\""), "{e}");
         let e = run(&["--dry-run"], &[]).unwrap_err().to_string();
         assert!(e.contains("--dry-run is for the kind backend"), "{e}");
+    }
+
+    #[test]
+    fn each_backend_owns_its_flag_group() {
+        // A flag of the group of a backend that is not selected is named.
+        let e = run(&["--cluster", "x"], &[]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--cluster is for the kind backend (use --backend kind); the selected backend is local"
+        );
+        let e = run(&["--backend", "kind", "--runsc", "/r"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--runsc is for the local backend"), "{e}");
+        // Another group's variables may be set for other reasons: ignored.
+        let (o, _) = run(&[], &[("KUBECONFIG", "/k"), ("ATE_DRY_RUN", "1")]).unwrap();
+        assert!(!o.backend.dry_run());
+        // Every group's flags are in the usage.
+        let u = usage();
+        for f in ["--runsc", "--cluster", "--dry-run", "--backend"] {
+            assert!(u.contains(f), "{u}");
+        }
     }
 
     #[test]

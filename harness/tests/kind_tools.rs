@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use ate_harness::backend::kind::plan::Step;
 use ate_harness::backend::kind::{KindBackend, KindOptions};
-use ate_harness::backend::Backend;
+use ate_harness::backend::{ActorState, Backend};
+use ate_harness::run_id::RunId;
 use fake_kube::{FakeKube, PodState, ProbeStandIn};
 use fake_tools::{FakeTools, State};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -180,7 +181,7 @@ impl World {
 
     fn options(&self, registry: &str) -> KindOptions {
         KindOptions {
-            run_id: RUN.into(),
+            run_id: RunId::parse(RUN).unwrap(),
             cluster: "kind".into(),
             create_cluster: false,
             context: None,
@@ -245,9 +246,9 @@ async fn drive(backend: &KindBackend) -> String {
         .create_actor(&a, &id, &golden.template)
         .await
         .unwrap();
-    assert_eq!(info.state, "SUSPENDED");
+    assert_eq!(info.state, ActorState::Suspended);
     let info = backend.resume(&a, &id).await.unwrap();
-    assert_eq!(info.state, "RUNNING");
+    assert_eq!(info.state, ActorState::Running);
     let body = backend
         .router()
         .get(&a, &id, "/whoami")
@@ -257,7 +258,7 @@ async fn drive(backend: &KindBackend) -> String {
         .unwrap()
         .body_text();
     let info = backend.suspend(&a, &id).await.unwrap();
-    assert_eq!(info.state, "SUSPENDED");
+    assert_eq!(info.state, ActorState::Suspended);
     backend.delete_actor(&a, &id).await.unwrap();
     backend.delete_atespace(&a).await.unwrap();
     backend.teardown().await.unwrap();
@@ -836,7 +837,7 @@ async fn gc_after_a_crash() {
 
     // Another run, alive, with its own record.
     let mut live_opts = opts.clone();
-    live_opts.run_id = "l1ve".into();
+    live_opts.run_id = RunId::parse("l1ve").unwrap();
     let live = KindBackend::start(live_opts).await.unwrap();
     live.create_atespace("conf-l1ve").await.unwrap();
 

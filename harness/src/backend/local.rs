@@ -24,15 +24,87 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tracing::{info, warn};
 
-use super::{ActorInfo, Backend, Golden, Result, TemplateOutcome};
+use super::{
+    ActorInfo, ActorState, Backend, Golden, HostAccess, HostDirs, RestoreSource, TemplateOutcome,
+    TemplatePhase,
+};
+use anyhow::Result;
+type BackendResult<T> = super::Result<T>;
 use crate::fixture::{self, StaticBins};
-use crate::router::RouterClient;
+use crate::options::{Spec, Values};
+use crate::router::{RoutedResponse, RouterClient};
+use crate::run_id::RunId;
+
+/// The local backend's flags.
+pub const FLAGS: &[Spec] = &[
+    Spec {
+        flag: "--runsc",
+        env: "ATE_RUNSC",
+        value: Some("PATH"),
+        help: "the runsc program",
+    },
+    Spec {
+        flag: "--agent-fault",
+        env: "ATE_AGENT_FAULT",
+        value: Some("NAME"),
+        help: "run the reference agent in a fault mode (self-test)",
+    },
+];
+
+/// What the local flags say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFlags {
+    /// The runsc program.
+    pub runsc: PathBuf,
+    /// A fault mode for the reference agent (self-test only).
+    pub agent_fault: Option<String>,
+}
+
+impl LocalFlags {
+    /// Reads the group.
+    pub fn from_values(v: &Values<'_>) -> anyhow::Result<LocalFlags> {
+        Ok(LocalFlags {
+            runsc: v
+                .get("--runsc")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("runsc")),
+            agent_fault: v.get("--agent-fault"),
+        })
+    }
+
+    /// What this machine lacks for the local backend, if anything: root,
+    /// runsc, and cargo unless both static binaries are given.
+    pub fn prerequisites(&self, probe_bin: Option<&Path>) -> Option<String> {
+        if !rustix::process::geteuid().is_root() {
+            return Some(
+                "the local backend runs gVisor sandboxes and needs root; run the suite as root"
+                    .into(),
+            );
+        }
+        if which::which(&self.runsc).is_err() {
+            return Some(format!(
+                "runsc not found ({}); install it with: apt-get install -y runsc",
+                self.runsc.display()
+            ));
+        }
+        let prebuilt = std::env::var_os(fixture::AGENT_BIN_ENV).is_some()
+            && (probe_bin.is_some() || std::env::var_os(fixture::PROBE_BIN_ENV).is_some());
+        if !prebuilt
+            && which::which(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).is_err()
+        {
+            return Some(
+                "cargo not found, and ATE_AGENT_BIN/ATE_PROBE_BIN are not both set".into(),
+            );
+        }
+        None
+    }
+}
 
 /// Options of the local backend.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
     /// This run's ID (part of the state dir, template and actor names).
-    pub run_id: String,
+    pub run_id: RunId,
     /// Parent of every run's agent state dir.
     pub state_root: PathBuf,
     /// Where the agent's log goes (`agent-<run>.log`).
@@ -149,7 +221,7 @@ pub async fn gc_stale_runs(
 
 /// The probe template spec, rendered from `fixtures/local/probe-template.json`.
 pub fn probe_template(name: &str, probe_bin: &Path) -> Result<Value> {
-    let path = crate::suite::workspace_root().join("fixtures/local/probe-template.json");
+    let path = crate::paths::fixtures_dir().join("local/probe-template.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let doc: Value =
@@ -222,7 +294,7 @@ impl LocalBackend {
             info!(count = gc.len(), "removed leftovers of earlier runs");
         }
 
-        let state_dir = opts.state_root.join(&opts.run_id);
+        let state_dir = opts.state_root.join(opts.run_id.state_dir_name());
         let log_path = opts.log_dir.join(format!("agent-{}.log", opts.run_id));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
@@ -346,23 +418,44 @@ impl LocalBackend {
         Ok(ActorInfo {
             atespace: s("atespace").ok_or_else(|| anyhow!("actor view without atespace: {v}"))?,
             id: s("id").ok_or_else(|| anyhow!("actor view without id: {v}"))?,
-            state: s("state").unwrap_or_default(),
-            restored_from: s("last_restore_from"),
+            state: actor_state(s("state").as_deref().unwrap_or_default()),
+            restored_from: match s("last_restore_from").as_deref() {
+                Some("golden") => Some(RestoreSource::Golden),
+                Some("own") => Some(RestoreSource::Own),
+                _ => None,
+            },
             restore_ms: v.get("last_restore_ms").and_then(Value::as_u64),
-            host_identity_dir: v
-                .pointer("/dirs/identity")
-                .and_then(Value::as_str)
-                .map(PathBuf::from),
             sandbox: s("sandbox"),
-            host_bundle_dir: v
-                .pointer("/dirs/bundle")
-                .and_then(Value::as_str)
-                .map(PathBuf::from),
-            host_log_dir: v
-                .pointer("/dirs/logs")
-                .and_then(Value::as_str)
-                .map(PathBuf::from),
         })
+    }
+
+    fn host_dirs(v: &Value) -> HostDirs {
+        let dir = |k: &str| v.pointer(k).and_then(Value::as_str).map(PathBuf::from);
+        HostDirs {
+            identity: dir("/dirs/identity"),
+            bundle: dir("/dirs/bundle"),
+            logs: dir("/dirs/logs"),
+        }
+    }
+
+    async fn actor_view(&self, atespace: &str, id: &str) -> Result<Value> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/atespaces/{atespace}/actors/{id}"),
+            None,
+        )
+        .await
+    }
+}
+
+/// The seam's state for the agent's state names (`RUNNING`, ...).
+fn actor_state(name: &str) -> ActorState {
+    match name {
+        "RESUMING" => ActorState::Resuming,
+        "RUNNING" => ActorState::Running,
+        "SUSPENDING" => ActorState::Suspending,
+        "SUSPENDED" => ActorState::Suspended,
+        other => ActorState::Unknown(other.to_owned()),
     }
 }
 
@@ -400,276 +493,292 @@ impl Backend for LocalBackend {
         ]
     }
 
-    async fn deploy_probe(&self, deadline: Duration) -> Result<Golden> {
-        let name = format!("probe-{}", self.opts.run_id);
-        let start = Instant::now();
-        let spec = probe_template(&name, &self.bins.probe)?;
-        let last = self.deploy_and_wait(spec, deadline).await?;
-        match last.pointer("/status/phase").and_then(Value::as_str) {
-            Some("Ready") => {
-                let golden_actor_id = last
-                    .pointer("/status/goldenActorId")
-                    .or_else(|| last.pointer("/status/goldenActorID"))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        anyhow!("template {name} is Ready without a golden actor ID: {last}")
-                    })?
-                    .to_owned();
-                let snapshot = last
-                    .pointer("/status/snapshot")
-                    .and_then(Value::as_str)
-                    .map(String::from);
-                Ok(Golden {
-                    template: name,
-                    golden_actor_id,
-                    snapshot,
-                    ready_after: start.elapsed(),
-                })
+    async fn deploy_probe(&self, deadline: Duration) -> BackendResult<Golden> {
+        let r: Result<Golden> = async {
+            let name = self.opts.run_id.probe_template();
+            let start = Instant::now();
+            let spec = probe_template(&name, &self.bins.probe)?;
+            let last = self.deploy_and_wait(spec, deadline).await?;
+            match last.pointer("/status/phase").and_then(Value::as_str) {
+                Some("Ready") => {
+                    let golden_actor_id = last
+                        .pointer("/status/goldenActorId")
+                        .or_else(|| last.pointer("/status/goldenActorID"))
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| {
+                            anyhow!("template {name} is Ready without a golden actor ID: {last}")
+                        })?
+                        .to_owned();
+                    let snapshot = last
+                        .pointer("/status/snapshot")
+                        .and_then(Value::as_str)
+                        .map(String::from);
+                    Ok(Golden {
+                        template: name,
+                        golden_actor_id,
+                        snapshot,
+                        ready_after: start.elapsed(),
+                    })
+                }
+                Some("Failed") => bail!(
+                    "template {name} failed: {}",
+                    last.pointer("/status/reason")
+                        .and_then(Value::as_str)
+                        .unwrap_or("(no reason given)")
+                ),
+                _ => bail!(
+                    "template {name} not Ready after {deadline:?}; last status seen: {}",
+                    last.get("status").unwrap_or(&last)
+                ),
             }
-            Some("Failed") => bail!(
-                "template {name} failed: {}",
-                last.pointer("/status/reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("(no reason given)")
-            ),
-            _ => bail!(
-                "template {name} not Ready after {deadline:?}; last status seen: {}",
-                last.get("status").unwrap_or(&last)
-            ),
         }
+        .await;
+        Ok(r?)
     }
 
-    async fn rewrite_identity(
+    async fn delete_template(&self, name: &str) -> BackendResult<()> {
+        let r: Result<()> = async {
+            self.call(reqwest::Method::DELETE, &format!("/templates/{name}"), None)
+                .await
+                .map(|_| ())
+        }
+        .await;
+        Ok(r?)
+    }
+
+    async fn create_atespace(&self, atespace: &str) -> BackendResult<()> {
+        let r: Result<()> = async {
+            self.call(
+                reqwest::Method::POST,
+                "/atespaces",
+                Some(json!({ "name": atespace })),
+            )
+            .await
+            .map(|_| ())
+        }
+        .await;
+        Ok(r?)
+    }
+
+    async fn delete_atespace(&self, atespace: &str) -> BackendResult<()> {
+        let r: Result<()> = async {
+            self.call(
+                reqwest::Method::DELETE,
+                &format!("/atespaces/{atespace}"),
+                None,
+            )
+            .await
+            .map(|_| ())
+        }
+        .await;
+        Ok(r?)
+    }
+
+    async fn create_actor(
         &self,
         atespace: &str,
         id: &str,
-        values: &[String],
-        for_ms: u64,
-    ) -> Result<Option<u64>> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/atespaces/{atespace}/actors/{id}/identity/rewrite"),
-                Some(json!({ "values": values, "for_ms": for_ms })),
-            )
-            .await?;
-        Ok(v["writes"].as_u64())
-    }
-
-    async fn deploy_probe_with_symlinks(
-        &self,
-        base: &str,
-        symlinks: &[(String, String)],
-        deadline: Duration,
-    ) -> Result<Option<TemplateOutcome>> {
-        let name = format!("{base}-{}", self.opts.run_id);
-        let image = tempfile::Builder::new()
-            .prefix("ate-image-")
-            .tempdir_in(&self.opts.state_root)?;
-        for (path, target) in symlinks {
-            let p = image.path().join(path);
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::os::unix::fs::symlink(target, &p)
-                .with_context(|| format!("cannot plant {path} -> {target} in the test image"))?;
+        template: &str,
+    ) -> BackendResult<ActorInfo> {
+        let r: Result<ActorInfo> = async {
+            let v = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/atespaces/{atespace}/actors"),
+                    Some(json!({ "id": id, "template": template })),
+                )
+                .await?;
+            Self::actor_info(&v)
         }
-        let mut spec = probe_template(&name, &self.bins.probe)?;
-        spec["image_dir"] = json!(image.path());
-        let last = self.deploy_and_wait(spec, deadline).await?;
-        Ok(Some(TemplateOutcome {
-            name,
-            phase: last
-                .pointer("/status/phase")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            reason: last
-                .pointer("/status/reason")
-                .and_then(Value::as_str)
-                .map(String::from),
-        }))
+        .await;
+        Ok(r?)
     }
 
-    async fn delete_template(&self, name: &str) -> Result<()> {
-        self.call(reqwest::Method::DELETE, &format!("/templates/{name}"), None)
-            .await
-            .map(|_| ())
+    async fn resume(&self, atespace: &str, id: &str) -> BackendResult<ActorInfo> {
+        let r: Result<ActorInfo> = async {
+            let v = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/atespaces/{atespace}/actors/{id}/resume"),
+                    None,
+                )
+                .await?;
+            Self::actor_info(&v)
+        }
+        .await;
+        Ok(r?)
     }
 
-    async fn create_atespace(&self, atespace: &str) -> Result<()> {
-        self.call(
-            reqwest::Method::POST,
-            "/atespaces",
-            Some(json!({ "name": atespace })),
-        )
-        .await
-        .map(|_| ())
+    async fn suspend(&self, atespace: &str, id: &str) -> BackendResult<ActorInfo> {
+        let r: Result<ActorInfo> = async {
+            let v = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/atespaces/{atespace}/actors/{id}/suspend"),
+                    None,
+                )
+                .await?;
+            Self::actor_info(&v)
+        }
+        .await;
+        Ok(r?)
     }
 
-    async fn delete_atespace(&self, atespace: &str) -> Result<()> {
-        self.call(
-            reqwest::Method::DELETE,
-            &format!("/atespaces/{atespace}"),
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    async fn create_actor(&self, atespace: &str, id: &str, template: &str) -> Result<ActorInfo> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/atespaces/{atespace}/actors"),
-                Some(json!({ "id": id, "template": template })),
-            )
-            .await?;
-        Self::actor_info(&v)
-    }
-
-    async fn resume(&self, atespace: &str, id: &str) -> Result<ActorInfo> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/atespaces/{atespace}/actors/{id}/resume"),
-                None,
-            )
-            .await?;
-        Self::actor_info(&v)
-    }
-
-    async fn suspend(&self, atespace: &str, id: &str) -> Result<ActorInfo> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/atespaces/{atespace}/actors/{id}/suspend"),
-                None,
-            )
-            .await?;
-        Self::actor_info(&v)
-    }
-
-    async fn delete_actor(&self, atespace: &str, id: &str) -> Result<()> {
-        self.call(
-            reqwest::Method::DELETE,
-            &format!("/atespaces/{atespace}/actors/{id}"),
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    async fn get_actor(&self, atespace: &str, id: &str) -> Result<ActorInfo> {
-        let v = self
-            .call(
-                reqwest::Method::GET,
+    async fn delete_actor(&self, atespace: &str, id: &str) -> BackendResult<()> {
+        let r: Result<()> = async {
+            self.call(
+                reqwest::Method::DELETE,
                 &format!("/atespaces/{atespace}/actors/{id}"),
                 None,
             )
-            .await?;
-        Self::actor_info(&v)
+            .await
+            .map(|_| ())
+        }
+        .await;
+        Ok(r?)
+    }
+
+    async fn get_actor(&self, atespace: &str, id: &str) -> BackendResult<ActorInfo> {
+        let r: Result<ActorInfo> = async {
+            let v = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/atespaces/{atespace}/actors/{id}"),
+                    None,
+                )
+                .await?;
+            Self::actor_info(&v)
+        }
+        .await;
+        Ok(r?)
     }
 
     fn router(&self) -> RouterClient {
         RouterClient::new(self.line.router)
     }
 
-    async fn live_sandboxes(&self) -> Result<Vec<String>> {
-        // What runsc itself lists, not what the agent believes.
-        let out = Cmd::new(&self.opts.runsc)
-            .args(["list", "-quiet"])
-            .timeout(Duration::from_secs(20))
-            .run()
-            .await?;
-        let prefix = format!("ate-{}-", self.line.instance);
-        Ok(out
-            .stdout_str()
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with(&prefix))
-            .map(String::from)
-            .collect())
+    fn router_refusal(&self, resp: &RoutedResponse) -> Option<String> {
+        // The agent's router answers its own errors as the API does:
+        // `{"error": ..., "kind": ...}` (agent/src/router.rs).
+        let v: Value = serde_json::from_slice(&resp.body).ok()?;
+        v.get("kind")?.as_str()?;
+        v.get("error")?.as_str().map(String::from)
+    }
+
+    fn host(&self) -> Option<&dyn HostAccess> {
+        Some(self)
+    }
+
+    async fn live_sandboxes(&self) -> BackendResult<Vec<String>> {
+        let r: Result<Vec<String>> = async {
+            // What runsc itself lists, not what the agent believes.
+            let out = Cmd::new(&self.opts.runsc)
+                .args(["list", "-quiet"])
+                .timeout(Duration::from_secs(20))
+                .run()
+                .await?;
+            let prefix = format!("ate-{}-", self.line.instance);
+            Ok(out
+                .stdout_str()
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with(&prefix))
+                .map(String::from)
+                .collect())
+        }
+        .await;
+        Ok(r?)
     }
 
     async fn collect_artifacts(
         &self,
         actors: &[super::ActorRef],
         dir: &Path,
-    ) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut written = Vec::new();
-        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let mut needles: Vec<String> = Vec::new();
-        let mut hosts: Vec<String> = Vec::new();
-        let mut notes = Vec::new();
-        for a in actors {
-            needles.push(format!("{}/{}", a.atespace, a.id));
-            hosts.push(format!(
-                "host={}",
-                crate::router::actor_host(&a.id, &a.atespace)
-            ));
-            let info = match self.get_actor(&a.atespace, &a.id).await {
-                Ok(i) => i,
-                Err(e) => {
-                    notes.push(format!(
-                        "{}/{}: cannot get the actor from the agent: {e:#}",
-                        a.atespace, a.id
-                    ));
-                    continue;
+    ) -> BackendResult<Vec<PathBuf>> {
+        let r: Result<Vec<PathBuf>> = async {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let mut written = Vec::new();
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            let mut needles: Vec<String> = Vec::new();
+            let mut hosts: Vec<String> = Vec::new();
+            let mut notes = Vec::new();
+            for a in actors {
+                needles.push(format!("{}/{}", a.atespace, a.id));
+                hosts.push(format!(
+                    "host={}",
+                    crate::router::actor_host(&a.id, &a.atespace)
+                ));
+                let (info, dirs) = match self
+                    .actor_view(&a.atespace, &a.id)
+                    .await
+                    .and_then(|v| Ok((Self::actor_info(&v)?, Self::host_dirs(&v))))
+                {
+                    Ok(x) => x,
+                    Err(e) => {
+                        notes.push(format!(
+                            "{}/{}: cannot get the actor from the agent: {e:#}",
+                            a.atespace, a.id
+                        ));
+                        continue;
+                    }
+                };
+                if let Some(cid) = &info.sandbox {
+                    needles.push(cid.clone());
                 }
-            };
-            if let Some(cid) = &info.sandbox {
-                needles.push(cid.clone());
-            }
-            let stem = format!("{}-{}", a.atespace, a.id);
-            match info.host_bundle_dir.as_ref().map(|b| b.join("config.json")) {
-                Some(cfg) if cfg.exists() => {
-                    let to = dir.join(format!("{stem}.config.json"));
-                    std::fs::copy(&cfg, &to)
-                        .with_context(|| format!("cannot copy {}", cfg.display()))?;
-                    written.push(to);
-                }
-                _ => notes.push(format!(
-                    "{}/{}: no config.json ({}; the bundle is reset after a suspend, ID-10)",
-                    a.atespace, a.id, info.state
-                )),
-            }
-            if let Some(logs) = &info.host_log_dir {
-                for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
-                    let to = dir.join(format!("{stem}.{}", e.file_name().to_string_lossy()));
-                    if e.path().is_file() && std::fs::copy(e.path(), &to).is_ok() {
+                let stem = format!("{}-{}", a.atespace, a.id);
+                match dirs.bundle.as_ref().map(|b| b.join("config.json")) {
+                    Some(cfg) if cfg.exists() => {
+                        let to = dir.join(format!("{stem}.config.json"));
+                        std::fs::copy(&cfg, &to)
+                            .with_context(|| format!("cannot copy {}", cfg.display()))?;
                         written.push(to);
+                    }
+                    _ => notes.push(format!(
+                        "{}/{}: no config.json ({}; the bundle is reset after a suspend, ID-10)",
+                        a.atespace, a.id, info.state
+                    )),
+                }
+                if let Some(logs) = &dirs.logs {
+                    for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+                        let to = dir.join(format!("{stem}.{}", e.file_name().to_string_lossy()));
+                        if e.path().is_file() && std::fs::copy(e.path(), &to).is_ok() {
+                            written.push(to);
+                        }
                     }
                 }
             }
+            // Every agent line about these actors, and the router's lines for
+            // their Hosts (restores name the actor and its container ID).
+            let agent_lines: String = log
+                .lines()
+                .filter(|l| needles.iter().any(|n| l.contains(n.as_str())))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let router_lines: String = log
+                .lines()
+                .filter(|l| l.contains(" routed") && hosts.iter().any(|h| l.contains(h.as_str())))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            for (name, text) in [("agent.log", agent_lines), ("router.log", router_lines)] {
+                let to = dir.join(name);
+                std::fs::write(&to, text)
+                    .with_context(|| format!("cannot write {}", to.display()))?;
+                written.push(to);
+            }
+            if !notes.is_empty() {
+                let to = dir.join("notes.txt");
+                std::fs::write(&to, notes.join("\n") + "\n")?;
+                written.push(to);
+            }
+            Ok(written)
         }
-        // Every agent line about these actors, and the router's lines for
-        // their Hosts (restores name the actor and its container ID).
-        let agent_lines: String = log
-            .lines()
-            .filter(|l| needles.iter().any(|n| l.contains(n.as_str())))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let router_lines: String = log
-            .lines()
-            .filter(|l| l.contains(" routed") && hosts.iter().any(|h| l.contains(h.as_str())))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        for (name, text) in [("agent.log", agent_lines), ("router.log", router_lines)] {
-            let to = dir.join(name);
-            std::fs::write(&to, text).with_context(|| format!("cannot write {}", to.display()))?;
-            written.push(to);
-        }
-        if !notes.is_empty() {
-            let to = dir.join("notes.txt");
-            std::fs::write(&to, notes.join("\n") + "\n")?;
-            written.push(to);
-        }
-        Ok(written)
+        .await;
+        Ok(r?)
     }
 
-    async fn keep(&self) -> Result<(Vec<String>, String)> {
+    async fn keep(&self) -> BackendResult<(Vec<String>, String)> {
+        let r: Result<(Vec<String>, String)> = async {
         let agent = self.agent.lock().unwrap().take();
         let Some(mut agent) = agent else {
             bail!("the agent is already stopped; nothing to keep")
@@ -704,46 +813,132 @@ impl Backend for LocalBackend {
         );
         Ok((kept, how))
     }
+        .await;
+        Ok(r?)
+    }
 
-    async fn teardown(&self) -> Result<()> {
-        let agent = self.agent.lock().unwrap().take();
-        let Some(agent) = agent else { return Ok(()) };
-        let pid = agent.pid();
-        let status = agent
-            .terminate(Duration::from_secs(120))
-            .await
-            .context("cannot stop the agent")?;
-        info!(pid, ?status, "agent stopped");
-        let left = self.live_sandboxes().await?;
-        if !left.is_empty() {
-            // The agent failed its own invariant: remove them by ID, and
-            // fail loudly.
-            for cid in &left {
-                let _ = Cmd::new(&self.opts.runsc)
-                    .args(["kill", cid, "KILL"])
-                    .timeout(Duration::from_secs(20))
-                    .output()
-                    .await;
-                let _ = Cmd::new(&self.opts.runsc)
-                    .args(["delete", "-force", cid])
-                    .timeout(Duration::from_secs(20))
-                    .output()
-                    .await;
-            }
-            bail!(
+    async fn teardown(&self) -> BackendResult<()> {
+        let r: Result<()> = async {
+            let agent = self.agent.lock().unwrap().take();
+            let Some(agent) = agent else { return Ok(()) };
+            let pid = agent.pid();
+            let status = agent
+                .terminate(Duration::from_secs(120))
+                .await
+                .context("cannot stop the agent")?;
+            info!(pid, ?status, "agent stopped");
+            let left = self.live_sandboxes().await?;
+            if !left.is_empty() {
+                // The agent failed its own invariant: remove them by ID, and
+                // fail loudly.
+                for cid in &left {
+                    let _ = Cmd::new(&self.opts.runsc)
+                        .args(["kill", cid, "KILL"])
+                        .timeout(Duration::from_secs(20))
+                        .output()
+                        .await;
+                    let _ = Cmd::new(&self.opts.runsc)
+                        .args(["delete", "-force", cid])
+                        .timeout(Duration::from_secs(20))
+                        .output()
+                        .await;
+                }
+                bail!(
                 "the agent left {} sandbox(es) running after SIGTERM: {left:?} (removed now by ID)",
                 left.len()
             );
+            }
+            if !status.success() {
+                bail!(
+                    "the agent exited with {status} at teardown; its log {}:\n{}",
+                    self.log_path.display(),
+                    tail(&self.log_path, 30)
+                );
+            }
+            std::fs::remove_dir_all(&self.state_dir)
+                .with_context(|| format!("cannot remove {}", self.state_dir.display()))?;
+            Ok(())
         }
-        if !status.success() {
-            bail!(
-                "the agent exited with {status} at teardown; its log {}:\n{}",
-                self.log_path.display(),
-                tail(&self.log_path, 30)
-            );
+        .await;
+        Ok(r?)
+    }
+}
+
+/// The seam's phase for the agent's template phases.
+fn template_phase(name: &str) -> TemplatePhase {
+    match name {
+        "Ready" => TemplatePhase::Ready,
+        "Failed" => TemplatePhase::Failed,
+        other => TemplatePhase::Other(other.to_owned()),
+    }
+}
+
+#[async_trait]
+impl HostAccess for LocalBackend {
+    async fn actor_dirs(&self, atespace: &str, id: &str) -> BackendResult<HostDirs> {
+        Ok(Self::host_dirs(&self.actor_view(atespace, id).await?))
+    }
+
+    async fn rewrite_identity(
+        &self,
+        atespace: &str,
+        id: &str,
+        values: &[String],
+        for_ms: u64,
+    ) -> BackendResult<u64> {
+        let r: Result<u64> = async {
+            let v = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/atespaces/{atespace}/actors/{id}/identity/rewrite"),
+                    Some(json!({ "values": values, "for_ms": for_ms })),
+                )
+                .await?;
+            v["writes"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("the agent's rewrite answer has no writes count: {v}"))
         }
-        std::fs::remove_dir_all(&self.state_dir)
-            .with_context(|| format!("cannot remove {}", self.state_dir.display()))?;
-        Ok(())
+        .await;
+        Ok(r?)
+    }
+
+    async fn deploy_probe_with_symlinks(
+        &self,
+        base: &str,
+        symlinks: &[(String, String)],
+        deadline: Duration,
+    ) -> BackendResult<TemplateOutcome> {
+        let r: Result<TemplateOutcome> = async {
+            let name = self.opts.run_id.unique(base);
+            let image = tempfile::Builder::new()
+                .prefix("ate-image-")
+                .tempdir_in(&self.opts.state_root)?;
+            for (path, target) in symlinks {
+                let p = image.path().join(path);
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::os::unix::fs::symlink(target, &p).with_context(|| {
+                    format!("cannot plant {path} -> {target} in the test image")
+                })?;
+            }
+            let mut spec = probe_template(&name, &self.bins.probe)?;
+            spec["image_dir"] = json!(image.path());
+            let last = self.deploy_and_wait(spec, deadline).await?;
+            Ok(TemplateOutcome {
+                name,
+                phase: template_phase(
+                    last.pointer("/status/phase")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                ),
+                reason: last
+                    .pointer("/status/reason")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+            })
+        }
+        .await;
+        Ok(r?)
     }
 }

@@ -2,10 +2,15 @@
 //!
 //! Suites know only this trait. It speaks of templates, actors and routes,
 //! never of runsc or Kubernetes; each backend maps the operations onto its
-//! own system ([`local`]: the embedded reference agent on gVisor).
+//! own system ([`local`]: the embedded reference agent on gVisor; [`kind`]:
+//! Agent Substrate on a kind cluster) and its spelling onto the types here
+//! ([`ActorState`], [`TemplatePhase`], [`BackendError`]). [`select`] is the
+//! one place that knows every backend: their flag groups, prerequisites and
+//! construction.
 
 pub mod kind;
 pub mod local;
+pub mod select;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::router::RouterClient;
+use crate::router::{RoutedResponse, RouterClient};
 
 /// The probe template once its golden snapshot is ready.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +33,59 @@ pub struct Golden {
     pub ready_after: Duration,
 }
 
+/// An actor's state, as every backend maps its system's spelling onto it
+/// (the reference agent's `RUNNING`, upstream's `STATUS_RUNNING`, ...).
+/// Suites compare these, never strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActorState {
+    /// Being restored.
+    Resuming,
+    /// Running: reachable through the router.
+    Running,
+    /// Being checkpointed.
+    Suspending,
+    /// Checkpointed; a routed request resumes it.
+    Suspended,
+    /// Paused (upstream's `STATUS_PAUSING`/`STATUS_PAUSED`).
+    Paused,
+    /// Anything else, with the backend's raw text.
+    Unknown(String),
+}
+
+impl ActorState {
+    /// True for [`ActorState::Running`].
+    pub fn is_running(&self) -> bool {
+        *self == ActorState::Running
+    }
+
+    /// True for [`ActorState::Suspended`].
+    pub fn is_suspended(&self) -> bool {
+        *self == ActorState::Suspended
+    }
+}
+
+impl std::fmt::Display for ActorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActorState::Resuming => f.write_str("Resuming"),
+            ActorState::Running => f.write_str("Running"),
+            ActorState::Suspending => f.write_str("Suspending"),
+            ActorState::Suspended => f.write_str("Suspended"),
+            ActorState::Paused => f.write_str("Paused"),
+            ActorState::Unknown(raw) => write!(f, "unknown state {raw:?}"),
+        }
+    }
+}
+
+/// Where an actor's last restore came from, when the backend tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreSource {
+    /// The template's golden snapshot.
+    Golden,
+    /// The actor's own last snapshot.
+    Own,
+}
+
 /// What a backend reports of an actor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActorInfo {
@@ -35,24 +93,25 @@ pub struct ActorInfo {
     pub atespace: String,
     /// Actor ID.
     pub id: String,
-    /// State as the backend names it (`RUNNING`, `SUSPENDED`, ...).
-    pub state: String,
-    /// Where the last restore came from (`golden`, `own`), if the backend
-    /// tells.
-    pub restored_from: Option<String>,
+    /// State.
+    pub state: ActorState,
+    /// Where the last restore came from, if the backend tells.
+    pub restored_from: Option<RestoreSource>,
     /// Duration of the last restore as the backend measured it.
     pub restore_ms: Option<u64>,
-    /// The actor's identity directory on the host, when the harness can see
-    /// the host (local backend); `None` on a cluster.
-    pub host_identity_dir: Option<PathBuf>,
     /// The sandbox/container running it, if any.
     pub sandbox: Option<String>,
-    /// Its OCI bundle directory on the host (local backend).
-    #[serde(default)]
-    pub host_bundle_dir: Option<PathBuf>,
-    /// Its runtime log directory on the host (local backend).
-    #[serde(default)]
-    pub host_log_dir: Option<PathBuf>,
+}
+
+/// An actor's directories on the host ([`HostAccess::actor_dirs`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostDirs {
+    /// Its identity directory (the source of the `/run/ate` mount).
+    pub identity: Option<PathBuf>,
+    /// Its OCI bundle directory.
+    pub bundle: Option<PathBuf>,
+    /// Its runtime log directory.
+    pub logs: Option<PathBuf>,
 }
 
 /// How a template deployment ended.
@@ -60,10 +119,21 @@ pub struct ActorInfo {
 pub struct TemplateOutcome {
     /// Template name.
     pub name: String,
-    /// Last phase (`Ready`, `Failed`, or whatever it was at the deadline).
-    pub phase: String,
+    /// Last phase seen (at the deadline, if it never settled).
+    pub phase: TemplatePhase,
     /// Why it failed, as the backend says.
     pub reason: Option<String>,
+}
+
+/// A template's phase, as every backend maps its system's spelling onto it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TemplatePhase {
+    /// The golden snapshot is ready.
+    Ready,
+    /// The golden actor could not be made.
+    Failed,
+    /// Anything else (still on its way), with the backend's raw text.
+    Other(String),
 }
 
 /// An actor a trial created, for artifact collection.
@@ -75,8 +145,62 @@ pub struct ActorRef {
     pub id: String,
 }
 
-/// Result of backend operations; the error carries its whole cause chain.
-pub type Result<T> = anyhow::Result<T>;
+/// Why a backend operation did not give its answer. The runner maps the
+/// variants onto verdicts: a missing prerequisite or an unsupported
+/// operation skips the trial with the reason; a failure fails it with the
+/// whole cause chain.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Something this machine lacks (root, a program): skipped.
+    #[error("prerequisite missing: {0}")]
+    Prerequisite(String),
+    /// The backend cannot do this at all: skipped.
+    #[error("backend {backend} cannot {what}")]
+    Unsupported {
+        /// The backend's short name.
+        backend: &'static str,
+        /// What it cannot do.
+        what: String,
+    },
+    /// The operation failed; the cause chain is kept.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// Result of backend operations.
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// What a backend offers when the harness can see the machine its actors
+/// run on (the local backend): host directories, the identity rewrite hook
+/// (ID-9) and images with planted symlinks (ID-13). A backend that cannot
+/// see the host offers none ([`Backend::host`] is `None`) and trials that
+/// need it are skipped with that reason before they run.
+#[async_trait]
+pub trait HostAccess: Send + Sync {
+    /// The actor's directories on the host.
+    async fn actor_dirs(&self, atespace: &str, id: &str) -> Result<HostDirs>;
+
+    /// Rewrites a running actor's identity file on the host, cycling
+    /// through `values` for `for_ms` ms, then its own ID again. Returns the
+    /// number of writes.
+    async fn rewrite_identity(
+        &self,
+        atespace: &str,
+        id: &str,
+        values: &[String],
+        for_ms: u64,
+    ) -> Result<u64>;
+
+    /// Deploys a probe template named `<base>-<run>` whose image also holds
+    /// the given symlinks (path in the image, target), and waits (at most
+    /// `deadline`) until it is Ready or Failed.
+    async fn deploy_probe_with_symlinks(
+        &self,
+        base: &str,
+        symlinks: &[(String, String)],
+        deadline: Duration,
+    ) -> Result<TemplateOutcome>;
+}
 
 /// A system under test.
 #[async_trait]
@@ -117,31 +241,20 @@ pub trait Backend: Send + Sync {
     /// `Host: <actor>.<atespace>.actors.resources.substrate.ate.dev`.
     fn router(&self) -> RouterClient;
 
+    /// When `resp` is the router's own refusal (no such actor, bad Host)
+    /// rather than the actor's answer, the router's message. Lets a trial
+    /// tell a probe that lacks an endpoint from a route that does not exist.
+    fn router_refusal(&self, _resp: &RoutedResponse) -> Option<String> {
+        None
+    }
+
     /// Container IDs the backend has started and not yet removed.
     async fn live_sandboxes(&self) -> Result<Vec<String>>;
 
-    /// Conformance hook (ID-9): rewrites a running actor's identity file on
-    /// the host, cycling through `values` for `for_ms` ms, then its own ID
-    /// again. `Ok(None)`: this backend cannot (the trial is skipped).
-    /// Returns the number of writes.
-    async fn rewrite_identity(
-        &self,
-        atespace: &str,
-        id: &str,
-        values: &[String],
-        for_ms: u64,
-    ) -> Result<Option<u64>>;
-
-    /// Deploys a probe template named `<base>` whose image also holds the
-    /// given symlinks (path in the image, target), and waits (at most
-    /// `deadline`) until it is Ready or Failed. `Ok(None)`: this backend
-    /// cannot build such an image.
-    async fn deploy_probe_with_symlinks(
-        &self,
-        base: &str,
-        symlinks: &[(String, String)],
-        deadline: Duration,
-    ) -> Result<Option<TemplateOutcome>>;
+    /// Host-only operations, when the harness can see the host.
+    fn host(&self) -> Option<&dyn HostAccess> {
+        None
+    }
 
     /// Deletes a template (with no actors).
     async fn delete_template(&self, name: &str) -> Result<()>;

@@ -18,6 +18,7 @@
 
 pub mod kube;
 pub mod oci;
+pub mod options;
 pub mod plan;
 pub mod portforward;
 pub mod tools;
@@ -34,9 +35,12 @@ use anyhow::{bail, Context};
 use async_trait::async_trait;
 use tracing::{info, warn};
 
+pub use self::options::{KindFlags, KindOptions, FLAGS};
 use self::plan::{Plan, Step};
 use self::tools::Tools;
-use super::{ActorInfo, ActorRef, Backend, Golden, Result, TemplateOutcome};
+use super::{ActorInfo, ActorRef, Backend, Golden};
+use anyhow::Result;
+type BackendResult<T> = super::Result<T>;
 use crate::router::RouterClient;
 
 /// The worker image of the probe's WorkerPool: a `ko://` reference that
@@ -48,63 +52,6 @@ pub const PROBE_IMAGE_NAME: &str = "ate-conformance-probe";
 pub const TEMPLATE_NAME: &str = "probe";
 /// The fixture rendered for the probe.
 pub const PROBE_FIXTURE: &str = "probe/probe.yaml.tmpl";
-
-/// How to reach and drive the cluster.
-#[derive(Debug, Clone)]
-pub struct KindOptions {
-    /// This run's ID (names every resource).
-    pub run_id: String,
-    /// kind cluster name.
-    pub cluster: String,
-    /// Create the cluster (and the local registry) when it is missing.
-    pub create_cluster: bool,
-    /// Kube context (default `kind-<cluster>`).
-    pub context: Option<String>,
-    /// Kubeconfig (default: kube's own lookup).
-    pub kubeconfig: Option<PathBuf>,
-    /// The Agent Substrate checkout (`ko apply` runs there).
-    pub substrate_root: Option<PathBuf>,
-    /// Snapshot bucket.
-    pub bucket_name: Option<String>,
-    /// Registry for the probe image and ko.
-    pub ko_docker_repo: Option<String>,
-    /// Another probe binary (static).
-    pub probe_bin: Option<PathBuf>,
-    /// `fixtures/` of this workspace.
-    pub fixtures_dir: PathBuf,
-    /// Where rendered manifests and logs go.
-    pub work_dir: PathBuf,
-    /// Where the tools are looked up (default `PATH`).
-    pub search_path: Option<OsString>,
-    /// Time limit of one command (long ones get more).
-    pub command_timeout: Duration,
-    /// Time limit of the cluster preflight.
-    pub preflight_deadline: Duration,
-    /// Record the plan; make no call.
-    pub dry_run: bool,
-    /// Where the run's record (what it made, for `gc`) is kept; `None`:
-    /// no record.
-    pub state_dir: Option<PathBuf>,
-}
-
-impl KindOptions {
-    /// The context commands and kube-rs use.
-    pub fn context(&self) -> String {
-        self.context
-            .clone()
-            .unwrap_or_else(|| format!("kind-{}", self.cluster))
-    }
-
-    /// The run's namespace.
-    pub fn namespace(&self) -> String {
-        format!("ate-conf-{}", self.run_id)
-    }
-
-    /// The run's WorkerPool (also its `workload` label).
-    pub fn pool(&self) -> String {
-        format!("probe-{}", self.run_id)
-    }
-}
 
 /// What this run has made, as far as teardown needs to know; also the
 /// run's record on disk (see [`gc_stale_runs`]).
@@ -228,7 +175,7 @@ impl KindBackend {
             return;
         };
         let record = Record {
-            run_id: self.opts.run_id.clone(),
+            run_id: self.opts.run_id.to_string(),
             cluster: self.opts.cluster.clone(),
             context: self.opts.context(),
             kubeconfig: self.opts.kubeconfig.clone(),
@@ -683,7 +630,7 @@ impl KindBackend {
             ("POOL", self.opts.pool()),
             ("PROBE_IMAGE", image.to_owned()),
             ("ATEOM_IMAGE", ATEOM_IMAGE.to_owned()),
-            ("RUN_ID", self.opts.run_id.clone()),
+            ("RUN_ID", self.opts.run_id.to_string()),
         ]
         .into_iter()
         .chain(
@@ -726,13 +673,10 @@ impl KindBackend {
         Ok(ActorInfo {
             atespace: atespace.to_owned(),
             id: id.to_owned(),
-            state,
+            state: tools::actor_state(&state),
             restored_from: None,
             restore_ms: None,
-            host_identity_dir: None,
             sandbox: None,
-            host_bundle_dir: None,
-            host_log_dir: None,
         })
     }
 
@@ -811,7 +755,8 @@ impl Backend for KindBackend {
         out
     }
 
-    async fn deploy_probe(&self, deadline: Duration) -> Result<Golden> {
+    async fn deploy_probe(&self, deadline: Duration) -> BackendResult<Golden> {
+        let r: Result<Golden> = async {
         let start = Instant::now();
         let repo_name = self.opts.ko_docker_repo.clone().unwrap_or_default();
         let repo = if self.opts.dry_run && repo_name.is_empty() {
@@ -919,77 +864,110 @@ impl Backend for KindBackend {
             ready_after: start.elapsed(),
         })
     }
-
-    async fn create_atespace(&self, atespace: &str) -> Result<()> {
-        self.update(|st| {
-            st.atespaces.insert(atespace.to_owned());
-        });
-        self.run(
-            &format!("create atespace {atespace}"),
-            self.tools.ate_create_atespace(atespace),
-            "",
-        )
-        .await?;
-        Ok(())
+        .await;
+        Ok(r?)
     }
 
-    async fn delete_atespace(&self, atespace: &str) -> Result<()> {
-        self.run(
-            &format!("delete atespace {atespace}"),
-            self.tools.ate_delete_atespace(atespace),
-            "",
-        )
-        .await?;
-        self.update(|st| {
-            st.atespaces.remove(atespace);
-        });
-        Ok(())
+    async fn create_atespace(&self, atespace: &str) -> BackendResult<()> {
+        let r: Result<()> = async {
+            self.update(|st| {
+                st.atespaces.insert(atespace.to_owned());
+            });
+            self.run(
+                &format!("create atespace {atespace}"),
+                self.tools.ate_create_atespace(atespace),
+                "",
+            )
+            .await?;
+            Ok(())
+        }
+        .await;
+        Ok(r?)
     }
 
-    async fn create_actor(&self, atespace: &str, id: &str, template: &str) -> Result<ActorInfo> {
-        self.track_actor(atespace, id, true);
-        self.run(
-            &format!("create actor {atespace}/{id} of template {template}"),
-            self.tools.ate_create_actor(atespace, id, template),
-            "",
-        )
-        .await?;
-        self.actor_info(atespace, id, "SUSPENDED").await
+    async fn delete_atespace(&self, atespace: &str) -> BackendResult<()> {
+        let r: Result<()> = async {
+            self.run(
+                &format!("delete atespace {atespace}"),
+                self.tools.ate_delete_atespace(atespace),
+                "",
+            )
+            .await?;
+            self.update(|st| {
+                st.atespaces.remove(atespace);
+            });
+            Ok(())
+        }
+        .await;
+        Ok(r?)
     }
 
-    async fn resume(&self, atespace: &str, id: &str) -> Result<ActorInfo> {
-        self.run(
-            &format!("resume actor {atespace}/{id} (returns once RUNNING)"),
-            self.tools.ate_resume(atespace, id),
-            "",
-        )
-        .await?;
-        self.actor_info(atespace, id, "RUNNING").await
+    async fn create_actor(
+        &self,
+        atespace: &str,
+        id: &str,
+        template: &str,
+    ) -> BackendResult<ActorInfo> {
+        let r: Result<ActorInfo> = async {
+            self.track_actor(atespace, id, true);
+            self.run(
+                &format!("create actor {atespace}/{id} of template {template}"),
+                self.tools.ate_create_actor(atespace, id, template),
+                "",
+            )
+            .await?;
+            self.actor_info(atespace, id, "SUSPENDED").await
+        }
+        .await;
+        Ok(r?)
     }
 
-    async fn suspend(&self, atespace: &str, id: &str) -> Result<ActorInfo> {
-        self.run(
-            &format!("suspend actor {atespace}/{id}"),
-            self.tools.ate_suspend(atespace, id),
-            "",
-        )
-        .await?;
-        self.actor_info(atespace, id, "SUSPENDED").await
+    async fn resume(&self, atespace: &str, id: &str) -> BackendResult<ActorInfo> {
+        let r: Result<ActorInfo> = async {
+            self.run(
+                &format!("resume actor {atespace}/{id} (returns once RUNNING)"),
+                self.tools.ate_resume(atespace, id),
+                "",
+            )
+            .await?;
+            self.actor_info(atespace, id, "RUNNING").await
+        }
+        .await;
+        Ok(r?)
     }
 
-    async fn delete_actor(&self, atespace: &str, id: &str) -> Result<()> {
-        self.run(
-            &format!("delete actor {atespace}/{id}"),
-            self.tools.ate_delete_actor(atespace, id),
-            "",
-        )
-        .await?;
-        self.track_actor(atespace, id, false);
-        Ok(())
+    async fn suspend(&self, atespace: &str, id: &str) -> BackendResult<ActorInfo> {
+        let r: Result<ActorInfo> = async {
+            self.run(
+                &format!("suspend actor {atespace}/{id}"),
+                self.tools.ate_suspend(atespace, id),
+                "",
+            )
+            .await?;
+            self.actor_info(atespace, id, "SUSPENDED").await
+        }
+        .await;
+        Ok(r?)
     }
 
-    async fn get_actor(&self, atespace: &str, id: &str) -> Result<ActorInfo> {
-        self.actor_info(atespace, id, "RUNNING").await
+    async fn delete_actor(&self, atespace: &str, id: &str) -> BackendResult<()> {
+        let r: Result<()> = async {
+            self.run(
+                &format!("delete actor {atespace}/{id}"),
+                self.tools.ate_delete_actor(atespace, id),
+                "",
+            )
+            .await?;
+            self.track_actor(atespace, id, false);
+            Ok(())
+        }
+        .await;
+        Ok(r?)
+    }
+
+    async fn get_actor(&self, atespace: &str, id: &str) -> BackendResult<ActorInfo> {
+        let r: Result<ActorInfo> = async { self.actor_info(atespace, id, "RUNNING").await }.await;
+        Ok(r?)
     }
 
     fn router(&self) -> RouterClient {
@@ -1001,153 +979,148 @@ impl Backend for KindBackend {
         )
     }
 
-    async fn live_sandboxes(&self) -> Result<Vec<String>> {
-        // Actors are what this backend starts; the cluster runs them.
-        Ok(self
-            .state
-            .lock()
-            .unwrap()
-            .actors
-            .iter()
-            .map(|(a, i)| format!("actor {a}/{i}"))
-            .collect())
+    async fn live_sandboxes(&self) -> BackendResult<Vec<String>> {
+        let r: Result<Vec<String>> = async {
+            // Actors are what this backend starts; the cluster runs them.
+            Ok(self
+                .state
+                .lock()
+                .unwrap()
+                .actors
+                .iter()
+                .map(|(a, i)| format!("actor {a}/{i}"))
+                .collect())
+        }
+        .await;
+        Ok(r?)
     }
 
-    async fn rewrite_identity(
+    async fn delete_template(&self, _name: &str) -> BackendResult<()> {
+        let r: Result<()> = async {
+            // The probe template goes with the rendered manifest at teardown.
+            Ok(())
+        }
+        .await;
+        Ok(r?)
+    }
+
+    async fn collect_artifacts(
         &self,
-        _atespace: &str,
-        _id: &str,
-        _values: &[String],
-        _for_ms: u64,
-    ) -> Result<Option<u64>> {
-        // The identity file lives on a cluster node the harness cannot
-        // write to.
-        Ok(None)
-    }
-
-    async fn deploy_probe_with_symlinks(
-        &self,
-        _base: &str,
-        _symlinks: &[(String, String)],
-        _deadline: Duration,
-    ) -> Result<Option<TemplateOutcome>> {
-        // The controller never sets `Failed` (CONTRACT.md III), so a refused
-        // image cannot be told from a slow one within a deadline.
-        Ok(None)
-    }
-
-    async fn delete_template(&self, _name: &str) -> Result<()> {
-        // The probe template goes with the rendered manifest at teardown.
-        Ok(())
-    }
-
-    async fn collect_artifacts(&self, actors: &[ActorRef], dir: &Path) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut written = Vec::new();
-        let ns = self.opts.namespace();
-        for (pods_ns, sub) in [("ate-system", "ate-system"), (ns.as_str(), "workers")] {
-            let list = self
-                .run(
-                    &format!("list the pods of {pods_ns}"),
-                    self.tools
-                        .kubectl(["get", "pods", "-n", pods_ns, "-o", "name"]),
-                    "",
-                )
-                .await
-                .unwrap_or_default();
-            let sub_dir = dir.join(sub);
-            let _ = std::fs::create_dir_all(&sub_dir);
-            for pod in list.lines().map(str::trim).filter(|p| !p.is_empty()) {
-                let short = pod.trim_start_matches("pod/");
+        actors: &[ActorRef],
+        dir: &Path,
+    ) -> BackendResult<Vec<PathBuf>> {
+        let r: Result<Vec<PathBuf>> = async {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let mut written = Vec::new();
+            let ns = self.opts.namespace();
+            for (pods_ns, sub) in [("ate-system", "ate-system"), (ns.as_str(), "workers")] {
+                let list = self
+                    .run(
+                        &format!("list the pods of {pods_ns}"),
+                        self.tools
+                            .kubectl(["get", "pods", "-n", pods_ns, "-o", "name"]),
+                        "",
+                    )
+                    .await
+                    .unwrap_or_default();
+                let sub_dir = dir.join(sub);
+                let _ = std::fs::create_dir_all(&sub_dir);
+                for pod in list.lines().map(str::trim).filter(|p| !p.is_empty()) {
+                    let short = pod.trim_start_matches("pod/");
+                    self.artifact(
+                        &format!("read the logs of {pods_ns}/{short}"),
+                        self.tools.kubectl([
+                            "logs",
+                            "-n",
+                            pods_ns,
+                            pod,
+                            "--all-containers",
+                            "--timestamps",
+                            "--tail=5000",
+                        ]),
+                        sub_dir.join(format!("{short}.log")),
+                        &mut written,
+                    )
+                    .await;
+                }
                 self.artifact(
-                    &format!("read the logs of {pods_ns}/{short}"),
+                    &format!("read the events of {pods_ns}"),
                     self.tools.kubectl([
-                        "logs",
+                        "get",
+                        "events",
                         "-n",
                         pods_ns,
-                        pod,
-                        "--all-containers",
-                        "--timestamps",
-                        "--tail=5000",
+                        "-o",
+                        "wide",
+                        "--sort-by=.lastTimestamp",
                     ]),
-                    sub_dir.join(format!("{short}.log")),
+                    dir.join(format!("events-{pods_ns}.txt")),
                     &mut written,
                 )
                 .await;
             }
             self.artifact(
-                &format!("read the events of {pods_ns}"),
-                self.tools.kubectl([
-                    "get",
-                    "events",
-                    "-n",
-                    pods_ns,
-                    "-o",
-                    "wide",
-                    "--sort-by=.lastTimestamp",
-                ]),
-                dir.join(format!("events-{pods_ns}.txt")),
+                &format!("describe namespace {ns}"),
+                self.tools.kubectl(["describe", "namespace", &ns]),
+                dir.join("describe-namespace.txt"),
                 &mut written,
             )
             .await;
-        }
-        self.artifact(
-            &format!("describe namespace {ns}"),
-            self.tools.kubectl(["describe", "namespace", &ns]),
-            dir.join("describe-namespace.txt"),
-            &mut written,
-        )
-        .await;
-        self.artifact(
-            "describe the ActorTemplate",
-            self.tools.kubectl([
-                "describe",
-                "-n",
-                &ns,
-                "actortemplates.ate.dev",
-                TEMPLATE_NAME,
-            ]),
-            dir.join("describe-actortemplate.txt"),
-            &mut written,
-        )
-        .await;
-        self.artifact(
-            "describe the WorkerPool",
-            self.tools.kubectl([
-                "describe",
-                "-n",
-                &ns,
-                "workerpools.ate.dev",
-                &self.opts.pool(),
-            ]),
-            dir.join("describe-workerpool.txt"),
-            &mut written,
-        )
-        .await;
-        for a in actors {
             self.artifact(
-                &format!("read actor {}/{}", a.atespace, a.id),
-                self.tools.ate_get_actor(&a.atespace, &a.id),
-                dir.join(format!("actor-{}-{}.json", a.atespace, a.id)),
+                "describe the ActorTemplate",
+                self.tools.kubectl([
+                    "describe",
+                    "-n",
+                    &ns,
+                    "actortemplates.ate.dev",
+                    TEMPLATE_NAME,
+                ]),
+                dir.join("describe-actortemplate.txt"),
                 &mut written,
             )
             .await;
-        }
-        let mut steps = self.plan.to_string();
-        if let Some(f) = self.forward.lock().await.as_ref() {
-            steps.push_str("\nrouter forward events:\n");
-            for e in f.events() {
-                steps.push_str(&format!("  {e}\n"));
+            self.artifact(
+                "describe the WorkerPool",
+                self.tools.kubectl([
+                    "describe",
+                    "-n",
+                    &ns,
+                    "workerpools.ate.dev",
+                    &self.opts.pool(),
+                ]),
+                dir.join("describe-workerpool.txt"),
+                &mut written,
+            )
+            .await;
+            for a in actors {
+                self.artifact(
+                    &format!("read actor {}/{}", a.atespace, a.id),
+                    self.tools.ate_get_actor(&a.atespace, &a.id),
+                    dir.join(format!("actor-{}-{}.json", a.atespace, a.id)),
+                    &mut written,
+                )
+                .await;
             }
+            let mut steps = self.plan.to_string();
+            if let Some(f) = self.forward.lock().await.as_ref() {
+                steps.push_str("\nrouter forward events:\n");
+                for e in f.events() {
+                    steps.push_str(&format!("  {e}\n"));
+                }
+            }
+            let p = dir.join("kind-steps.txt");
+            if std::fs::write(&p, steps).is_ok() {
+                written.push(p);
+            }
+            Ok(written)
         }
-        let p = dir.join("kind-steps.txt");
-        if std::fs::write(&p, steps).is_ok() {
-            written.push(p);
-        }
-        Ok(written)
+        .await;
+        Ok(r?)
     }
 
-    async fn keep(&self) -> Result<(Vec<String>, String)> {
+    async fn keep(&self) -> BackendResult<(Vec<String>, String)> {
+        let r: Result<(Vec<String>, String)> = async {
         if let Some(f) = self.forward.lock().await.take() {
             f.stop().await;
         }
@@ -1170,8 +1143,12 @@ impl Backend for KindBackend {
         };
         Ok((kept, how))
     }
+        .await;
+        Ok(r?)
+    }
 
-    async fn teardown(&self) -> Result<()> {
+    async fn teardown(&self) -> BackendResult<()> {
+        let r: Result<()> = async {
         if let Some(f) = self.forward.lock().await.take() {
             f.stop().await;
         }
@@ -1180,7 +1157,7 @@ impl Backend for KindBackend {
         for (a, i) in actors {
             let r = async {
                 let info = self.actor_info(&a, &i, "RUNNING").await?;
-                if info.state != "SUSPENDED" {
+                if !info.state.is_suspended() {
                     self.suspend(&a, &i).await?;
                 }
                 self.delete_actor(&a, &i).await
@@ -1268,6 +1245,9 @@ impl Backend for KindBackend {
         self.forget_record();
         Ok(())
     }
+        .await;
+        Ok(r?)
+    }
 }
 
 /// Removes what earlier kind runs left, by their records in `state_dir`: a
@@ -1305,8 +1285,15 @@ pub async fn gc_stale_runs(
                 continue;
             }
         };
+        let run_id = match crate::run_id::RunId::parse(&record.run_id) {
+            Ok(r) => r,
+            Err(e) => {
+                lines.push(format!("{}: left alone: {e}", path.display()));
+                continue;
+            }
+        };
         let opts = KindOptions {
-            run_id: record.run_id.clone(),
+            run_id,
             cluster: record.cluster.clone(),
             create_cluster: false,
             context: Some(record.context.clone()),

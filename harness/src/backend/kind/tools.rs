@@ -10,6 +10,7 @@
 //! (`--context=<ctx>`), and its kubeconfig when one was given. `ko apply`
 //! runs in the Agent Substrate checkout with `KO_CONFIG_PATH` set to it.
 
+use crate::backend::ActorState;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -364,6 +365,20 @@ pub fn parse_actor_state(json: &str, id: &str) -> Result<String, String> {
         .strip_prefix("ACTOR_STATE_")
         .unwrap_or(state)
         .to_ascii_uppercase())
+}
+
+/// The seam's state for a state name [`parse_actor_state`] read: upstream
+/// prints `STATUS_RUNNING` ... (`pkg/proto/ateapipb/ateapi.proto`); the bare
+/// names are accepted too.
+pub fn actor_state(name: &str) -> ActorState {
+    match name.strip_prefix("STATUS_").unwrap_or(name) {
+        "RESUMING" => ActorState::Resuming,
+        "RUNNING" => ActorState::Running,
+        "SUSPENDING" => ActorState::Suspending,
+        "SUSPENDED" => ActorState::Suspended,
+        "PAUSING" | "PAUSED" => ActorState::Paused,
+        _ => ActorState::Unknown(name.to_owned()),
+    }
 }
 
 fn actor_name(a: &serde_json::Value) -> Option<String> {
