@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
+use ate_harness::backend::{RestoreSource, TemplatePhase};
 use ate_harness::probe::{Counter, Env, IdentityDir, IdentityWatch, Snapshot, TryWrite, Whoami};
-use ate_harness::suite::{Ctx, Suite};
+use ate_harness::suite::{Ctx, Needs, Suite};
 use reqwest::Method;
 
 fn main() -> ExitCode {
@@ -40,19 +41,22 @@ fn main() -> ExitCode {
             suspend_resume_cycle,
         )
         .trial("router::host_names", &["ID-14", "ID-15"], router_host_names)
-        .trial(
+        .trial_needing(
             "host::own_identity_dir_per_actor",
             &["ID-8"],
+            Needs::HOST,
             own_identity_dir_per_actor,
         )
-        .trial(
+        .trial_needing(
             "host::atomic_rewrite_is_never_torn",
             &["ID-9"],
+            Needs::HOST,
             atomic_rewrite_is_never_torn,
         )
-        .trial(
+        .trial_needing(
             "rootfs::planted_symlink_is_refused",
             &["ID-13"],
+            Needs::HOST,
             planted_symlink_is_refused,
         )
         .main()
@@ -72,12 +76,20 @@ async fn running_actor(ctx: &Ctx, base: &str) -> anyhow::Result<String> {
         )
         .await?;
     ensure!(
-        info.state == "RUNNING",
-        "actor {}/{id} is {} after resume, expected RUNNING",
+        info.state.is_running(),
+        "actor {}/{id} is {} after resume, expected Running",
         ctx.atespace(),
         info.state
     );
     Ok(id)
+}
+
+/// The actor's identity directory on the host, where the backend shows it.
+async fn host_identity_dir(ctx: &Ctx, id: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
+    match ctx.backend().host() {
+        Some(host) => Ok(host.actor_dirs(ctx.atespace(), id).await?.identity),
+        None => Ok(None),
+    }
 }
 
 async fn whoami(ctx: &Ctx, id: &str) -> anyhow::Result<Whoami> {
@@ -97,19 +109,25 @@ fn check_own_identity(ctx: &Ctx, id: &str, w: &Whoami) -> anyhow::Result<()> {
     let shown = String::from_utf8_lossy(&read);
     let err = w.error.as_deref().unwrap_or("none");
     if read == golden.as_bytes() {
-        bail!(
-            "ID-4: actor {}/{id} read the GOLDEN actor's ID {golden:?} from /run/ate/actor-id: it sees the identity \
-             the snapshot was taken with, not its own (probe read error: {err})",
-            ctx.atespace()
-        );
+        return Err(ctx.violation(
+            "ID-4",
+            format!(
+                "actor {}/{id} read the GOLDEN actor's ID {golden:?} from /run/ate/actor-id: it sees the identity \
+                 the snapshot was taken with, not its own (probe read error: {err})",
+                ctx.atespace()
+            ),
+        ));
     }
     if read != id.as_bytes() {
-        bail!(
-            "ID-3: actor {}/{id} read {shown:?} ({} bytes) from /run/ate/actor-id, expected its own ID {id:?}; \
-             golden actor is {golden:?}; probe read error: {err}",
-            ctx.atespace(),
-            read.len()
-        );
+        return Err(ctx.violation(
+            "ID-3",
+            format!(
+                "actor {}/{id} read {shown:?} ({} bytes) from /run/ate/actor-id, expected its own ID {id:?}; \
+                 golden actor is {golden:?}; probe read error: {err}",
+                ctx.atespace(),
+                read.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -124,11 +142,12 @@ async fn own_identity_after_restore(ctx: Ctx) -> anyhow::Result<()> {
     let (wa, wb) = tokio::try_join!(whoami(&ctx, &alpha), whoami(&ctx, &beta))?;
     check_own_identity(&ctx, &alpha, &wa)?;
     check_own_identity(&ctx, &beta, &wb)?;
-    ensure!(
-        wa.bytes() != wb.bytes(),
-        "ID-5: actors {alpha} and {beta}, restored from one golden snapshot, both read {:?}",
-        wa.file
-    );
+    ctx.ensure(wa.bytes() != wb.bytes(), "ID-5", || {
+        format!(
+            "actors {alpha} and {beta}, restored from one golden snapshot, both read {:?}",
+            wa.file
+        )
+    })?;
     Ok(())
 }
 
@@ -154,8 +173,11 @@ async fn restored_not_booted(ctx: Ctx) -> anyhow::Result<()> {
             s.identity_at_start_error.as_deref().unwrap_or("none")
         );
         let info = ctx.backend().get_actor(ctx.atespace(), id).await?;
-        if let Some(from) = &info.restored_from {
-            ensure!(from == "golden", "the backend says actor {id} was restored from {from:?}, expected the golden snapshot");
+        if let Some(from) = info.restored_from {
+            ensure!(
+                from == RestoreSource::Golden,
+                "the backend says actor {id} was restored from {from:?}, expected the golden snapshot"
+            );
         }
     }
     ensure!(
@@ -173,27 +195,30 @@ async fn restored_not_booted(ctx: Ctx) -> anyhow::Result<()> {
 async fn exact_bytes(ctx: Ctx) -> anyhow::Result<()> {
     let id = running_actor(&ctx, "probe-format").await?;
     let w = whoami(&ctx, &id).await?;
-    ensure!(
-        w.error.is_none(),
-        "ID-1: actor {id} cannot read /run/ate/actor-id: {}",
-        w.error.as_deref().unwrap_or("")
-    );
+    ctx.ensure(w.error.is_none(), "ID-1", || {
+        format!(
+            "actor {id} cannot read /run/ate/actor-id: {}",
+            w.error.as_deref().unwrap_or("")
+        )
+    })?;
     let read = w.bytes();
-    ensure!(
-        read == id.as_bytes(),
-        "ID-2: /run/ate/actor-id of actor {id} holds {} bytes (hex {}), expected exactly the {} bytes of {id:?} \
-         (hex {}) with no trailing newline or padding",
-        read.len(),
-        hex(&read),
-        id.len(),
-        hex(id.as_bytes())
-    );
+    ctx.ensure(read == id.as_bytes(), "ID-2", || {
+        format!(
+            "/run/ate/actor-id of actor {id} holds {} bytes (hex {}), expected exactly the {} bytes of {id:?} \
+             (hex {}) with no trailing newline or padding",
+            read.len(),
+            hex(&read),
+            id.len(),
+            hex(id.as_bytes())
+        )
+    })?;
     if let Some(n) = w.file_len {
-        ensure!(
-            n as usize == id.len(),
-            "ID-2: the probe reports {n} bytes in /run/ate/actor-id of {id}, expected {}",
-            id.len()
-        );
+        ctx.ensure(n as usize == id.len(), "ID-2", || {
+            format!(
+                "the probe reports {n} bytes in /run/ate/actor-id of {id}, expected {}",
+                id.len()
+            )
+        })?;
     }
     Ok(())
 }
@@ -204,7 +229,6 @@ async fn read_only(ctx: Ctx) -> anyhow::Result<()> {
     const EACCES: i32 = 13;
     const EROFS: i32 = 30;
     let id = running_actor(&ctx, "probe-readonly").await?;
-    let info = ctx.backend().get_actor(ctx.atespace(), &id).await?;
     let tw: TryWrite = ctx
         .phase(
             "try-write",
@@ -232,31 +256,34 @@ async fn read_only(ctx: Ctx) -> anyhow::Result<()> {
             }
         })
         .collect();
-    ensure!(
-        bad.is_empty(),
-        "ID-6: /run/ate is not read-only in actor {id}: {} (every attempt must fail with EROFS or EACCES)",
-        bad.join("; ")
-    );
-    if let Some(dir) = info.host_identity_dir {
+    ctx.ensure(bad.is_empty(), "ID-6", || {
+        format!(
+            "/run/ate is not read-only in actor {id}: {} (every attempt must fail with EROFS or EACCES)",
+            bad.join("; ")
+        )
+    })?;
+    if let Some(dir) = host_identity_dir(&ctx, &id).await? {
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .with_context(|| format!("cannot list the host identity dir {}", dir.display()))?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        ensure!(
-            names == ["actor-id"],
-            "ID-6: the host identity dir {} of {id} changed: it holds {names:?}",
-            dir.display()
-        );
+        ctx.ensure(names == ["actor-id"], "ID-6", || {
+            format!(
+                "the host identity dir {} of {id} changed: it holds {names:?}",
+                dir.display()
+            )
+        })?;
         let host = std::fs::read(dir.join("actor-id"))
             .with_context(|| format!("cannot read {}/actor-id", dir.display()))?;
-        ensure!(
-            host == id.as_bytes(),
-            "ID-6: the host file {}/actor-id of {id} changed to {:?}",
-            dir.display(),
-            String::from_utf8_lossy(&host)
-        );
+        ctx.ensure(host == id.as_bytes(), "ID-6", || {
+            format!(
+                "the host file {}/actor-id of {id} changed to {:?}",
+                dir.display(),
+                String::from_utf8_lossy(&host)
+            )
+        })?;
     }
     let w = whoami(&ctx, &id).await?;
     check_own_identity(&ctx, &id, &w)
@@ -287,33 +314,44 @@ async fn directory_bind_not_env(ctx: Ctx) -> anyhow::Result<()> {
         .iter()
         .filter(|m| m.mount_point.starts_with("/run/ate/"))
         .collect();
-    ensure!(
-        below.is_empty(),
-        "ID-7: actor {id} has mounts inside /run/ate ({:?}): a single-file mount cannot take sibling files",
-        below.iter().map(|m| &m.mount_point).collect::<Vec<_>>()
-    );
-    ensure!(
-        at_dir.len() == 1,
-        "ID-7: actor {id} has {} mounts at /run/ate (expected exactly one bind mount of its identity directory); mounts seen: {:?}",
-        at_dir.len(),
-        d.mounts
-    );
-    ensure!(
-        at_dir[0].read_only(),
-        "ID-6/ID-7: the mount at /run/ate in actor {id} is not read-only: options {:?}",
-        at_dir[0].mount_options
-    );
-    ensure!(
+    ctx.ensure(below.is_empty(), "ID-7", || {
+        format!(
+            "actor {id} has mounts inside /run/ate ({:?}): a single-file mount cannot take sibling files",
+            below.iter().map(|m| &m.mount_point).collect::<Vec<_>>()
+        )
+    })?;
+    ctx.ensure(at_dir.len() == 1, "ID-7", || {
+        format!(
+            "actor {id} has {} mounts at /run/ate (expected exactly one bind mount of its identity directory); mounts seen: {:?}",
+            at_dir.len(),
+            d.mounts
+        )
+    })?;
+    if !at_dir[0].read_only() {
+        return Err(ctx.violations(
+            &["ID-6", "ID-7"],
+            format!(
+                "the mount at /run/ate in actor {id} is not read-only: options {:?}",
+                at_dir[0].mount_options
+            ),
+        ));
+    }
+    ctx.ensure(
         d.entries
             .iter()
             .any(|e| e.name == "actor-id" && e.kind == "file"),
-        "ID-1: /run/ate of actor {id} has no regular file actor-id; entries: {:?} (error: {})",
-        d.entries
-            .iter()
-            .map(|e| format!("{} ({})", e.name, e.kind))
-            .collect::<Vec<_>>(),
-        d.entries_error.as_deref().unwrap_or("none")
-    );
+        "ID-1",
+        || {
+            format!(
+                "/run/ate of actor {id} has no regular file actor-id; entries: {:?} (error: {})",
+                d.entries
+                    .iter()
+                    .map(|e| format!("{} ({})", e.name, e.kind))
+                    .collect::<Vec<_>>(),
+                d.entries_error.as_deref().unwrap_or("none")
+            )
+        },
+    )?;
     let env: Env = ctx
         .phase("env", ctx.probe_json(Method::GET, &id, "/env"))
         .await?;
@@ -324,11 +362,12 @@ async fn directory_bind_not_env(ctx: Ctx) -> anyhow::Result<()> {
         .filter(|(_, v)| v.contains(id.as_str()) || v.contains(golden.as_str()))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    ensure!(
-        leaks.is_empty(),
-        "ID-7: the identity is passed in the environment of actor {id}: {leaks:?} (golden actor {golden}); \
-         an environment variable is frozen into the snapshot"
-    );
+    ctx.ensure(leaks.is_empty(), "ID-7", || {
+        format!(
+            "the identity is passed in the environment of actor {id}: {leaks:?} (golden actor {golden}); \
+             an environment variable is frozen into the snapshot"
+        )
+    })?;
     Ok(())
 }
 
@@ -341,11 +380,12 @@ async fn suspend_resume_cycle(ctx: Ctx) -> anyhow::Result<()> {
     let golden = ctx.golden().golden_actor_id.clone();
     for cycle in 1..=2u64 {
         let c: Counter = ctx.probe_json(Method::POST, &id, "/counter").await?;
-        ensure!(
-            c.counter == cycle,
-            "ID-11: in-memory counter of {id} is {} before suspend {cycle}, expected {cycle} (state not restored from its own snapshot)",
-            c.counter
-        );
+        ctx.ensure(c.counter == cycle, "ID-11", || {
+            format!(
+                "in-memory counter of {id} is {} before suspend {cycle}, expected {cycle} (state not restored from its own snapshot)",
+                c.counter
+            )
+        })?;
         let info = ctx
             .phase(
                 format!("suspend {id} (cycle {cycle})"),
@@ -353,23 +393,24 @@ async fn suspend_resume_cycle(ctx: Ctx) -> anyhow::Result<()> {
             )
             .await?;
         ensure!(
-            info.state == "SUSPENDED",
-            "actor {id} is {} after suspend, expected SUSPENDED",
+            info.state.is_suspended(),
+            "actor {id} is {} after suspend, expected Suspended",
             info.state
         );
-        if let Some(dir) = &info.host_identity_dir {
-            let left: Vec<String> = std::fs::read_dir(dir)
+        if let Some(dir) = host_identity_dir(&ctx, &id).await? {
+            let left: Vec<String> = std::fs::read_dir(&dir)
                 .map(|it| {
                     it.flatten()
                         .map(|e| e.file_name().to_string_lossy().into_owned())
                         .collect()
                 })
                 .unwrap_or_default();
-            ensure!(
-                left.is_empty(),
-                "ID-10: after suspending {id} its host identity dir {} still holds {left:?}",
-                dir.display()
-            );
+            ctx.ensure(left.is_empty(), "ID-10", || {
+                format!(
+                    "after suspending {id} its host identity dir {} still holds {left:?}",
+                    dir.display()
+                )
+            })?;
         }
         let w = ctx
             .phase(
@@ -377,28 +418,36 @@ async fn suspend_resume_cycle(ctx: Ctx) -> anyhow::Result<()> {
                 r.get_json::<Whoami>(ctx.atespace(), &id, "/whoami"),
             )
             .await
-            .with_context(|| {
-                format!(
-                    "ID-15: a request to suspended actor {id} through the router did not resume it"
+            .map_err(|e| {
+                ctx.violation_context(
+                    e,
+                    "ID-15",
+                    format!(
+                        "a request to suspended actor {id} through the router did not resume it"
+                    ),
                 )
             })?;
-        check_own_identity(&ctx, &id, &w)
-            .with_context(|| format!("ID-11: after suspend/resume cycle {cycle}"))?;
+        check_own_identity(&ctx, &id, &w).map_err(|e| {
+            ctx.violation_context(e, "ID-11", format!("after suspend/resume cycle {cycle}"))
+        })?;
         let info = ctx.backend().get_actor(ctx.atespace(), &id).await?;
         ensure!(
-            info.state == "RUNNING",
-            "actor {id} is {} after an on-demand resume, expected RUNNING",
+            info.state.is_running(),
+            "actor {id} is {} after an on-demand resume, expected Running",
             info.state
         );
-        if let Some(from) = &info.restored_from {
-            ensure!(from == "own", "ID-11: actor {id} was resumed from {from:?} after a suspend, expected its own snapshot");
+        if let Some(from) = info.restored_from {
+            ctx.ensure(from == RestoreSource::Own, "ID-11", || {
+                format!("actor {id} was resumed from {from:?} after a suspend, expected its own snapshot")
+            })?;
         }
         let c: Counter = ctx.probe_json(Method::GET, &id, "/counter").await?;
-        ensure!(
-            c.counter == cycle,
-            "ID-11: in-memory counter of {id} is {} after resume {cycle}, expected {cycle}: its memory did not come from its own last snapshot",
-            c.counter
-        );
+        ctx.ensure(c.counter == cycle, "ID-11", || {
+            format!(
+                "in-memory counter of {id} is {} after resume {cycle}, expected {cycle}: its memory did not come from its own last snapshot",
+                c.counter
+            )
+        })?;
         let s: Snapshot = ctx.probe_json(Method::GET, &id, "/snapshot").await?;
         ensure!(
             s.identity_at_start == golden,
@@ -426,18 +475,20 @@ async fn router_host_names(ctx: Ctx) -> anyhow::Result<()> {
             .await?
             .ok()?;
         let w: Whoami = resp.json()?;
-        check_own_identity(&ctx, &id, &w).with_context(|| format!("ID-15: with Host {h:?}"))?;
+        check_own_identity(&ctx, &id, &w)
+            .map_err(|e| ctx.violation_context(e, "ID-15", format!("with Host {h:?}")))?;
     }
     let unknown = ate_harness::router::actor_host(&ctx.unique("no-such-actor"), ctx.atespace());
     let resp = r
         .send_with_host(reqwest::Method::GET, Some(&unknown), "/whoami")
         .await?;
-    ensure!(
-        resp.status == 404,
-        "ID-15: Host {unknown:?} (no such actor) answered {}, expected 404: {}",
-        resp.status,
-        resp.body_text()
-    );
+    ctx.ensure(resp.status == 404, "ID-15", || {
+        format!(
+            "Host {unknown:?} (no such actor) answered {}, expected 404: {}",
+            resp.status,
+            resp.body_text()
+        )
+    })?;
     let cases = [
         (
             format!(
@@ -471,17 +522,25 @@ async fn router_host_names(ctx: Ctx) -> anyhow::Result<()> {
         let resp = r
             .send_with_host(reqwest::Method::GET, Some(&h), "/whoami")
             .await?;
-        ensure!(
-            resp.status == 400,
-            "ID-14/15: Host {h:?} answered {}, expected 400: {}",
-            resp.status,
-            resp.body_text()
-        );
-        ensure!(
-            resp.body_text().contains(rule),
-            "ID-14/15: the 400 for Host {h:?} does not name the rule {rule:?}: {}",
-            resp.body_text()
-        );
+        if resp.status != 400 {
+            return Err(ctx.violations(
+                &["ID-14", "ID-15"],
+                format!(
+                    "Host {h:?} answered {}, expected 400: {}",
+                    resp.status,
+                    resp.body_text()
+                ),
+            ));
+        }
+        if !resp.body_text().contains(rule) {
+            return Err(ctx.violations(
+                &["ID-14", "ID-15"],
+                format!(
+                    "the 400 for Host {h:?} does not name the rule {rule:?}: {}",
+                    resp.body_text()
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -494,36 +553,47 @@ async fn own_identity_dir_per_actor(ctx: Ctx) -> anyhow::Result<()> {
         running_actor(&ctx, "probe-hostdir-a"),
         running_actor(&ctx, "probe-hostdir-b")
     )?;
-    let (ia, ib) = tokio::try_join!(
-        ctx.backend().get_actor(ctx.atespace(), &a),
-        ctx.backend().get_actor(ctx.atespace(), &b)
-    )?;
-    let (Some(da), Some(db)) = (ia.host_identity_dir, ib.host_identity_dir) else {
-        return Err(ctx.skip(format!(
-            "backend {} does not show actors' host directories",
+    let (da, db) = tokio::try_join!(host_identity_dir(&ctx, &a), host_identity_dir(&ctx, &b))?;
+    let (Some(da), Some(db)) = (da, db) else {
+        bail!(
+            "backend {} has host access but does not show actors' identity directories",
             ctx.backend().name()
-        )));
+        );
     };
     let (ma, mb) = (std::fs::metadata(&da)?, std::fs::metadata(&db)?);
-    ensure!(
+    ctx.ensure(
         da != db && (ma.dev(), ma.ino()) != (mb.dev(), mb.ino()),
-        "ID-8: actors {a} and {b} share one host identity directory ({} and {})",
-        da.display(),
-        db.display()
-    );
+        "ID-8",
+        || {
+            format!(
+                "actors {a} and {b} share one host identity directory ({} and {})",
+                da.display(),
+                db.display()
+            )
+        },
+    )?;
     for (id, dir) in [(&a, &da), (&b, &db)] {
         let names: Vec<String> = std::fs::read_dir(dir)?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        ensure!(names == ["actor-id"], "ID-8/ID-9: host identity dir {} of {id} holds {names:?}, expected exactly [\"actor-id\"]", dir.display());
+        if names != ["actor-id"] {
+            return Err(ctx.violations(
+                &["ID-8", "ID-9"],
+                format!(
+                    "host identity dir {} of {id} holds {names:?}, expected exactly [\"actor-id\"]",
+                    dir.display()
+                ),
+            ));
+        }
         let bytes = std::fs::read(dir.join("actor-id"))?;
-        ensure!(
-            bytes == id.as_bytes(),
-            "ID-8: host identity dir {} of {id} holds {:?}, not its own ID",
-            dir.display(),
-            String::from_utf8_lossy(&bytes)
-        );
+        ctx.ensure(bytes == id.as_bytes(), "ID-8", || {
+            format!(
+                "host identity dir {} of {id} holds {:?}, not its own ID",
+                dir.display(),
+                String::from_utf8_lossy(&bytes)
+            )
+        })?;
     }
     Ok(())
 }
@@ -538,24 +608,19 @@ async fn atomic_rewrite_is_never_torn(ctx: Ctx) -> anyhow::Result<()> {
     let other = format!("{id}-rewritten");
     let values = vec![id.clone(), other.clone()];
     let watch_path = format!("/identity-watch?ms={MS}");
+    let host = ctx.host()?;
     let (watch, writes) = ctx
         .phase(
             format!("{MS} ms of host rewrites while the actor reads"),
             async {
                 tokio::join!(
                     ctx.probe_json::<IdentityWatch>(Method::GET, &id, &watch_path),
-                    ctx.backend()
-                        .rewrite_identity(ctx.atespace(), &id, &values, MS)
+                    host.rewrite_identity(ctx.atespace(), &id, &values, MS)
                 )
             },
         )
         .await;
-    let Some(writes) = writes? else {
-        return Err(ctx.skip(format!(
-            "backend {} cannot rewrite an actor's identity",
-            ctx.backend().name()
-        )));
-    };
+    let writes = writes?;
     let watch = watch?;
     let seen: Vec<(String, u64)> = watch
         .distinct
@@ -575,22 +640,22 @@ async fn atomic_rewrite_is_never_torn(ctx: Ctx) -> anyhow::Result<()> {
         watch.reads
     ));
     eprintln!("ID-9: {writes} atomic rewrites on the host, {} concurrent reads inside the actor, values seen {seen:?}", watch.reads);
-    ensure!(
-        watch.errors == 0 && watch.empty_reads == 0,
-        "ID-9: during {writes} rewrites the actor saw {} failed reads (first: {}) and {} empty reads out of {}: the replace is not atomic",
-        watch.errors,
-        watch.first_error.as_deref().unwrap_or("none"),
-        watch.empty_reads,
-        watch.reads
-    );
+    ctx.ensure(watch.errors == 0 && watch.empty_reads == 0, "ID-9", || {
+        format!(
+            "during {writes} rewrites the actor saw {} failed reads (first: {}) and {} empty reads out of {}: the replace is not atomic",
+            watch.errors,
+            watch.first_error.as_deref().unwrap_or("none"),
+            watch.empty_reads,
+            watch.reads
+        )
+    })?;
     let torn: Vec<&(String, u64)> = seen
         .iter()
         .filter(|(v, _)| v != &id && v != &other)
         .collect();
-    ensure!(
-        torn.is_empty(),
-        "ID-9: the actor read torn values {torn:?} while the host rewrote {id:?} <-> {other:?}"
-    );
+    ctx.ensure(torn.is_empty(), "ID-9", || {
+        format!("the actor read torn values {torn:?} while the host rewrote {id:?} <-> {other:?}")
+    })?;
     ensure!(
         seen.iter().any(|(v, _)| v == &other),
         "the actor never saw any of {writes} rewrites in {} reads ({seen:?}): it does not read the file fresh (ID-3), so atomicity cannot be judged",
@@ -604,22 +669,19 @@ async fn atomic_rewrite_is_never_torn(ctx: Ctx) -> anyhow::Result<()> {
         .iter()
         .map(|e| (e.name.clone(), e.mode.clone()))
         .collect();
-    ensure!(
+    ctx.ensure(
         entries == [("actor-id".to_string(), "0644".to_string())],
-        "ID-9: after the rewrites /run/ate holds {entries:?}, expected exactly actor-id with mode 0644 (no temp file left)"
-    );
-    if let Some(dir) = ctx
-        .backend()
-        .get_actor(ctx.atespace(), &id)
-        .await?
-        .host_identity_dir
-    {
+        "ID-9",
+        || format!("after the rewrites /run/ate holds {entries:?}, expected exactly actor-id with mode 0644 (no temp file left)"),
+    )?;
+    if let Some(dir) = host_identity_dir(&ctx, &id).await? {
         let mode = std::fs::metadata(&dir)?.permissions().mode() & 0o7777;
-        ensure!(
-            mode == 0o755,
-            "ID-9: host identity dir {} has mode {mode:o}, expected 755",
-            dir.display()
-        );
+        ctx.ensure(mode == 0o755, "ID-9", || {
+            format!(
+                "host identity dir {} has mode {mode:o}, expected 755",
+                dir.display()
+            )
+        })?;
     }
     Ok(())
 }
@@ -647,46 +709,47 @@ async fn planted_symlink_is_refused(ctx: Ctx) -> anyhow::Result<()> {
             "run/ate",
         ),
     ];
+    let host = ctx.host()?;
     for (base, links, path) in cases {
         let outcome = ctx
             .phase(
                 format!("deploy {base} ({links:?})"),
-                ctx.backend()
-                    .deploy_probe_with_symlinks(base, &links, Duration::from_secs(60)),
+                host.deploy_probe_with_symlinks(base, &links, Duration::from_secs(60)),
             )
             .await?;
-        let Some(outcome) = outcome else {
-            return Err(ctx.skip(format!(
-                "backend {} cannot build an image with symlinks",
-                ctx.backend().name()
-            )));
-        };
         let name = outcome.name.clone();
         ctx.defer(format!("delete template {name}"), {
             let b = ctx.clone();
-            async move { b.backend().delete_template(&name).await }
+            async move { Ok(b.backend().delete_template(&name).await?) }
         });
         let reason = outcome.reason.clone().unwrap_or_default();
-        ensure!(
-            outcome.phase == "Failed",
-            "ID-13: template {} whose image plants {links:?} became {:?}: the runtime created its mount point through the symlink",
-            outcome.name,
-            outcome.phase
-        );
-        ensure!(
+        ctx.ensure(outcome.phase == TemplatePhase::Failed, "ID-13", || {
+            format!(
+                "template {} whose image plants {links:?} became {:?}: the runtime created its mount point through the symlink",
+                outcome.name,
+                outcome.phase
+            )
+        })?;
+        ctx.ensure(
             reason.contains(&format!("{path} is a symlink")),
-            "ID-13: template {} failed, but the error does not name the symlink {path:?}: {reason}",
-            outcome.name
-        );
+            "ID-13",
+            || {
+                format!(
+                "template {} failed, but the error does not name the symlink {path:?}: {reason}",
+                outcome.name
+            )
+            },
+        )?;
         let written: Vec<String> = std::fs::read_dir(outside.path())?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        ensure!(
-            written.is_empty(),
-            "ID-13: the runtime wrote {written:?} into {} outside the rootfs",
-            outside.path().display()
-        );
+        ctx.ensure(written.is_empty(), "ID-13", || {
+            format!(
+                "the runtime wrote {written:?} into {} outside the rootfs",
+                outside.path().display()
+            )
+        })?;
     }
     Ok(())
 }

@@ -116,7 +116,7 @@ impl Default for BenchOptions {
             paired_samples: 20,
             raw_http_checks: 2,
             runsc: PathBuf::from("runsc"),
-            work_root: crate::suite::workspace_root().join("target/ate-bench"),
+            work_root: crate::paths::workspace_root().join("target/ate-bench"),
             build: BuildOptions::default(),
         }
     }
@@ -124,7 +124,7 @@ impl Default for BenchOptions {
 
 /// `target/ate-bench/bench.json`.
 pub fn default_out() -> PathBuf {
-    crate::suite::workspace_root().join("target/ate-bench/bench.json")
+    crate::paths::workspace_root().join("target/ate-bench/bench.json")
 }
 
 // ================================================================ report

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 pub fn harness() -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert("harness_version".into(), env!("CARGO_PKG_VERSION").into());
-    let root = crate::suite::workspace_root();
+    let root = crate::paths::workspace_root();
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .current_dir(&root)

@@ -122,6 +122,13 @@ pub struct TrialRecord {
     /// Files kept for this trial, relative to the report directory.
     #[serde(default)]
     pub artifacts: Vec<String>,
+    /// Fail: the contract statements the trial found violated, in the
+    /// order it found them (the self-test's kill matrix reads this).
+    #[serde(default)]
+    pub violated: Vec<String>,
+    /// Fail: the backend could not be set up, so the trial never ran.
+    #[serde(default)]
+    pub setup_failed: bool,
 }
 
 /// One suite binary's run.
@@ -165,6 +172,22 @@ pub struct SuiteReport {
     /// Every trial that ran.
     #[serde(default)]
     pub trials: Vec<TrialRecord>,
+}
+
+impl SuiteReport {
+    /// How many trials got `verdict`.
+    pub fn count(&self, verdict: Verdict) -> usize {
+        self.trials.iter().filter(|t| t.verdict == verdict).count()
+    }
+
+    /// The suite failed: a trial failed, teardown failed, or it was
+    /// interrupted; skips count only under `fail_on_skip`.
+    pub fn failed(&self) -> bool {
+        self.count(Verdict::Fail) > 0
+            || self.teardown_error.is_some()
+            || self.interrupted.is_some()
+            || (self.fail_on_skip && self.count(Verdict::Skip) > 0)
+    }
 }
 
 /// What the run says about one contract statement.
@@ -1527,6 +1550,8 @@ mod tests {
             log: String::new(),
             phases: vec![],
             artifacts: vec![],
+            violated: vec![],
+            setup_failed: false,
         }
     }
 

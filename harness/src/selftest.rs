@@ -8,7 +8,8 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use crate::report::{self, Cell, FaultRow, SelfTest, SuiteReport, Verdict};
+use crate::first_line;
+use crate::report::{self, Cell, FaultRow, SelfTest, SuiteReport, TrialRecord, Verdict};
 
 /// A fault mode of the reference agent, and the symptoms that catch it.
 #[derive(Debug, Clone, Copy)]
@@ -62,10 +63,6 @@ pub const FAULTS: &[FaultSpec] = &[
     FaultSpec { name: "trailing-newline", symptoms: &["ID-2"], description: "the file holds the ID plus a newline" },
 ];
 
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_owned()
-}
-
 /// Problems of a run that must be all green.
 fn healthy_problems(suites: &[SuiteReport]) -> Vec<String> {
     if suites.is_empty() {
@@ -113,14 +110,14 @@ pub fn fault_row(spec: &FaultSpec, columns: &[String], suites: &[SuiteReport]) -
                     Verdict::Pass => Cell::Passed,
                     Verdict::Skip => Cell::Skipped,
                     Verdict::Fail => {
-                        let msg = t.message.as_deref().unwrap_or("");
-                        if spec.symptoms.iter().any(|id| names_statement(msg, id)) {
-                            // The line that names the symptom, not a context line.
-                            let line = msg
-                                .lines()
-                                .find(|l| spec.symptoms.iter().any(|id| names_statement(l, id)))
-                                .unwrap_or(msg);
-                            caught_by.push((col.clone(), first_line(line)));
+                        // Caught: the trial recorded a violation of one of
+                        // the fault's symptoms (a structured field, never a
+                        // text search).
+                        if t.violated
+                            .iter()
+                            .any(|v| spec.symptoms.contains(&v.as_str()))
+                        {
+                            caught_by.push((col.clone(), symptom_line(t, spec)));
                             Cell::Caught
                         } else {
                             Cell::FailedOther
@@ -136,11 +133,7 @@ pub fn fault_row(spec: &FaultSpec, columns: &[String], suites: &[SuiteReport]) -
         suites.iter().find_map(|s| {
             s.trials
                 .iter()
-                .find(|t| {
-                    t.message
-                        .as_deref()
-                        .is_some_and(|m| m.contains("could not be set up"))
-                })
+                .find(|t| t.setup_failed)
                 .and_then(|t| t.message.clone())
         })
     };
@@ -154,11 +147,23 @@ pub fn fault_row(spec: &FaultSpec, columns: &[String], suites: &[SuiteReport]) -
     }
 }
 
-/// True when `msg` names contract statement `id` (`ID-1` must not match
-/// `ID-13`).
-fn names_statement(msg: &str, id: &str) -> bool {
-    msg.match_indices(id)
-        .any(|(i, _)| !msg[i + id.len()..].starts_with(|c: char| c.is_ascii_digit()))
+/// The line of a failed trial's message that shows the violation of one
+/// of `spec`'s symptoms (a violation renders as `ID-n: ...`, or
+/// `ID-n/ID-m: ...`), for the kill matrix; the first line when none does.
+fn symptom_line(t: &TrialRecord, spec: &FaultSpec) -> String {
+    let msg = t.message.as_deref().unwrap_or("");
+    let names = |l: &str, id: &str| {
+        l.match_indices(id)
+            .any(|(i, _)| !l[i + id.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    };
+    msg.lines()
+        .find(|l| {
+            spec.symptoms
+                .iter()
+                .any(|id| t.violated.iter().any(|v| v == id) && names(l, id))
+        })
+        .unwrap_or_else(|| first_line(msg))
+        .to_owned()
 }
 
 /// Runs the self-test into `dir`: `run(None, dir)` must leave an all-green
@@ -228,12 +233,71 @@ where
 mod tests {
     use super::*;
 
+    fn failed(message: &str, violated: &[&str]) -> TrialRecord {
+        TrialRecord {
+            suite: "identity".into(),
+            name: "t".into(),
+            covers: vec![],
+            verdict: Verdict::Fail,
+            duration_ms: 1.0,
+            message: Some(message.into()),
+            log: String::new(),
+            phases: vec![],
+            artifacts: vec![],
+            violated: violated.iter().map(|s| s.to_string()).collect(),
+            setup_failed: false,
+        }
+    }
+
+    fn one_suite(t: TrialRecord) -> Vec<SuiteReport> {
+        vec![SuiteReport {
+            suite: "identity".into(),
+            run_id: "r".into(),
+            backend: "local".into(),
+            started_unix_ms: 0,
+            ended_unix_ms: 0,
+            wall_ms: 0,
+            fingerprint: Default::default(),
+            golden: None,
+            teardown_error: None,
+            interrupted: None,
+            kept: vec![],
+            filtered_out: 0,
+            fail_on_skip: false,
+            trials: vec![t],
+        }]
+    }
+
     #[test]
-    fn statement_ids_match_whole() {
-        assert!(names_statement("ID-1: actor x", "ID-1"));
-        assert!(!names_statement("ID-13: symlink", "ID-1"));
-        assert!(names_statement("x ID-13", "ID-13"));
-        assert!(!names_statement("nothing", "ID-2"));
+    fn caught_means_a_recorded_violation_of_a_symptom() {
+        let spec = FAULTS.iter().find(|f| f.name == "symlink-follow").unwrap();
+        let cols = vec!["identity/t".to_string()];
+        // Recorded ID-13: caught, with the line that shows it (not the
+        // context line above it).
+        let row = fault_row(
+            spec,
+            &cols,
+            &one_suite(failed(
+                "after x\ncaused by: ID-13: wrote outside",
+                &["ID-13"],
+            )),
+        );
+        assert_eq!(row.cells, [Cell::Caught]);
+        assert_eq!(row.caught_by[0].1, "caused by: ID-13: wrote outside");
+        // ID-1 recorded, the text mentions ID-13: not caught (the text is
+        // never searched for the verdict).
+        let row = fault_row(
+            spec,
+            &cols,
+            &one_suite(failed("ID-1: x (see ID-13)", &["ID-1"])),
+        );
+        assert_eq!(row.cells, [Cell::FailedOther]);
+        assert!(!row.caught());
+        // A setup failure is the run's error, read from the field.
+        let mut t = failed("backend local could not be set up: boom", &[]);
+        t.setup_failed = true;
+        let row = fault_row(spec, &cols, &one_suite(t));
+        assert!(row.run_error.as_deref().unwrap().contains("boom"));
     }
 
     #[test]

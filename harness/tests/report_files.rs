@@ -39,6 +39,8 @@ fn trial(suite: &str, name: &str, covers: &[&str], verdict: Verdict) -> TrialRec
         } else {
             vec![]
         },
+        violated: vec![],
+        setup_failed: false,
     }
 }
 

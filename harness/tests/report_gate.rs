@@ -18,6 +18,8 @@ fn trial(name: &str, covers: &[&str]) -> TrialRecord {
         log: String::new(),
         phases: vec![],
         artifacts: vec![],
+        violated: vec![],
+        setup_failed: false,
     }
 }
 

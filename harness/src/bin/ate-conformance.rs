@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ate_harness::cmd::{Cmd, Stdio};
+use ate_harness::paths::workspace_root;
 use ate_harness::report;
-use ate_harness::suite::workspace_root;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -190,14 +190,14 @@ fn print_reports(m: &report::Merged) {
 
 async fn run(args: Vec<String>) -> anyhow::Result<bool> {
     let opts = parse_args(&args)?;
-    if opts.dry_run {
+    if opts.backend.dry_run() {
         // Each suite prints its plan; nothing runs, so there is no report
         // to prepare or merge (and an earlier one is left alone).
-        let failed = run_suites(&args, &opts.report_dir, &opts.run_id).await?;
+        let failed = run_suites(&args, &opts.report_dir, opts.run_id.as_str()).await?;
         return Ok(failed.is_empty());
     }
     prepare_report_dir(&opts.report_dir)?;
-    let failed = run_suites(&args, &opts.report_dir, &opts.run_id).await?;
+    let failed = run_suites(&args, &opts.report_dir, opts.run_id.as_str()).await?;
     let merged = report::merge_dir(&opts.report_dir)?;
     print_reports(&merged);
     if !failed.is_empty() {
@@ -208,17 +208,17 @@ async fn run(args: Vec<String>) -> anyhow::Result<bool> {
 
 async fn selftest(args: Vec<String>) -> anyhow::Result<bool> {
     let opts = parse_args(&args)?;
-    if opts.agent_fault.is_some() {
+    if opts.backend.agent_fault().is_some() {
         bail!("selftest chooses the fault modes itself; drop --agent-fault/ATE_AGENT_FAULT");
     }
-    if opts.backend != "local" {
+    if opts.backend.name() != "local" {
         bail!(
             "selftest runs the reference agent's fault modes, so it needs --backend local (got {:?}); use `run` for the kind backend",
-            opts.backend
+            opts.backend.name()
         );
     }
     prepare_report_dir(&opts.report_dir)?;
-    let base = opts.run_id.clone();
+    let base = opts.run_id.to_string();
     let counter = std::sync::atomic::AtomicUsize::new(0);
     let st = ate_harness::selftest::run(
         &opts.report_dir,
