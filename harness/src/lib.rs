@@ -12,6 +12,7 @@ pub mod backend;
 pub mod bench;
 pub mod fingerprint;
 pub mod fixture;
+pub mod flags;
 pub mod options;
 pub mod paths;
 pub mod probe;

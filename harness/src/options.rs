@@ -13,21 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::backend::select::{self, BackendOptions};
+pub use crate::flags::{parse_bool, Spec, Values};
 use crate::run_id::RunId;
-
-/// One option: its flag, its environment variable (`""`: none), its
-/// value's name (`None`: a switch) and its help line.
-#[derive(Debug)]
-pub struct Spec {
-    /// `--flag`.
-    pub flag: &'static str,
-    /// The environment variable, or `""`.
-    pub env: &'static str,
-    /// The value's placeholder; `None` for a switch.
-    pub value: Option<&'static str>,
-    /// One line of help.
-    pub help: &'static str,
-}
 
 /// The options of every run, whatever the backend.
 const COMMON: &[Spec] = &[
@@ -123,6 +110,18 @@ pub struct Options {
     pub golden_timeout: Duration,
 }
 
+impl Options {
+    /// What the selected backend is built with besides its own options.
+    pub fn run_context(&self) -> select::RunContext {
+        select::RunContext {
+            run_id: self.run_id.clone(),
+            report_dir: self.report_dir.clone(),
+            probe_bin: self.probe_bin.clone(),
+            golden_timeout: self.golden_timeout,
+        }
+    }
+}
+
 /// Every option there is: ours, then each backend's group.
 fn all_specs() -> impl Iterator<Item = (&'static str, &'static Spec)> {
     COMMON.iter().map(|s| ("", s)).chain(
@@ -154,66 +153,6 @@ pub fn usage() -> String {
         s.push_str(&format!("  {flag:<26} {}{env}\n", o.help));
     }
     s
-}
-
-/// `1/true/yes/on` or `0/false/no/off` (empty is false).
-pub fn parse_bool(name: &str, v: &str) -> anyhow::Result<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => anyhow::bail!("invalid value {v:?} for {name}: use 1/true/yes/on or 0/false/no/off"),
-    }
-}
-
-/// The values given for options: flags first, then environment variables
-/// (an empty variable counts as unset).
-pub struct Values<'a> {
-    given: BTreeMap<&'static str, String>,
-    env: &'a dyn Fn(&str) -> Option<String>,
-}
-
-impl Values<'_> {
-    fn spec(flag: &str) -> &'static Spec {
-        all_specs()
-            .find(|(_, s)| s.flag == flag)
-            .map(|(_, s)| s)
-            .unwrap_or_else(|| panic!("unknown flag {flag}"))
-    }
-
-    /// The value of `flag`, from the command line or its variable.
-    pub fn get(&self, flag: &str) -> Option<String> {
-        let spec = Self::spec(flag);
-        self.given.get(flag).cloned().or_else(|| {
-            (!spec.env.is_empty())
-                .then(|| (self.env)(spec.env))
-                .flatten()
-                .filter(|v| !v.is_empty())
-        })
-    }
-
-    /// A switch: false unless given.
-    pub fn switch(&self, flag: &str) -> anyhow::Result<bool> {
-        let spec = Self::spec(flag);
-        let name = if spec.env.is_empty() {
-            flag.to_owned()
-        } else {
-            format!("{flag}/{}", spec.env)
-        };
-        self.get(flag)
-            .map(|v| parse_bool(&name, &v))
-            .transpose()
-            .map(|b| b.unwrap_or(false))
-    }
-
-    /// True when `flag` was on the command line.
-    pub fn given(&self, flag: &str) -> bool {
-        self.given.contains_key(flag)
-    }
-
-    /// An environment variable that is no option of ours.
-    pub fn env(&self, var: &str) -> Option<String> {
-        (self.env)(var).filter(|v| !v.is_empty())
-    }
 }
 
 /// Splits our options from libtest-mimic's arguments (program name first),
@@ -270,7 +209,7 @@ pub fn parse(
         }
         rest.push(a);
     }
-    let values = Values { given, env: &env };
+    let values = Values::new(all_specs().map(|(_, s)| s).collect(), given, &env);
     let backend_name = values.get("--backend").unwrap_or_else(|| "local".into());
     // Each backend's group: an explicit flag of another backend's is a
     // mistake worth naming; its variables may be set for other reasons.

@@ -31,7 +31,7 @@ use super::{
 use anyhow::Result;
 type BackendResult<T> = super::Result<T>;
 use crate::fixture::{self, StaticBins};
-use crate::options::{Spec, Values};
+use crate::flags::{Spec, Values};
 use crate::router::{RoutedResponse, RouterClient};
 use crate::run_id::RunId;
 

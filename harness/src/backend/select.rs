@@ -9,8 +9,25 @@ use std::time::Duration;
 use super::kind::{self, KindBackend, KindFlags, KindOptions};
 use super::local::{self, LocalBackend, LocalFlags, LocalOptions};
 use super::Backend;
-use crate::options::{Options, Spec, Values};
+use std::path::{Path, PathBuf};
+
+use crate::flags::{Spec, Values};
 use crate::paths;
+use crate::run_id::RunId;
+
+/// What a backend is built with besides its own options: the run's
+/// common options.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// This run's ID.
+    pub run_id: RunId,
+    /// The report directory (logs and work files go below it).
+    pub report_dir: PathBuf,
+    /// Another probe binary.
+    pub probe_bin: Option<PathBuf>,
+    /// Golden snapshot deadline.
+    pub golden_timeout: Duration,
+}
 
 /// Backends this build can drive.
 pub const BACKENDS: &[&str] = &["local", "kind"];
@@ -63,9 +80,9 @@ impl BackendOptions {
     /// skips every trial with this reason. The kind backend checks its own
     /// prerequisites in its preflight, where a failure fails every trial:
     /// a user who asked for a cluster gets no silent skip.
-    pub fn prerequisites(&self, opts: &Options) -> Option<String> {
+    pub fn prerequisites(&self, probe_bin: Option<&Path>) -> Option<String> {
         match self {
-            BackendOptions::Local(f) => f.prerequisites(opts.probe_bin.as_deref()),
+            BackendOptions::Local(f) => f.prerequisites(probe_bin),
             BackendOptions::Kind(_) => None,
         }
     }
@@ -95,10 +112,11 @@ impl BackendOptions {
 /// as it exists, before it has made anything, so an interrupt can tear it
 /// down mid-creation.
 pub async fn start(
-    opts: &Options,
+    backend: &BackendOptions,
+    opts: &RunContext,
     started: impl Fn(Arc<dyn Backend>),
 ) -> anyhow::Result<Arc<dyn Backend>> {
-    match &opts.backend {
+    match backend {
         BackendOptions::Kind(k) => {
             let kind = Arc::new(KindBackend::new(kind_options(opts, k)));
             started(kind.clone());
@@ -126,7 +144,7 @@ pub async fn start(
 }
 
 /// The kind backend's options from ours.
-pub fn kind_options(opts: &Options, k: &KindFlags) -> KindOptions {
+pub fn kind_options(opts: &RunContext, k: &KindFlags) -> KindOptions {
     KindOptions {
         run_id: opts.run_id.clone(),
         cluster: k.cluster.clone(),
@@ -158,9 +176,14 @@ pub struct PlannedTrial<'a> {
 /// `--dry-run`: the kind backend's whole plan for a suite, printed in
 /// order; nothing is run, no API is called. Exit status 2 when it cannot
 /// be planned.
-pub fn dry_run(suite: &str, trials: &[PlannedTrial<'_>], opts: &Options) -> std::process::ExitCode {
+pub fn dry_run(
+    suite: &str,
+    trials: &[PlannedTrial<'_>],
+    backend: &BackendOptions,
+    opts: &RunContext,
+) -> std::process::ExitCode {
     use super::kind::plan::Step;
-    let BackendOptions::Kind(k) = &opts.backend else {
+    let BackendOptions::Kind(k) = backend else {
         eprintln!("error: --dry-run is for the kind backend (use --backend kind)");
         return std::process::ExitCode::from(2);
     };

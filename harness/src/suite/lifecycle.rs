@@ -70,7 +70,7 @@ pub(crate) async fn setup(shared: &Shared) -> Result<Setup, Broken> {
             error_chain(e.as_ref())
         ))
     };
-    let backend = select::start(opts, |b| *shared.started.lock().unwrap() = Some(b))
+    let backend = select::start(&opts.backend, &opts.run_context(), |b| *shared.started.lock().unwrap() = Some(b))
         .await
         .map_err(broken)?;
     let golden = backend

@@ -150,10 +150,10 @@ impl Suite {
                     covers: t.covers,
                 })
                 .collect();
-            return select::dry_run(self.name, &planned, &opts);
+            return select::dry_run(self.name, &planned, &opts.backend, &opts.run_context());
         }
 
-        let missing = opts.backend.prerequisites(&opts);
+        let missing = opts.backend.prerequisites(opts.probe_bin.as_deref());
         if let Some(reason) = &missing {
             warn!("prerequisite missing, every trial is skipped: {reason}");
         }

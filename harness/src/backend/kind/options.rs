@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::options::{Spec, Values};
+use crate::flags::{Spec, Values};
 use crate::run_id::RunId;
 
 /// The kind backend's flags.
