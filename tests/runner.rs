@@ -172,6 +172,73 @@ fn unknown_option_is_named_with_the_valid_ones() {
     );
 }
 
+/// With a probe that serves only `/whoami` and `/healthz` (upstream's
+/// shape), the trials that need more of it are skipped: libtest's own
+/// summary counts them as ignored with the reason, and counts as passed
+/// exactly the trials our report says passed.
+#[test]
+fn minimal_probe_skips_are_ignored_never_passed() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bins = rt
+        .block_on(ate_harness::fixture::static_bins(
+            &ate_harness::fixture::BuildOptions::default(),
+        ))
+        .unwrap();
+    let minimal = bins
+        .minimal_probe()
+        .expect("the minimal probe is built with ours");
+    let out = Command::new(identity_bin())
+        .args(["--probe-bin", minimal.to_str().unwrap()])
+        .env("ATE_REPORT_DIR", &report)
+        .env_remove("CI")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let rep = read_json(&report.join("report.json"));
+    let trials = rep["suites"][0]["trials"].as_array().unwrap();
+    let count = |v: &str| trials.iter().filter(|t| t["verdict"] == v).count();
+    let (passed, skipped) = (count("pass"), count("skip"));
+    assert_eq!(count("fail"), 0, "{stderr}");
+    assert!(
+        skipped > 0,
+        "the minimal probe lacks endpoints some trials need"
+    );
+    assert!(passed > 0, "the gate needs only /whoami: {stderr}");
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("test result:"))
+        .unwrap_or_else(|| panic!("no libtest summary: {stdout}"));
+    assert!(
+        summary.contains(&format!("{passed} passed; 0 failed; {skipped} ignored;")),
+        "libtest must count skips as ignored, not passed: {summary} (report: {passed} passed, {skipped} skipped)"
+    );
+    for t in trials.iter().filter(|t| t["verdict"] == "skip") {
+        let name = t["name"].as_str().unwrap();
+        let reason = t["message"].as_str().unwrap();
+        assert!(reason.contains("the probe has no"), "{name}: {reason}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("test {name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}: {stdout}"));
+        assert!(
+            line.contains(&format!("ignored ({reason})")),
+            "{name}'s libtest line must show ignored with the reason: {line}"
+        );
+    }
+    assert_eq!(
+        trial(&rep, "gate::own_identity_after_restore")["verdict"],
+        "pass"
+    );
+    assert!(runsc_ids().is_empty(), "sandboxes left: {:?}", runsc_ids());
+}
+
 #[test]
 fn missing_prerequisite_skips_and_fails_under_ci() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

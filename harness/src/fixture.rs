@@ -40,6 +40,19 @@ pub struct StaticBins {
     pub agent: PathBuf,
 }
 
+impl StaticBins {
+    /// The minimal probe (only `/whoami` and `/healthz`, as upstream's),
+    /// built beside ours from the same package; `None` when the probe was
+    /// given from outside and so no build ran.
+    pub fn minimal_probe(&self) -> Option<PathBuf> {
+        let p = self.probe.with_file_name(MINIMAL_PROBE_BIN);
+        p.is_file().then_some(p)
+    }
+}
+
+/// The minimal probe's binary name (`probe/src/bin/ate-probe-minimal.rs`).
+pub const MINIMAL_PROBE_BIN: &str = "ate-probe-minimal";
+
 /// A binary given from outside instead of built, and where it was given, so
 /// that an error can name it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The flag machinery every option group shares: an option's spec (flag,
 //! environment variable, value, help) and the values given for a set of
 //! them. Groups are declared where they belong: the run's in
-//! [`crate::options`], each backend's in its own module.
+//! `options`, each backend's in its own module.
 
 use std::collections::BTreeMap;
 
@@ -89,4 +89,3 @@ impl<'a> Values<'a> {
         (self.env)(var).filter(|v| !v.is_empty())
     }
 }
-
