@@ -239,6 +239,48 @@ fn minimal_probe_skips_are_ignored_never_passed() {
     assert!(runsc_ids().is_empty(), "sandboxes left: {:?}", runsc_ids());
 }
 
+/// The 2022 gVisor cannot checkpoint an epoll-based actor: a runsc that old
+/// is refused before anything starts, naming the version found.
+#[test]
+fn runsc_older_than_20240729_is_refused_with_its_version() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("runsc");
+    let marker = dir.path().join("called");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\necho 'runsc version 0.0~20221219.0'\necho 'spec: 1.0.2-dev'\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let report = dir.path().join("report");
+    let r = run_suite(&[], &[("ATE_RUNSC", fake.to_str().unwrap())], &report);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "without CI a skip does not fail: {}",
+        r.stderr
+    );
+    let rep = read_json(&report.join("report.json"));
+    for t in rep["suites"][0]["trials"].as_array().unwrap() {
+        assert_eq!(t["verdict"], "skip", "{t}");
+        let m = t["message"].as_str().unwrap();
+        assert!(
+            m.contains("0.0~20221219.0") && m.contains("older than gVisor 20240729"),
+            "{m}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "--version\n",
+        "only the version was asked; nothing was run with the old runsc"
+    );
+}
+
 #[test]
 fn missing_prerequisite_skips_and_fails_under_ci() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -83,9 +83,12 @@ impl LocalFlags {
         }
         if which::which(&self.runsc).is_err() {
             return Some(format!(
-                "runsc not found ({}); install it with: apt-get install -y runsc",
+                "runsc not found ({}); install it with: apt-get install -y -t bookworm-backports runsc",
                 self.runsc.display()
             ));
+        }
+        if let Some(reason) = runsc_too_old(&self.runsc) {
+            return Some(reason);
         }
         let prebuilt = std::env::var_os(fixture::AGENT_BIN_ENV).is_some()
             && (probe_bin.is_some() || std::env::var_os(fixture::PROBE_BIN_ENV).is_some());
@@ -97,6 +100,55 @@ impl LocalFlags {
             );
         }
         None
+    }
+}
+
+/// The oldest gVisor release the local backend supports: the 2022-12 build
+/// cannot checkpoint an actor written like a real one (an epoll server:
+/// "endpoint still has waiters upon save"), nor restore a pause + app
+/// sandbox (DESIGN.md, runsc facts).
+pub const RUNSC_MIN_RELEASE: u32 = 20240729;
+
+/// The gVisor release date in `runsc --version`'s first line
+/// (`runsc version 0.0~20240729.0`, `runsc version release-20260622.0`).
+pub fn gvisor_release(version: &str) -> Option<u32> {
+    let b = version.as_bytes();
+    (0..b.len().saturating_sub(7)).find_map(|i| {
+        let w = &b[i..i + 8];
+        let digits = w.iter().all(u8::is_ascii_digit);
+        let alone = (i == 0 || !b[i - 1].is_ascii_digit())
+            && b.get(i + 8).is_none_or(|c| !c.is_ascii_digit());
+        (digits && alone && w.starts_with(b"20"))
+            .then(|| std::str::from_utf8(w).ok()?.parse().ok())
+            .flatten()
+    })
+}
+
+/// Why `runsc` cannot serve the local backend, naming the version found.
+fn runsc_too_old(runsc: &Path) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let out = rt.block_on(
+        Cmd::new(runsc)
+            .arg("--version")
+            .timeout(Duration::from_secs(10))
+            .run(),
+    );
+    let text = match out {
+        Ok(o) => o.stdout_str().lines().next().unwrap_or("").to_owned(),
+        Err(e) => return Some(format!("`{} --version` failed: {e}", runsc.display())),
+    };
+    match gvisor_release(&text) {
+        Some(d) if d >= RUNSC_MIN_RELEASE => None,
+        found => Some(format!(
+            "{} is {text:?} ({}), older than gVisor {RUNSC_MIN_RELEASE}, which the local backend needs \
+             (older builds cannot checkpoint an epoll-based actor); install a newer one with: \
+             apt-get install -y -t bookworm-backports runsc, or pass --runsc",
+            runsc.display(),
+            found.map_or("no release date found".to_owned(), |d| format!("release {d}"))
+        )),
     }
 }
 
@@ -940,5 +992,32 @@ impl HostAccess for LocalBackend {
         }
         .await;
         Ok(r?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gvisor_release_dates_are_read_from_both_spellings() {
+        assert_eq!(
+            gvisor_release("runsc version 0.0~20240729.0"),
+            Some(20240729)
+        );
+        assert_eq!(
+            gvisor_release("runsc version 0.0~20221219.0"),
+            Some(20221219)
+        );
+        assert_eq!(
+            gvisor_release("runsc version release-20260622.0"),
+            Some(20260622)
+        );
+        assert_eq!(gvisor_release("runsc version 1.2.3"), None);
+        assert_eq!(
+            gvisor_release("runsc version 120240729"),
+            None,
+            "nine digits is no date"
+        );
     }
 }
