@@ -281,6 +281,51 @@ fn runsc_older_than_20240729_is_refused_with_its_version() {
     );
 }
 
+/// An actor written like a real one (an epoll event loop: tokio + hyper)
+/// is checkpointed and restored, and the whole suite passes with it:
+/// every trial, none skipped.
+#[test]
+fn tokio_probe_passes_every_trial() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bins = rt
+        .block_on(ate_harness::fixture::static_bins(
+            &ate_harness::fixture::BuildOptions::default(),
+        ))
+        .unwrap();
+    let probe = bins
+        .tokio_probe()
+        .expect("the tokio probe is built with ours");
+    let out = Command::new(identity_bin())
+        .args(["--probe-bin", probe.to_str().unwrap()])
+        .env("ATE_REPORT_DIR", &report)
+        .env("CI", "true")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let rep = read_json(&report.join("report.json"));
+    let trials = rep["suites"][0]["trials"].as_array().unwrap();
+    assert!(trials.len() >= 10, "{}", trials.len());
+    for t in trials {
+        assert_eq!(t["verdict"], "pass", "{t}");
+    }
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("test result:"))
+        .unwrap();
+    assert!(
+        summary.contains(&format!("{} passed; 0 failed; 0 ignored;", trials.len())),
+        "{summary}"
+    );
+    assert!(runsc_ids().is_empty(), "sandboxes left: {:?}", runsc_ids());
+}
+
 #[test]
 fn missing_prerequisite_skips_and_fails_under_ci() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

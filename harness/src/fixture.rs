@@ -45,13 +45,25 @@ impl StaticBins {
     /// built beside ours from the same package; `None` when the probe was
     /// given from outside and so no build ran.
     pub fn minimal_probe(&self) -> Option<PathBuf> {
-        let p = self.probe.with_file_name(MINIMAL_PROBE_BIN);
+        self.probe_variant(MINIMAL_PROBE_BIN)
+    }
+
+    /// Our probe's endpoints behind an epoll-based tokio/hyper server
+    /// (`probe/src/bin/ate-probe-tokio.rs`), built beside ours.
+    pub fn tokio_probe(&self) -> Option<PathBuf> {
+        self.probe_variant(TOKIO_PROBE_BIN)
+    }
+
+    fn probe_variant(&self, name: &str) -> Option<PathBuf> {
+        let p = self.probe.with_file_name(name);
         p.is_file().then_some(p)
     }
 }
 
 /// The minimal probe's binary name (`probe/src/bin/ate-probe-minimal.rs`).
 pub const MINIMAL_PROBE_BIN: &str = "ate-probe-minimal";
+/// The tokio probe's binary name (`probe/src/bin/ate-probe-tokio.rs`).
+pub const TOKIO_PROBE_BIN: &str = "ate-probe-tokio";
 
 /// A binary given from outside instead of built, and where it was given, so
 /// that an error can name it.

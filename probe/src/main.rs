@@ -6,18 +6,17 @@
 //! gVisor must never wait for EOF); every value except `/snapshot` is read
 //! fresh per request; read errors are reported, never hidden.
 //!
-//! **Blocking I/O only:** a blocking `accept` loop on the main thread, one
-//! thread per connection (http.rs), no epoll/poll/select anywhere. gVisor
-//! (2022-12) cannot checkpoint a listening TCP socket that an epoll set
-//! waits on ("endpoint still has waiters upon save"); blocking calls are
-//! interrupted and restarted around a checkpoint, so they save fine.
+//! **Blocking I/O:** a blocking `accept` loop on the main thread, one
+//! thread per connection (http.rs), no epoll/poll/select. This was needed
+//! for gVisor 2022-12, which cannot checkpoint a listening TCP socket that
+//! an epoll set waits on ("endpoint still has waiters upon save"); the
+//! 20240729 runsc the harness now requires checkpoints epoll servers too,
+//! and `ate-probe-tokio` (the same endpoints on tokio + hyper) proves it.
 //!
 //! **Signals:** SIGTERM and SIGINT make the process exit with 0 at once,
 //! ending requests in flight. As PID 1 it would otherwise ignore them.
 
-mod http;
-mod mountinfo;
-mod routes;
+use ate_probe::{http, routes};
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
