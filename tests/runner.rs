@@ -172,13 +172,13 @@ fn unknown_option_is_named_with_the_valid_ones() {
     );
 }
 
-/// With a probe that serves only `/whoami` and `/healthz` (upstream's
-/// shape), the trials that need more of it are skipped: libtest's own
-/// summary counts them as ignored with the reason, and counts as passed
-/// exactly the trials our report says passed.
-#[test]
-fn minimal_probe_skips_are_ignored_never_passed() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+/// Runs the whole identity suite with one of our probe variants (built
+/// with our probe) as `--probe-bin`; `ci` sets CI=true (a skip fails).
+/// Asserts exit 0; returns stdout, stderr and report.json.
+fn run_with_probe(
+    variant: impl Fn(&ate_harness::fixture::StaticBins) -> Option<PathBuf>,
+    ci: bool,
+) -> (String, String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -187,21 +187,33 @@ fn minimal_probe_skips_are_ignored_never_passed() {
             &ate_harness::fixture::BuildOptions::default(),
         ))
         .unwrap();
-    let minimal = bins
-        .minimal_probe()
-        .expect("the minimal probe is built with ours");
-    let out = Command::new(identity_bin())
-        .args(["--probe-bin", minimal.to_str().unwrap()])
+    let probe = variant(&bins).expect("the probe variant is built with ours");
+    let mut cmd = Command::new(identity_bin());
+    cmd.args(["--probe-bin", probe.to_str().unwrap()])
         .env("ATE_REPORT_DIR", &report)
-        .env_remove("CI")
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .stdin(Stdio::null());
+    if ci {
+        cmd.env("CI", "true");
+    } else {
+        cmd.env_remove("CI");
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let rep = read_json(&report.join("report.json"));
+    (stdout, stderr, rep)
+}
+
+/// With a probe that serves only `/whoami` and `/healthz` (upstream's
+/// shape), the trials that need more of it are skipped: libtest's own
+/// summary counts them as ignored with the reason, and counts as passed
+/// exactly the trials our report says passed.
+#[test]
+fn minimal_probe_skips_are_ignored_never_passed() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (stdout, stderr, rep) = run_with_probe(|b| b.minimal_probe(), false);
     let trials = rep["suites"][0]["trials"].as_array().unwrap();
     let count = |v: &str| trials.iter().filter(|t| t["verdict"] == v).count();
     let (passed, skipped) = (count("pass"), count("skip"));
@@ -287,29 +299,7 @@ fn runsc_older_than_20240729_is_refused_with_its_version() {
 #[test]
 fn tokio_probe_passes_every_trial() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let bins = rt
-        .block_on(ate_harness::fixture::static_bins(
-            &ate_harness::fixture::BuildOptions::default(),
-        ))
-        .unwrap();
-    let probe = bins
-        .tokio_probe()
-        .expect("the tokio probe is built with ours");
-    let out = Command::new(identity_bin())
-        .args(["--probe-bin", probe.to_str().unwrap()])
-        .env("ATE_REPORT_DIR", &report)
-        .env("CI", "true")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let rep = read_json(&report.join("report.json"));
+    let (stdout, _stderr, rep) = run_with_probe(|b| b.tokio_probe(), true);
     let trials = rep["suites"][0]["trials"].as_array().unwrap();
     assert!(trials.len() >= 10, "{}", trials.len());
     for t in trials {

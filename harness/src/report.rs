@@ -174,6 +174,26 @@ pub struct SuiteReport {
     pub trials: Vec<TrialRecord>,
 }
 
+impl TrialRecord {
+    /// A record of trial `name` of `suite` covering `covers`, with
+    /// `verdict` and nothing else yet.
+    pub fn new(suite: &str, name: &str, covers: &[&str], verdict: Verdict) -> TrialRecord {
+        TrialRecord {
+            suite: suite.to_owned(),
+            name: name.to_owned(),
+            covers: covers.iter().map(|c| c.to_string()).collect(),
+            verdict,
+            duration_ms: 0.0,
+            message: None,
+            log: String::new(),
+            phases: vec![],
+            artifacts: vec![],
+            violated: vec![],
+            setup_failed: false,
+        }
+    }
+}
+
 impl SuiteReport {
     /// How many trials got `verdict`.
     pub fn count(&self, verdict: Verdict) -> usize {
@@ -1541,17 +1561,8 @@ mod tests {
 
     fn trial(name: &str, covers: &[&str], verdict: Verdict) -> TrialRecord {
         TrialRecord {
-            suite: "s".into(),
-            name: name.into(),
-            covers: covers.iter().map(|c| c.to_string()).collect(),
-            verdict,
             duration_ms: 1.0,
-            message: None,
-            log: String::new(),
-            phases: vec![],
-            artifacts: vec![],
-            violated: vec![],
-            setup_failed: false,
+            ..TrialRecord::new("s", name, covers, verdict)
         }
     }
 

@@ -235,17 +235,9 @@ mod tests {
 
     fn failed(message: &str, violated: &[&str]) -> TrialRecord {
         TrialRecord {
-            suite: "identity".into(),
-            name: "t".into(),
-            covers: vec![],
-            verdict: Verdict::Fail,
-            duration_ms: 1.0,
             message: Some(message.into()),
-            log: String::new(),
-            phases: vec![],
-            artifacts: vec![],
             violated: violated.iter().map(|s| s.to_string()).collect(),
-            setup_failed: false,
+            ..TrialRecord::new("identity", "t", &[], Verdict::Fail)
         }
     }
 

@@ -9,17 +9,8 @@ use ate_harness::report::{
 
 fn trial(name: &str, covers: &[&str]) -> TrialRecord {
     TrialRecord {
-        suite: "identity".into(),
-        name: name.into(),
-        covers: covers.iter().map(|c| c.to_string()).collect(),
-        verdict: Verdict::Pass,
         duration_ms: 1.0,
-        message: None,
-        log: String::new(),
-        phases: vec![],
-        artifacts: vec![],
-        violated: vec![],
-        setup_failed: false,
+        ..TrialRecord::new("identity", name, covers, Verdict::Pass)
     }
 }
 

@@ -19,19 +19,7 @@ use crate::report::{TrialRecord, Verdict};
 
 /// A fresh record of `def`, verdict to be decided.
 pub(crate) fn record(shared: &Shared, def: &TrialDef) -> TrialRecord {
-    TrialRecord {
-        suite: shared.suite.to_owned(),
-        name: def.name.to_owned(),
-        covers: def.covers.iter().map(|s| s.to_string()).collect(),
-        verdict: Verdict::Pass,
-        duration_ms: 0.0,
-        message: None,
-        log: String::new(),
-        phases: vec![],
-        artifacts: vec![],
-        violated: vec![],
-        setup_failed: false,
-    }
+    TrialRecord::new(shared.suite, def.name, def.covers, Verdict::Pass)
 }
 
 /// What libtest is told of a recorded verdict: a pass, a failure, or
