@@ -70,9 +70,11 @@ pub(crate) async fn setup(shared: &Shared) -> Result<Setup, Broken> {
             error_chain(e.as_ref())
         ))
     };
-    let backend = select::start(&opts.backend, &opts.run_context(), |b| *shared.started.lock().unwrap() = Some(b))
-        .await
-        .map_err(broken)?;
+    let backend = select::start(&opts.backend, &opts.run_context(), |b| {
+        *shared.started.lock().unwrap() = Some(b)
+    })
+    .await
+    .map_err(broken)?;
     let golden = backend
         .deploy_probe(opts.golden_timeout)
         .await
