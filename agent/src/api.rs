@@ -5,7 +5,7 @@
 //! | `GET /healthz` | 200 when the agent serves |
 //! | `GET /info` | agent instance, pid, runsc version, state dir, `fault` (name or null) |
 //! | `POST /templates` `{name, binary, args?, env?, port?}` | 202; boots the golden actor in the background |
-//! | `GET /templates`, `GET /templates/{name}` | phase, `goldenActorID`, reason, timings |
+//! | `GET /templates`, `GET /templates/{name}` | phase, `golden_actor_id`, reason, `golden` paths, timings |
 //! | `DELETE /templates/{name}` | when no actor uses it |
 //! | `POST /atespaces` `{name}` | 201 |
 //! | `GET /atespaces`, `DELETE /atespaces/{a}` | delete only when empty |
@@ -22,19 +22,24 @@
 //! with a status that says which kind: 400 invalid input, 404 unknown, 409
 //! exists or wrong state, 500 runtime or host failure, 502 relay failure,
 //! 503 while the agent shuts down.
+//!
+//! Every body in and out is a type of `ate-agent-api` (the one the client
+//! parses), never an ad-hoc `json!`.
 
 use std::sync::Arc;
 
+use ate_agent_api::{
+    ActorList, ActorView, AtespaceList, Detached, ErrorBody, ErrorKind, IdentityRewrite, Info,
+    NewActor, NewAtespace, Rewritten, Sandboxes, TemplateList, TemplateSpec, TemplateView,
+};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
 
-use crate::engine::{error_chain, Engine, EngineError, TemplateSpec};
+use crate::engine::{error_chain, Engine, EngineError};
 
 /// Shared state of the API handlers.
 #[derive(Clone)]
@@ -51,31 +56,28 @@ pub struct ApiState {
 }
 
 /// An API error response.
-pub struct ApiError(StatusCode, &'static str, String);
+pub struct ApiError(ErrorKind, String);
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        let (status, kind) = match &e {
-            EngineError::InvalidName(_) | EngineError::InvalidField { .. } => {
-                (StatusCode::BAD_REQUEST, "invalid")
-            }
-            EngineError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found"),
-            EngineError::AlreadyExists { .. } => (StatusCode::CONFLICT, "already-exists"),
-            EngineError::WrongState { .. } => (StatusCode::CONFLICT, "wrong-state"),
-            EngineError::Runtime { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "runtime"),
-            EngineError::Host { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "host"),
-            EngineError::Relay(_) => (StatusCode::BAD_GATEWAY, "relay"),
-            EngineError::ShuttingDown { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shutting-down"),
+        let kind = match &e {
+            EngineError::InvalidName(_) | EngineError::InvalidField { .. } => ErrorKind::Invalid,
+            EngineError::NotFound { .. } => ErrorKind::NotFound,
+            EngineError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            EngineError::WrongState { .. } => ErrorKind::WrongState,
+            EngineError::Runtime { .. } => ErrorKind::Runtime,
+            EngineError::Host { .. } => ErrorKind::Host,
+            EngineError::Relay(_) => ErrorKind::Relay,
+            EngineError::ShuttingDown { .. } => ErrorKind::ShuttingDown,
         };
-        ApiError(status, kind, error_chain(&e))
+        ApiError(kind, error_chain(&e))
     }
 }
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
         ApiError(
-            StatusCode::BAD_REQUEST,
-            "invalid",
+            ErrorKind::Invalid,
             format!("invalid request body: {}", e.body_text()),
         )
     }
@@ -83,7 +85,12 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.2, "kind": self.1 }))).into_response()
+        let status = StatusCode::from_u16(self.0.status()).expect("a kind's status is valid");
+        let body = ErrorBody {
+            error: self.1,
+            kind: self.0,
+        };
+        (status, Json(body)).into_response()
     }
 }
 
@@ -117,40 +124,37 @@ pub fn app(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn info(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    Json(json!({
-        "instance": s.engine.instance(),
-        "pid": std::process::id(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "runsc_version": s.runsc_version,
-        "state_dir": s.state_dir,
-        "fault": s.engine.fault(),
-    }))
+async fn info(State(s): State<ApiState>) -> Json<Info> {
+    Json(Info {
+        instance: s.engine.instance().to_owned(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        runsc_version: s.runsc_version.clone(),
+        state_dir: s.state_dir.clone(),
+        fault: s.engine.fault(),
+    })
 }
 
 async fn create_template(
     State(s): State<ApiState>,
     body: Result<Json<TemplateSpec>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<TemplateView>)> {
     let Json(spec) = body?;
     let v = s.engine.create_template(spec)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::to_value(v).expect("view serialises")),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(v)))
 }
 
-async fn list_templates(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    Json(json!({ "templates": s.engine.templates() }))
+async fn list_templates(State(s): State<ApiState>) -> Json<TemplateList> {
+    Json(TemplateList {
+        templates: s.engine.templates(),
+    })
 }
 
 async fn get_template(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(
-        serde_json::to_value(s.engine.template(&name)?).expect("view serialises"),
-    ))
+) -> ApiResult<Json<TemplateView>> {
+    Ok(Json(s.engine.template(&name)?))
 }
 
 async fn delete_template(
@@ -161,22 +165,19 @@ async fn delete_template(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct NewAtespace {
-    name: String,
-}
-
 async fn create_atespace(
     State(s): State<ApiState>,
     body: Result<Json<NewAtespace>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<NewAtespace>)> {
     let Json(b) = body?;
     s.engine.create_atespace(&b.name)?;
-    Ok((StatusCode::CREATED, Json(json!({ "name": b.name }))))
+    Ok((StatusCode::CREATED, Json(b)))
 }
 
-async fn list_atespaces(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    Json(json!({ "atespaces": s.engine.atespaces() }))
+async fn list_atespaces(State(s): State<ApiState>) -> Json<AtespaceList> {
+    Json(AtespaceList {
+        atespaces: s.engine.atespaces(),
+    })
 }
 
 async fn delete_atespace(
@@ -187,57 +188,44 @@ async fn delete_atespace(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct NewActor {
-    id: String,
-    template: String,
-}
-
 async fn create_actor(
     State(s): State<ApiState>,
     Path(a): Path<String>,
     body: Result<Json<NewActor>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<ActorView>)> {
     let Json(b) = body?;
     let v = s.engine.create_actor(&a, &b.id, &b.template)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::to_value(v).expect("view serialises")),
-    ))
+    Ok((StatusCode::CREATED, Json(v)))
 }
 
 async fn list_actors(
     State(s): State<ApiState>,
     Path(a): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(json!({ "actors": s.engine.list_actors(&a)? })))
+) -> ApiResult<Json<ActorList>> {
+    Ok(Json(ActorList {
+        actors: s.engine.list_actors(&a)?,
+    }))
 }
 
 async fn get_actor(
     State(s): State<ApiState>,
     Path((a, id)): Path<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(
-        serde_json::to_value(s.engine.get_actor(&a, &id)?).expect("view serialises"),
-    ))
+) -> ApiResult<Json<ActorView>> {
+    Ok(Json(s.engine.get_actor(&a, &id)?))
 }
 
 async fn resume_actor(
     State(s): State<ApiState>,
     Path((a, id)): Path<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(
-        serde_json::to_value(s.engine.resume(&a, &id, false).await?).expect("view serialises"),
-    ))
+) -> ApiResult<Json<ActorView>> {
+    Ok(Json(s.engine.resume(&a, &id, false).await?))
 }
 
 async fn suspend_actor(
     State(s): State<ApiState>,
     Path((a, id)): Path<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(
-        serde_json::to_value(s.engine.suspend(&a, &id).await?).expect("view serialises"),
-    ))
+) -> ApiResult<Json<ActorView>> {
+    Ok(Json(s.engine.suspend(&a, &id).await?))
 }
 
 async fn delete_actor(
@@ -248,15 +236,16 @@ async fn delete_actor(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn sandboxes(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    Json(json!({ "sandboxes": s.engine.recorded_sandboxes() }))
+async fn sandboxes(State(s): State<ApiState>) -> Json<Sandboxes> {
+    Json(Sandboxes {
+        sandboxes: s.engine.recorded_sandboxes(),
+    })
 }
 
-async fn detach(State(s): State<ApiState>) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+async fn detach(State(s): State<ApiState>) -> ApiResult<(StatusCode, Json<Detached>)> {
     let Some(tx) = s.detach else {
         return Err(ApiError(
-            StatusCode::CONFLICT,
-            "wrong-state",
+            ErrorKind::WrongState,
             "this agent cannot detach".into(),
         ));
     };
@@ -264,27 +253,23 @@ async fn detach(State(s): State<ApiState>) -> ApiResult<(StatusCode, Json<serde_
     let _ = tx.try_send(());
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "detaching": true, "sandboxes": sandboxes, "state_dir": s.state_dir })),
+        Json(Detached {
+            detaching: true,
+            sandboxes,
+            state_dir: s.state_dir.clone(),
+        }),
     ))
-}
-
-#[derive(Deserialize)]
-struct Rewrite {
-    values: Vec<String>,
-    for_ms: u64,
-    #[serde(default)]
-    times: Option<u64>,
 }
 
 async fn rewrite_identity(
     State(s): State<ApiState>,
     Path((a, id)): Path<(String, String)>,
-    body: Result<Json<Rewrite>, JsonRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+    body: Result<Json<IdentityRewrite>, JsonRejection>,
+) -> ApiResult<Json<Rewritten>> {
     let Json(b) = body?;
     let writes = s
         .engine
         .rewrite_identity(&a, &id, b.values, b.for_ms, b.times)
         .await?;
-    Ok(Json(json!({ "writes": writes })))
+    Ok(Json(Rewritten { writes }))
 }

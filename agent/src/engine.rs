@@ -153,160 +153,10 @@ fn host_err<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
-/// What a template runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TemplateSpec {
-    /// Template name (DNS-1123 subdomain).
-    pub name: String,
-    /// Absolute host path of the static binary that is the whole image.
-    pub binary: PathBuf,
-    /// Process arguments; default `["/<binary file name>"]`.
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// Process environment (`KEY=VALUE`).
-    #[serde(default)]
-    pub env: Vec<String>,
-    /// TCP port the app serves HTTP on inside the actor (default 80).
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// Absolute host path of a directory whose tree (directories, files,
-    /// symlinks as they are) is laid into the image under the binary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_dir: Option<PathBuf>,
-}
-
-fn default_port() -> u16 {
-    80
-}
-
-/// Phase of a template, as the ActorTemplate status upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Phase {
-    /// Booting the golden actor.
-    ResumeGoldenActor,
-    /// Waiting for the golden actor to become healthy, then checkpointing.
-    WaitGoldenActor,
-    /// The golden snapshot is ready.
-    Ready,
-    /// Golden boot failed; `reason` says why.
-    Failed,
-}
-
-/// A template's status.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TemplateStatus {
-    /// Current phase.
-    pub phase: Phase,
-    /// The golden actor's ID (set at boot; the snapshot is usable on Ready).
-    pub golden_actor_id: Option<String>,
-    /// Why the template failed.
-    pub reason: Option<String>,
-    /// Host path of the golden snapshot image directory.
-    pub snapshot: Option<PathBuf>,
-    /// Milliseconds: golden boot, health wait, checkpoint.
-    pub timings_ms: BTreeMap<String, u64>,
-}
-
-/// A template: its spec and status.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TemplateView {
-    /// The spec as given (args defaulted).
-    pub spec: TemplateSpec,
-    /// The status.
-    pub status: TemplateStatus,
-}
-
-/// Where an actor's next restore comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind", content = "path")]
-pub enum SnapshotSource {
-    /// The template's golden image (never run yet).
-    Golden,
-    /// The actor's own last checkpoint.
-    Own(PathBuf),
-}
-
-/// Actor states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ActorState {
-    /// Not running; resumable.
-    Suspended,
-    /// A restore is in progress.
-    Resuming,
-    /// Running in a sandbox.
-    Running,
-    /// A checkpoint is in progress.
-    Suspending,
-}
-
-impl std::fmt::Display for ActorState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
-            ActorState::Suspended => "SUSPENDED",
-            ActorState::Resuming => "RESUMING",
-            ActorState::Running => "RUNNING",
-            ActorState::Suspending => "SUSPENDING",
-        };
-        f.write_str(s)
-    }
-}
-
-/// What the API shows of an actor.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ActorView {
-    /// Actor ID.
-    pub id: String,
-    /// Atespace.
-    pub atespace: String,
-    /// Template name.
-    pub template: String,
-    /// State.
-    pub state: ActorState,
-    /// Container ID while running.
-    pub sandbox: Option<String>,
-    /// Where the next restore comes from.
-    pub snapshot: SnapshotSource,
-    /// Restores so far.
-    pub restores: u64,
-    /// Source of the last restore: "golden" or "own".
-    pub last_restore_from: Option<String>,
-    /// Milliseconds of the last restore (runsc restore alone) and of the
-    /// whole resume.
-    pub last_restore_ms: Option<u64>,
-    /// Milliseconds of the whole last resume (dirs, bundle, restore).
-    pub last_resume_ms: Option<u64>,
-    /// Host paths of this actor's directories.
-    pub dirs: ActorDirs,
-}
-
-/// Host directories of one actor.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ActorDirs {
-    /// Root of everything this actor owns.
-    pub root: PathBuf,
-    /// OCI bundle (`config.json`).
-    pub bundle: PathBuf,
-    /// Identity directory, bind-mounted at `/run/ate`.
-    pub identity: PathBuf,
-    /// The actor's rootfs.
-    pub rootfs: PathBuf,
-    /// runsc debug logs, when enabled.
-    pub logs: PathBuf,
-}
-
-impl ActorDirs {
-    fn new(root: PathBuf) -> Self {
-        ActorDirs {
-            bundle: root.join("bundle"),
-            identity: root.join("identity"),
-            rootfs: root.join("rootfs"),
-            logs: root.join("logs"),
-            root,
-        }
-    }
-}
+pub use ate_agent_api::{
+    ActorDirs, ActorState, ActorView, GoldenPaths, Phase, RestoreSource, SnapshotSource,
+    TemplateSpec, TemplateStatus, TemplateView,
+};
 
 struct Running {
     cid: String,
@@ -470,7 +320,7 @@ impl Engine {
 
     /// The directories of an actor (or golden actor) rooted at `root`.
     fn actor_dirs(&self, root: PathBuf) -> ActorDirs {
-        let mut dirs = ActorDirs::new(root);
+        let mut dirs = ActorDirs::under(&root);
         if self.cfg.fault == Some(Fault::SharedIdentityDir) {
             // FAULT shared-identity-dir: breaks ID-8 ("each actor has its
             // own host identity directory; no two actors share one").
@@ -784,7 +634,7 @@ impl Engine {
                 phase: Phase::ResumeGoldenActor,
                 golden_actor_id: Some(golden_id.clone()),
                 reason: None,
-                snapshot: None,
+                golden: None,
                 timings_ms: BTreeMap::new(),
             },
         };
@@ -1043,7 +893,11 @@ impl Engine {
                 .map_err(|source| EngineError::Runtime { context: format!("cannot checkpoint the golden actor {golden_id}"), source: Box::new(source) })?;
             let mut v = t.view.lock().unwrap();
             v.status.timings_ms.insert("checkpoint".into(), ms(t2.elapsed()));
-            v.status.snapshot = Some(image);
+            v.status.golden = Some(GoldenPaths {
+                bundle_dir: dirs.bundle.clone(),
+                image_dir: image,
+                image_bin: tdir.join("image-bin"),
+            });
             Ok::<(), EngineError>(())
         }
         .await;
@@ -1318,8 +1172,8 @@ impl Engine {
                     v.sandbox = Some(cid.clone());
                     v.restores += 1;
                     v.last_restore_from = Some(match source {
-                        SnapshotSource::Golden => "golden".into(),
-                        SnapshotSource::Own(_) => "own".into(),
+                        SnapshotSource::Golden => RestoreSource::Golden,
+                        SnapshotSource::Own(_) => RestoreSource::Own,
                     });
                     v.last_restore_ms = Some(ms(restore));
                     v.last_resume_ms = Some(ms(t0.elapsed()));
@@ -1328,7 +1182,7 @@ impl Engine {
                 info!(
                     actor = %format!("{atespace}/{id}"),
                     %cid,
-                    from = %v.last_restore_from.as_deref().unwrap_or(""),
+                    from = %v.last_restore_from.map(|s| s.to_string()).unwrap_or_default(),
                     restore_ms = ms(restore),
                     resume_ms = ms(t0.elapsed()),
                     "restored actor from {} image",
@@ -1355,7 +1209,7 @@ impl Engine {
     ) -> Result<(Running, Duration), EngineError> {
         let (spec, golden) = {
             let t = self.template(template)?;
-            (t.spec, t.status.snapshot)
+            (t.spec, t.status.golden.map(|g| g.image_dir))
         };
         let image = match source {
             SnapshotSource::Golden => golden.ok_or_else(|| EngineError::WrongState {

@@ -21,7 +21,6 @@
 pub mod api;
 pub mod bundle;
 pub mod engine;
-pub mod fault;
 pub mod identity;
 pub mod names;
 pub mod relay;
@@ -29,3 +28,9 @@ pub mod rootfs;
 pub mod router;
 pub mod runsc;
 pub mod server;
+
+/// Fault modes: the list lives in `ate-agent-api`, the one source the
+/// agent and the self-test read.
+pub mod fault {
+    pub use ate_agent_api::fault::*;
+}

@@ -1,8 +1,9 @@
 //! `ate-refagent serve`: the agent process.
 //!
 //! Binds the control API and the router on loopback (port 0 unless given),
-//! prints one JSON line `{"control": ADDR, "router": ADDR, "pid": N,
-//! "instance": ID, "orphans_removed": [...]}` on stdout, and serves until
+//! prints one JSON line on stdout (`ate_agent_api::StartupLine`: control
+//! and router addresses, pid, instance, state dir, runsc version, orphans
+//! removed, fault), and serves until
 //! SIGTERM or SIGINT; then it kills and deletes every sandbox it started,
 //! by container ID, and exits.
 //!
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::json;
+use ate_agent_api::StartupLine;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
@@ -177,19 +178,23 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .await
     });
 
-    let line = json!({
-        "control": control_addr.to_string(),
-        "router": router_addr.to_string(),
-        "pid": std::process::id(),
-        "instance": engine.instance(),
-        "state_dir": state_dir,
-        "runsc_version": runsc_version,
-        "orphans_removed": orphans,
-        "fault": opts.fault,
-    });
+    let line = StartupLine {
+        control: control_addr,
+        router: router_addr,
+        pid: std::process::id(),
+        instance: engine.instance().to_owned(),
+        state_dir: state_dir.clone(),
+        runsc_version,
+        orphans_removed: orphans,
+        fault: opts.fault,
+    };
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}")?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&line).expect("the start-up line serialises")
+        )?;
         out.flush()?;
     }
     info!(control = %control_addr, router = %router_addr, state_dir = %state_dir.display(), "ate-refagent serving");

@@ -3,6 +3,10 @@
 //! bite", DESIGN.md). Off unless `serve --fault NAME` asks for one; never
 //! the default.
 //!
+//! This list is the one source: the agent parses `--fault NAME` against
+//! [`Fault::ALL`], and the self-test takes its rows (and the statements a
+//! failing trial must name, [`Fault::breaks`]) from it.
+//!
 //! Every fault branch in the agent is small, guarded by
 //! `Some(Fault::X)`, and commented with the contract statement it breaks;
 //! with no fault the agent takes exactly its healthy path.
@@ -10,35 +14,28 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// One deliberate way to break the identity contract.
+/// One deliberate way to break the identity contract. What each does is
+/// [`Fault::description`]; the statements it breaks, [`Fault::breaks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fault {
-    /// `env-identity`: the ID only in the environment at golden boot, no
-    /// identity mount (breaks ID-1, ID-3, ID-4, ID-7).
+    /// `env-identity`: the ID only in the environment at golden boot.
     EnvIdentity,
-    /// `baked-identity`: the golden ID written into the image's
-    /// `run/ate/actor-id`, no mount (breaks ID-3, ID-4, ID-5, ID-7).
+    /// `baked-identity`: the golden ID baked into the image.
     BakedIdentity,
-    /// `shared-identity-dir`: one host identity directory for all actors,
-    /// last writer wins (breaks ID-3, ID-5, ID-8).
+    /// `shared-identity-dir`: one host identity directory for all actors.
     SharedIdentityDir,
-    /// `writable-mount`: the bind mount at `/run/ate` is read-write
-    /// (breaks ID-6).
+    /// `writable-mount`: the bind mount at `/run/ate` is read-write.
     WritableMount,
-    /// `file-mount`: a single-file bind mount at `/run/ate/actor-id`
-    /// instead of the directory (breaks ID-7, and ID-9 through it).
+    /// `file-mount`: a single-file bind mount instead of the directory.
     FileMount,
-    /// `no-reset`: the first resumed actor's bundle and identity dir are
-    /// reused by every later resume; suspend resets nothing (breaks ID-3,
-    /// ID-5, ID-10).
+    /// `no-reset`: bundle and identity dir reused across resumes.
     NoReset,
-    /// `torn-write`: `actor-id` written in place in small chunks (breaks
-    /// ID-9).
+    /// `torn-write`: `actor-id` written in place in small chunks.
     TornWrite,
     /// `symlink-follow`: the mount point created following the image's
-    /// symlinks out of the rootfs (breaks ID-13).
+    /// symlinks out of the rootfs.
     SymlinkFollow,
-    /// `trailing-newline`: the file holds the ID plus `"\n"` (breaks ID-2).
+    /// `trailing-newline`: the file holds the ID plus `"\n"`.
     TrailingNewline,
 }
 
@@ -76,6 +73,23 @@ impl Fault {
             Fault::TornWrite => "torn-write",
             Fault::SymlinkFollow => "symlink-follow",
             Fault::TrailingNewline => "trailing-newline",
+        }
+    }
+
+    /// The contract statements a trial names when this fault breaks it:
+    /// the self-test counts a fault as caught only by a failure naming one
+    /// of these (the kill matrix's symptoms).
+    pub fn breaks(&self) -> &'static [&'static str] {
+        match self {
+            Fault::EnvIdentity => &["ID-3", "ID-4", "ID-7"],
+            Fault::BakedIdentity => &["ID-3", "ID-4"],
+            Fault::SharedIdentityDir => &["ID-3", "ID-5", "ID-8"],
+            Fault::WritableMount => &["ID-6"],
+            Fault::FileMount => &["ID-7"],
+            Fault::NoReset => &["ID-3", "ID-10"],
+            Fault::TornWrite => &["ID-9"],
+            Fault::SymlinkFollow => &["ID-13"],
+            Fault::TrailingNewline => &["ID-2"],
         }
     }
 
@@ -143,6 +157,13 @@ impl serde::Serialize for Fault {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Fault {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +182,15 @@ mod tests {
             );
             assert!(!f.description().is_empty() && !f.description().contains('\n'));
             assert_eq!(serde_json::to_value(f).unwrap(), serde_json::json!(name));
+            assert_eq!(
+                serde_json::from_value::<Fault>(serde_json::json!(name)).unwrap(),
+                f
+            );
+            assert!(!f.breaks().is_empty(), "{name} breaks nothing");
+            for id in f.breaks() {
+                let n = id.strip_prefix("ID-").expect("an ID-n statement");
+                assert!(n.parse::<u32>().is_ok(), "{name}: {id}");
+            }
         }
         assert_eq!(seen.len(), Fault::ALL.len());
     }
