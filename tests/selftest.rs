@@ -17,7 +17,7 @@ fn every_fault_is_caught_and_the_healthy_agent_is_green() {
     let st = rt
         .block_on(ate_harness::selftest::run(
             dir.path(),
-            ate_harness::selftest::FAULTS,
+            &ate_harness::selftest::faults(),
             |fault, report| {
                 let bin = bin.clone();
                 async move {
@@ -53,7 +53,7 @@ fn every_fault_is_caught_and_the_healthy_agent_is_green() {
         "self-test problems:\n{}",
         problems.join("\n")
     );
-    assert_eq!(st.faults.len(), ate_harness::selftest::FAULTS.len());
+    assert_eq!(st.faults.len(), ate_harness::selftest::faults().len());
     // Nothing left running.
     let out = Command::new("runsc")
         .args(["list", "-quiet"])

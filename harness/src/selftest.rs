@@ -22,46 +22,18 @@ pub struct FaultSpec {
     pub description: &'static str,
 }
 
-/// Every fault mode the reference agent has.
-pub const FAULTS: &[FaultSpec] = &[
-    FaultSpec {
-        name: "env-identity",
-        symptoms: &["ID-3", "ID-4", "ID-7"],
-        description: "the ID is passed only as an environment variable at golden boot, with no identity mount: restored actors carry the golden's",
-    },
-    FaultSpec {
-        name: "baked-identity",
-        symptoms: &["ID-3", "ID-4"],
-        description: "the golden's ID is written into the image at golden time and never rewritten",
-    },
-    FaultSpec {
-        name: "shared-identity-dir",
-        symptoms: &["ID-3", "ID-5", "ID-8"],
-        description: "one host identity directory for all actors; the last writer wins",
-    },
-    FaultSpec { name: "writable-mount", symptoms: &["ID-6"], description: "the identity bind mount is read-write" },
-    FaultSpec {
-        name: "file-mount",
-        symptoms: &["ID-7"],
-        description: "a single-file bind mount of actor-id instead of the directory",
-    },
-    FaultSpec {
-        name: "no-reset",
-        symptoms: &["ID-3", "ID-10"],
-        description: "identity dir and bundle are not regenerated on resume: the first actor's bundle is reused",
-    },
-    FaultSpec {
-        name: "torn-write",
-        symptoms: &["ID-9"],
-        description: "actor-id is truncated and rewritten in small chunks in place, no temp file and no rename",
-    },
-    FaultSpec {
-        name: "symlink-follow",
-        symptoms: &["ID-13"],
-        description: "the mount point is created following symlinks out of the rootfs",
-    },
-    FaultSpec { name: "trailing-newline", symptoms: &["ID-2"], description: "the file holds the ID plus a newline" },
-];
+/// Every fault mode the reference agent has: its own list
+/// (`ate_agent_api::Fault::ALL`), never a copy.
+pub fn faults() -> Vec<FaultSpec> {
+    ate_agent_api::Fault::ALL
+        .iter()
+        .map(|f| FaultSpec {
+            name: f.name(),
+            symptoms: f.breaks(),
+            description: f.description(),
+        })
+        .collect()
+}
 
 /// Problems of a run that must be all green.
 fn healthy_problems(suites: &[SuiteReport]) -> Vec<String> {
@@ -262,7 +234,10 @@ mod tests {
 
     #[test]
     fn caught_means_a_recorded_violation_of_a_symptom() {
-        let spec = FAULTS.iter().find(|f| f.name == "symlink-follow").unwrap();
+        let spec = &faults()
+            .into_iter()
+            .find(|f| f.name == "symlink-follow")
+            .unwrap();
         let cols = vec!["identity/t".to_string()];
         // Recorded ID-13: caught, with the line that shows it (not the
         // context line above it).
@@ -294,11 +269,12 @@ mod tests {
 
     #[test]
     fn fault_names_are_unique_and_symptoms_are_contract_ids() {
-        let mut names: Vec<&str> = FAULTS.iter().map(|f| f.name).collect();
+        let all = faults();
+        let mut names: Vec<&str> = all.iter().map(|f| f.name).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), FAULTS.len());
-        for f in FAULTS {
+        assert_eq!(names.len(), all.len());
+        for f in &all {
             assert!(!f.symptoms.is_empty());
             for s in f.symptoms {
                 assert!(report::CONTRACT.iter().any(|(id, _)| id == s), "{s}");

@@ -3,32 +3,28 @@
 //!
 //! Start-up: build (or take) the static probe and agent, remove what a
 //! crashed earlier run left (`ate-refagent gc` on every state dir no agent
-//! holds), start `ate-refagent serve --exit-with-parent` with a state dir of
-//! this run's own, read its one JSON line (bound control and router
-//! addresses), then drive its control API. Teardown: SIGTERM, which makes
-//! the agent kill and delete every sandbox it started; then a check that
-//! `runsc list` shows none of them.
+//! holds), start the agent with a state dir of this run's own, then drive
+//! its control API, all through the agent's one client (`ate-agent-api`).
+//! Teardown: SIGTERM, which makes the agent kill and delete every sandbox
+//! it started; then a check that none of them is left.
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context, Result};
 use async_trait::async_trait;
-use ate_cmd::{Cmd, Spawned, Stdio};
-use serde::Deserialize;
-use serde_json::{json, Value};
-
-use tokio::io::{AsyncBufReadExt, BufReader};
+use ate_agent_api::client::{self as agent, Agent, AgentClient, AgentOptions};
+use ate_agent_api::{self as api, ErrorBody, Fault, Phase, StartupLine, TemplateSpec};
+use ate_cmd::Cmd;
+use serde_json::Value;
 use tracing::{info, warn};
 
 use super::{
     ActorInfo, ActorState, Backend, Golden, HostAccess, HostDirs, RestoreSource, TemplateOutcome,
     TemplatePhase,
 };
-use anyhow::Result;
 type BackendResult<T> = super::Result<T>;
 use crate::fixture::{self, StaticBins};
 use crate::flags::{Spec, Values};
@@ -173,36 +169,16 @@ pub struct LocalOptions {
     pub start_timeout: Duration,
 }
 
-/// The agent's start-up line.
-#[derive(Debug, Deserialize)]
-struct AgentLine {
-    control: SocketAddr,
-    router: SocketAddr,
-    pid: u32,
-    instance: String,
-    runsc_version: String,
-    #[serde(default)]
-    orphans_removed: Vec<String>,
-}
-
 /// The embedded backend.
 pub struct LocalBackend {
     opts: LocalOptions,
-    agent: Mutex<Option<Spawned>>,
-    line: AgentLine,
-    http: reqwest::Client,
+    agent: Mutex<Option<Agent>>,
+    line: StartupLine,
+    client: AgentClient,
+    fault: Option<Fault>,
     state_dir: PathBuf,
     log_path: PathBuf,
     bins: StaticBins,
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let v: Vec<&str> = text.lines().collect();
-    v[v.len().saturating_sub(lines)..]
-        .iter()
-        .map(|l| format!("    {l}\n"))
-        .collect()
 }
 
 /// Marker file in a state dir left on purpose by `--keep`: the automatic
@@ -210,21 +186,7 @@ fn tail(path: &Path, lines: usize) -> String {
 /// gc` removes them.
 pub const KEPT_MARKER: &str = "KEPT";
 
-/// True when no agent holds `dir`'s lock (its agent is gone).
-pub fn state_dir_is_stale(dir: &Path) -> bool {
-    let Ok(f) = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join("agent.lock"))
-    else {
-        // No lock file: not an agent state dir we know how to judge.
-        return false;
-    };
-    rustix::fs::flock(
-        f.as_fd(),
-        rustix::fs::FlockOperation::NonBlockingLockExclusive,
-    )
-    .is_ok()
-}
+pub use ate_agent_api::client::state_dir_is_stale;
 
 /// Removes what crashed earlier runs left under `state_root`: for every
 /// state dir no agent holds, `ate-refagent gc --remove` kills and deletes
@@ -242,20 +204,14 @@ pub async fn gc_stale_runs(
     };
     for e in entries.flatten() {
         let dir = e.path();
-        if !dir.is_dir() || !state_dir_is_stale(&dir) {
+        if !dir.is_dir() || !agent::state_dir_is_stale(&dir) {
             continue;
         }
         if !include_kept && dir.join(KEPT_MARKER).exists() {
             info!(run_dir = %dir.display(), "leaving a run kept with --keep (remove it with `ate-conformance gc`)");
             continue;
         }
-        let out = Cmd::new(agent_bin)
-            .arg("gc")
-            .arg("--state-dir")
-            .arg(&dir)
-            .arg("--remove")
-            .timeout(Duration::from_secs(120))
-            .run()
+        let lines = agent::gc_and_remove(agent_bin, &dir)
             .await
             .with_context(|| {
                 format!(
@@ -263,16 +219,16 @@ pub async fn gc_stale_runs(
                     dir.display()
                 )
             })?;
-        for l in out.stdout_str().lines() {
+        for l in lines {
             warn!(run_dir = %dir.display(), "earlier run left: {l}");
-            removed.push(l.to_owned());
+            removed.push(l);
         }
     }
     Ok(removed)
 }
 
 /// The probe template spec, rendered from `fixtures/local/probe-template.json`.
-pub fn probe_template(name: &str, probe_bin: &Path) -> Result<Value> {
+pub fn probe_template(name: &str, probe_bin: &Path) -> Result<TemplateSpec> {
     let path = crate::paths::fixtures_dir().join("local/probe-template.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -298,37 +254,57 @@ pub fn probe_template(name: &str, probe_bin: &Path) -> Result<Value> {
         ),
         ("PROBE_FILE", file.to_owned()),
     ]);
-    Ok(crate::template::render_json(
-        "fixtures/local/probe-template.json",
-        &doc,
-        &vars,
-    )?)
+    let rendered = crate::template::render_json("fixtures/local/probe-template.json", &doc, &vars)?;
+    serde_json::from_value(rendered)
+        .with_context(|| format!("{} is not a template spec", path.display()))
+}
+
+/// The seam's state for the agent's.
+fn actor_state(s: api::ActorState) -> ActorState {
+    match s {
+        api::ActorState::Resuming => ActorState::Resuming,
+        api::ActorState::Running => ActorState::Running,
+        api::ActorState::Suspending => ActorState::Suspending,
+        api::ActorState::Suspended => ActorState::Suspended,
+    }
+}
+
+/// The seam's phase for the agent's.
+fn template_phase(p: Phase) -> TemplatePhase {
+    match p {
+        Phase::Ready => TemplatePhase::Ready,
+        Phase::Failed => TemplatePhase::Failed,
+        other => TemplatePhase::Other(format!("{other:?}")),
+    }
+}
+
+fn actor_info(v: &api::ActorView) -> ActorInfo {
+    ActorInfo {
+        atespace: v.atespace.clone(),
+        id: v.id.clone(),
+        state: actor_state(v.state),
+        restored_from: v.last_restore_from.map(|r| match r {
+            api::RestoreSource::Golden => RestoreSource::Golden,
+            api::RestoreSource::Own => RestoreSource::Own,
+        }),
+        restore_ms: v.last_restore_ms,
+        sandbox: v.sandbox.clone(),
+    }
+}
+
+fn host_dirs(v: &api::ActorView) -> HostDirs {
+    HostDirs {
+        identity: Some(v.dirs.identity.clone()),
+        bundle: Some(v.dirs.bundle.clone()),
+        logs: Some(v.dirs.logs.clone()),
+    }
 }
 
 impl LocalBackend {
-    /// Creates a template and polls it until Ready or Failed, or until
-    /// `deadline`; returns the last template view seen.
-    async fn deploy_and_wait(&self, spec: Value, deadline: Duration) -> Result<Value> {
-        let name = spec["name"].as_str().unwrap_or_default().to_owned();
-        let start = Instant::now();
-        self.call(reqwest::Method::POST, "/templates", Some(spec))
-            .await
-            .with_context(|| format!("cannot create template {name}"))?;
-        loop {
-            let last = self
-                .call(reqwest::Method::GET, &format!("/templates/{name}"), None)
-                .await?;
-            let phase = last.pointer("/status/phase").and_then(Value::as_str);
-            if matches!(phase, Some("Ready") | Some("Failed")) || start.elapsed() >= deadline {
-                return Ok(last);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// Builds what is needed, cleans up after crashed runs, and starts the
     /// agent.
     pub async fn start(opts: LocalOptions) -> Result<LocalBackend> {
+        let fault = opts.fault.as_deref().map(str::parse::<Fault>).transpose()?;
         let bins = fixture::static_bins(&fixture::BuildOptions::default())
             .await
             .context("cannot build the static probe and agent")?;
@@ -345,71 +321,27 @@ impl LocalBackend {
         if !gc.is_empty() {
             info!(count = gc.len(), "removed leftovers of earlier runs");
         }
-
         let state_dir = opts.state_root.join(opts.run_id.state_dir_name());
         let log_path = opts.log_dir.join(format!("agent-{}.log", opts.run_id));
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("cannot create {}", log_path.display()))?;
-        let mut cmd = Cmd::new(&bins.agent)
-            .arg("serve")
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .arg("--exit-with-parent")
-            .arg("--runsc")
-            .arg(&opts.runsc)
-            // The log is a file: no colour codes in it.
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::file(log));
-        if opts.runsc_debug {
-            cmd = cmd.arg("--runsc-debug");
-        }
-        if let Some(f) = &opts.fault {
-            cmd = cmd.arg("--fault").arg(f);
-        }
-        let started = Instant::now();
-        let mut agent = cmd.spawn().context("cannot start the reference agent")?;
-        let stdout = agent.stdout.take().expect("stdout is piped");
-        let first = tokio::time::timeout(opts.start_timeout, async {
-            BufReader::new(stdout).lines().next_line().await
-        })
-        .await;
-        let line = match first {
-            Ok(Ok(Some(l))) => l,
-            Ok(Ok(None)) | Ok(Err(_)) => {
-                let status = agent.wait().await.ok();
-                bail!(
-                    "the agent `{}` exited before it was ready ({status:?}); its log {}:\n{}",
-                    agent.cmd(),
-                    log_path.display(),
-                    tail(&log_path, 30)
-                );
-            }
-            Err(_) => {
-                let cmdline = agent.cmd().to_owned();
-                let _ = agent.terminate(Duration::from_secs(10)).await;
-                bail!(
-                    "the agent `{cmdline}` printed no address line within {:?}; its log {}:\n{}",
-                    opts.start_timeout,
-                    log_path.display(),
-                    tail(&log_path, 30)
-                );
-            }
-        };
-        let line: AgentLine = serde_json::from_str(&line)
-            .with_context(|| format!("the agent's first line is not its address JSON: {line}"))?;
-        info!(pid = line.pid, control = %line.control, router = %line.router, ms = started.elapsed().as_millis() as u64, "agent ready");
-        if !line.orphans_removed.is_empty() {
-            warn!(orphans = ?line.orphans_removed, "agent removed orphan sandboxes");
-        }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("reqwest client builds without TLS");
+        let agent = Agent::spawn(
+            &AgentOptions {
+                agent_bin: bins.agent.clone(),
+                state_dir: state_dir.clone(),
+                runsc: opts.runsc.clone(),
+                runsc_debug: opts.runsc_debug,
+                fault,
+                log: log_path.clone(),
+            },
+            opts.start_timeout,
+        )
+        .await
+        .context("cannot start the reference agent")?;
         Ok(LocalBackend {
-            opts,
+            line: agent.line().clone(),
+            client: agent.client().clone(),
             agent: Mutex::new(Some(agent)),
-            line,
-            http,
+            fault,
+            opts,
             state_dir,
             log_path,
             bins,
@@ -424,90 +356,6 @@ impl LocalBackend {
     /// The agent's control API address.
     pub fn control_addr(&self) -> SocketAddr {
         self.line.control
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value> {
-        let what = format!("agent API `{method} {path}`");
-        let mut req = self
-            .http
-            .request(method, format!("http://{}{}", self.line.control, path))
-            .timeout(Duration::from_secs(120));
-        if let Some(b) = &body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.with_context(|| {
-            format!(
-                "{what}: no answer from the agent (log: {})",
-                self.log_path.display()
-            )
-        })?;
-        let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .with_context(|| format!("{what}: cannot read the body"))?;
-        if !status.is_success() {
-            let msg = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(Value::as_str).map(String::from))
-                .unwrap_or(text);
-            bail!("{what} answered {status}: {msg}");
-        }
-        if text.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text)
-            .with_context(|| format!("{what}: the answer is not JSON: {text}"))
-    }
-
-    fn actor_info(v: &Value) -> Result<ActorInfo> {
-        let s = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
-        Ok(ActorInfo {
-            atespace: s("atespace").ok_or_else(|| anyhow!("actor view without atespace: {v}"))?,
-            id: s("id").ok_or_else(|| anyhow!("actor view without id: {v}"))?,
-            state: actor_state(s("state").as_deref().unwrap_or_default()),
-            restored_from: match s("last_restore_from").as_deref() {
-                Some("golden") => Some(RestoreSource::Golden),
-                Some("own") => Some(RestoreSource::Own),
-                _ => None,
-            },
-            restore_ms: v.get("last_restore_ms").and_then(Value::as_u64),
-            sandbox: s("sandbox"),
-        })
-    }
-
-    fn host_dirs(v: &Value) -> HostDirs {
-        let dir = |k: &str| v.pointer(k).and_then(Value::as_str).map(PathBuf::from);
-        HostDirs {
-            identity: dir("/dirs/identity"),
-            bundle: dir("/dirs/bundle"),
-            logs: dir("/dirs/logs"),
-        }
-    }
-
-    async fn actor_view(&self, atespace: &str, id: &str) -> Result<Value> {
-        self.call(
-            reqwest::Method::GET,
-            &format!("/atespaces/{atespace}/actors/{id}"),
-            None,
-        )
-        .await
-    }
-}
-
-/// The seam's state for the agent's state names (`RUNNING`, ...).
-fn actor_state(name: &str) -> ActorState {
-    match name {
-        "RESUMING" => ActorState::Resuming,
-        "RUNNING" => ActorState::Running,
-        "SUSPENDING" => ActorState::Suspending,
-        "SUSPENDED" => ActorState::Suspended,
-        other => ActorState::Unknown(other.to_owned()),
     }
 }
 
@@ -537,93 +385,69 @@ impl Backend for LocalBackend {
             ("agent_log".into(), self.log_path.display().to_string()),
             (
                 "agent_fault".into(),
-                self.opts
-                    .fault
-                    .clone()
+                self.fault
+                    .map(|f| f.name().to_owned())
                     .unwrap_or_else(|| "none (healthy)".into()),
             ),
         ]
     }
 
     async fn deploy_probe(&self, deadline: Duration) -> BackendResult<Golden> {
-        let r: Result<Golden> = async {
-            let name = self.opts.run_id.probe_template();
-            let start = Instant::now();
-            let spec = probe_template(&name, &self.bins.probe)?;
-            let last = self.deploy_and_wait(spec, deadline).await?;
-            match last.pointer("/status/phase").and_then(Value::as_str) {
-                Some("Ready") => {
-                    let golden_actor_id = last
-                        .pointer("/status/goldenActorId")
-                        .or_else(|| last.pointer("/status/goldenActorID"))
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| {
-                            anyhow!("template {name} is Ready without a golden actor ID: {last}")
-                        })?
-                        .to_owned();
-                    let snapshot = last
-                        .pointer("/status/snapshot")
-                        .and_then(Value::as_str)
-                        .map(String::from);
-                    Ok(Golden {
-                        template: name,
-                        golden_actor_id,
-                        snapshot,
-                        ready_after: start.elapsed(),
-                    })
-                }
-                Some("Failed") => bail!(
-                    "template {name} failed: {}",
-                    last.pointer("/status/reason")
-                        .and_then(Value::as_str)
-                        .unwrap_or("(no reason given)")
-                ),
-                _ => bail!(
-                    "template {name} not Ready after {deadline:?}; last status seen: {}",
-                    last.get("status").unwrap_or(&last)
-                ),
-            }
+        let name = self.opts.run_id.probe_template();
+        let start = Instant::now();
+        let spec = probe_template(&name, &self.bins.probe)?;
+        let view = self
+            .client
+            .deploy_template(&spec, deadline)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let status = &view.status;
+        match status.phase {
+            Phase::Ready => Ok(Golden {
+                golden_actor_id: status.golden_actor_id.clone().ok_or_else(|| {
+                    anyhow!("template {name} is Ready without a golden actor ID: {status:?}")
+                })?,
+                snapshot: status
+                    .golden
+                    .as_ref()
+                    .map(|g| g.image_dir.display().to_string()),
+                template: name,
+                ready_after: start.elapsed(),
+            }),
+            Phase::Failed => Err(anyhow!(
+                "template {name} failed: {}",
+                status.reason.as_deref().unwrap_or("(no reason given)")
+            )
+            .into()),
+            _ => Err(anyhow!(
+                "template {name} not Ready after {deadline:?}; last status seen: {status:?}"
+            )
+            .into()),
         }
-        .await;
-        Ok(r?)
     }
 
     async fn delete_template(&self, name: &str) -> BackendResult<()> {
-        let r: Result<()> = async {
-            self.call(reqwest::Method::DELETE, &format!("/templates/{name}"), None)
-                .await
-                .map(|_| ())
-        }
-        .await;
-        Ok(r?)
+        Ok(self
+            .client
+            .delete_template(name)
+            .await
+            .map_err(anyhow::Error::from)?)
     }
 
     async fn create_atespace(&self, atespace: &str) -> BackendResult<()> {
-        let r: Result<()> = async {
-            self.call(
-                reqwest::Method::POST,
-                "/atespaces",
-                Some(json!({ "name": atespace })),
-            )
+        Ok(self
+            .client
+            .create_atespace(atespace)
             .await
-            .map(|_| ())
-        }
-        .await;
-        Ok(r?)
+            .map_err(anyhow::Error::from)?)
     }
 
     async fn delete_atespace(&self, atespace: &str) -> BackendResult<()> {
-        let r: Result<()> = async {
-            self.call(
-                reqwest::Method::DELETE,
-                &format!("/atespaces/{atespace}"),
-                None,
-            )
+        Ok(self
+            .client
+            .delete_atespace(atespace)
             .await
-            .map(|_| ())
-        }
-        .await;
-        Ok(r?)
+            .map_err(anyhow::Error::from)?)
     }
 
     async fn create_actor(
@@ -632,77 +456,47 @@ impl Backend for LocalBackend {
         id: &str,
         template: &str,
     ) -> BackendResult<ActorInfo> {
-        let r: Result<ActorInfo> = async {
-            let v = self
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/atespaces/{atespace}/actors"),
-                    Some(json!({ "id": id, "template": template })),
-                )
-                .await?;
-            Self::actor_info(&v)
-        }
-        .await;
-        Ok(r?)
+        let v = self
+            .client
+            .create_actor(atespace, id, template)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(actor_info(&v))
     }
 
     async fn resume(&self, atespace: &str, id: &str) -> BackendResult<ActorInfo> {
-        let r: Result<ActorInfo> = async {
-            let v = self
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/atespaces/{atespace}/actors/{id}/resume"),
-                    None,
-                )
-                .await?;
-            Self::actor_info(&v)
-        }
-        .await;
-        Ok(r?)
+        let v = self
+            .client
+            .resume(atespace, id)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(actor_info(&v))
     }
 
     async fn suspend(&self, atespace: &str, id: &str) -> BackendResult<ActorInfo> {
-        let r: Result<ActorInfo> = async {
-            let v = self
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/atespaces/{atespace}/actors/{id}/suspend"),
-                    None,
-                )
-                .await?;
-            Self::actor_info(&v)
-        }
-        .await;
-        Ok(r?)
+        let v = self
+            .client
+            .suspend(atespace, id)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(actor_info(&v))
     }
 
     async fn delete_actor(&self, atespace: &str, id: &str) -> BackendResult<()> {
-        let r: Result<()> = async {
-            self.call(
-                reqwest::Method::DELETE,
-                &format!("/atespaces/{atespace}/actors/{id}"),
-                None,
-            )
+        Ok(self
+            .client
+            .delete_actor(atespace, id)
             .await
-            .map(|_| ())
-        }
-        .await;
-        Ok(r?)
+            .map_err(anyhow::Error::from)?)
     }
 
     async fn get_actor(&self, atespace: &str, id: &str) -> BackendResult<ActorInfo> {
-        let r: Result<ActorInfo> = async {
-            let v = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/atespaces/{atespace}/actors/{id}"),
-                    None,
-                )
-                .await?;
-            Self::actor_info(&v)
-        }
-        .await;
-        Ok(r?)
+        let v = self
+            .client
+            .actor(atespace, id)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(actor_info(&v))
     }
 
     fn router(&self) -> RouterClient {
@@ -710,11 +504,11 @@ impl Backend for LocalBackend {
     }
 
     fn router_refusal(&self, resp: &RoutedResponse) -> Option<String> {
-        // The agent's router answers its own errors as the API does:
-        // `{"error": ..., "kind": ...}` (agent/src/router.rs).
-        let v: Value = serde_json::from_slice(&resp.body).ok()?;
-        v.get("kind")?.as_str()?;
-        v.get("error")?.as_str().map(String::from)
+        // The agent's router answers its own errors with the API's error
+        // body (agent/src/router.rs); an actor's answer is anything else.
+        serde_json::from_slice::<ErrorBody>(&resp.body)
+            .ok()
+            .map(|b| b.error)
     }
 
     fn host(&self) -> Option<&dyn HostAccess> {
@@ -722,24 +516,14 @@ impl Backend for LocalBackend {
     }
 
     async fn live_sandboxes(&self) -> BackendResult<Vec<String>> {
-        let r: Result<Vec<String>> = async {
-            // What runsc itself lists, not what the agent believes.
-            let out = Cmd::new(&self.opts.runsc)
-                .args(["list", "-quiet"])
-                .timeout(Duration::from_secs(20))
-                .run()
-                .await?;
-            let prefix = format!("ate-{}-", self.line.instance);
-            Ok(out
-                .stdout_str()
-                .lines()
-                .map(str::trim)
-                .filter(|l| l.starts_with(&prefix))
-                .map(String::from)
-                .collect())
-        }
-        .await;
-        Ok(r?)
+        // What runsc itself lists, not what the agent believes: this
+        // agent's containers carry its instance in their fixed-width IDs.
+        let prefix = format!("ate-{}-", self.line.instance);
+        Ok(runsc_list(&self.opts.runsc)
+            .await?
+            .into_iter()
+            .filter(|c| c.starts_with(&prefix))
+            .collect())
     }
 
     async fn collect_artifacts(
@@ -747,110 +531,100 @@ impl Backend for LocalBackend {
         actors: &[super::ActorRef],
         dir: &Path,
     ) -> BackendResult<Vec<PathBuf>> {
-        let r: Result<Vec<PathBuf>> = async {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let mut written = Vec::new();
-            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-            let mut needles: Vec<String> = Vec::new();
-            let mut hosts: Vec<String> = Vec::new();
-            let mut notes = Vec::new();
-            for a in actors {
-                needles.push(format!("{}/{}", a.atespace, a.id));
-                hosts.push(format!(
-                    "host={}",
-                    crate::router::actor_host(&a.id, &a.atespace)
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut written = Vec::new();
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let mut notes = Vec::new();
+        let mut needles: Vec<String> = Vec::new();
+        let mut hosts: Vec<String> = Vec::new();
+        for a in actors {
+            needles.push(format!("{}/{}", a.atespace, a.id));
+            hosts.push(format!(
+                "host={}",
+                crate::router::actor_host(&a.id, &a.atespace)
+            ));
+            let view = match self.client.actor(&a.atespace, &a.id).await {
+                Ok(v) => v,
+                Err(e) => {
+                    notes.push(format!(
+                        "{}/{}: cannot get the actor from the agent: {}",
+                        a.atespace,
+                        a.id,
+                        crate::error_chain(&e)
+                    ));
+                    continue;
+                }
+            };
+            if let Some(cid) = &view.sandbox {
+                needles.push(cid.clone());
+            }
+            let stem = format!("{}-{}", a.atespace, a.id);
+            let cfg = view.dirs.bundle.join("config.json");
+            if cfg.exists() {
+                let to = dir.join(format!("{stem}.config.json"));
+                std::fs::copy(&cfg, &to)
+                    .with_context(|| format!("cannot copy {}", cfg.display()))?;
+                written.push(to);
+            } else {
+                notes.push(format!(
+                    "{}/{}: no config.json ({}; the bundle is reset after a suspend, ID-10)",
+                    a.atespace, a.id, view.state
                 ));
-                let (info, dirs) = match self
-                    .actor_view(&a.atespace, &a.id)
-                    .await
-                    .and_then(|v| Ok((Self::actor_info(&v)?, Self::host_dirs(&v))))
-                {
-                    Ok(x) => x,
-                    Err(e) => {
-                        notes.push(format!(
-                            "{}/{}: cannot get the actor from the agent: {e:#}",
-                            a.atespace, a.id
-                        ));
-                        continue;
-                    }
-                };
-                if let Some(cid) = &info.sandbox {
-                    needles.push(cid.clone());
-                }
-                let stem = format!("{}-{}", a.atespace, a.id);
-                match dirs.bundle.as_ref().map(|b| b.join("config.json")) {
-                    Some(cfg) if cfg.exists() => {
-                        let to = dir.join(format!("{stem}.config.json"));
-                        std::fs::copy(&cfg, &to)
-                            .with_context(|| format!("cannot copy {}", cfg.display()))?;
-                        written.push(to);
-                    }
-                    _ => notes.push(format!(
-                        "{}/{}: no config.json ({}; the bundle is reset after a suspend, ID-10)",
-                        a.atespace, a.id, info.state
-                    )),
-                }
-                if let Some(logs) = &dirs.logs {
-                    for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
-                        let to = dir.join(format!("{stem}.{}", e.file_name().to_string_lossy()));
-                        if e.path().is_file() && std::fs::copy(e.path(), &to).is_ok() {
-                            written.push(to);
-                        }
-                    }
+            }
+            for e in std::fs::read_dir(&view.dirs.logs)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let to = dir.join(format!("{stem}.{}", e.file_name().to_string_lossy()));
+                if e.path().is_file() && std::fs::copy(e.path(), &to).is_ok() {
+                    written.push(to);
                 }
             }
-            // Every agent line about these actors, and the router's lines for
-            // their Hosts (restores name the actor and its container ID).
-            let agent_lines: String = log
-                .lines()
-                .filter(|l| needles.iter().any(|n| l.contains(n.as_str())))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            let router_lines: String = log
-                .lines()
-                .filter(|l| l.contains(" routed") && hosts.iter().any(|h| l.contains(h.as_str())))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            for (name, text) in [("agent.log", agent_lines), ("router.log", router_lines)] {
-                let to = dir.join(name);
-                std::fs::write(&to, text)
-                    .with_context(|| format!("cannot write {}", to.display()))?;
-                written.push(to);
-            }
-            if !notes.is_empty() {
-                let to = dir.join("notes.txt");
-                std::fs::write(&to, notes.join("\n") + "\n")?;
-                written.push(to);
-            }
-            Ok(written)
         }
-        .await;
-        Ok(r?)
+        // Every agent line about these actors, and the router's lines for
+        // their Hosts (restores name the actor and its container ID).
+        let agent_lines: String = log
+            .lines()
+            .filter(|l| needles.iter().any(|n| l.contains(n.as_str())))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let router_lines: String = log
+            .lines()
+            .filter(|l| l.contains(" routed") && hosts.iter().any(|h| l.contains(h.as_str())))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for (name, text) in [("agent.log", agent_lines), ("router.log", router_lines)] {
+            let to = dir.join(name);
+            std::fs::write(&to, text).with_context(|| format!("cannot write {}", to.display()))?;
+            written.push(to);
+        }
+        if !notes.is_empty() {
+            let to = dir.join("notes.txt");
+            std::fs::write(&to, notes.join("\n") + "\n")
+                .with_context(|| format!("cannot write {}", to.display()))?;
+            written.push(to);
+        }
+        Ok(written)
     }
 
     async fn keep(&self) -> BackendResult<(Vec<String>, String)> {
-        let r: Result<(Vec<String>, String)> = async {
         let agent = self.agent.lock().unwrap().take();
-        let Some(mut agent) = agent else {
-            bail!("the agent is already stopped; nothing to keep")
+        let Some(agent) = agent else {
+            return Err(anyhow!("the agent is already stopped; nothing to keep").into());
         };
-        let v = self.call(reqwest::Method::POST, "/detach", None).await?;
-        let status = tokio::time::timeout(Duration::from_secs(30), agent.wait()).await;
-        if !matches!(status, Ok(Ok(_))) {
-            let _ = agent.terminate(Duration::from_secs(10)).await;
-            bail!("the agent did not exit after /detach; it was stopped and its sandboxes removed");
-        }
+        let detached = agent
+            .detach(Duration::from_secs(30))
+            .await
+            .map_err(anyhow::Error::from)?;
         std::fs::write(
             self.state_dir.join(KEPT_MARKER),
             format!("kept by run {}\n", self.opts.run_id),
         )
         .with_context(|| format!("cannot mark {} as kept", self.state_dir.display()))?;
-        let mut kept: Vec<String> = v["sandboxes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
+        let mut kept: Vec<String> = detached
+            .sandboxes
+            .iter()
             .map(|cid| format!("sandbox {cid} (runsc state: `runsc state {cid}`)"))
             .collect();
         kept.push(format!(
@@ -859,76 +633,73 @@ impl Backend for LocalBackend {
         ));
         kept.push(format!("agent log {}", self.log_path.display()));
         let how = format!(
-            "cargo run -q -p ate-harness --bin ate-conformance -- gc   (or: {} gc --state-dir {} --remove)",
+            "cargo run -q -p ate-cli --bin ate-conformance -- gc   (or: {} gc --state-dir {} --remove)",
             self.bins.agent.display(),
             self.state_dir.display()
         );
         Ok((kept, how))
     }
-        .await;
-        Ok(r?)
-    }
 
     async fn teardown(&self) -> BackendResult<()> {
-        let r: Result<()> = async {
-            let agent = self.agent.lock().unwrap().take();
-            let Some(agent) = agent else { return Ok(()) };
-            let pid = agent.pid();
-            let status = agent
-                .terminate(Duration::from_secs(120))
-                .await
-                .context("cannot stop the agent")?;
-            info!(pid, ?status, "agent stopped");
-            let left = self.live_sandboxes().await?;
-            if !left.is_empty() {
-                // The agent failed its own invariant: remove them by ID, and
-                // fail loudly.
-                for cid in &left {
-                    let _ = Cmd::new(&self.opts.runsc)
-                        .args(["kill", cid, "KILL"])
-                        .timeout(Duration::from_secs(20))
-                        .output()
-                        .await;
-                    let _ = Cmd::new(&self.opts.runsc)
-                        .args(["delete", "-force", cid])
-                        .timeout(Duration::from_secs(20))
-                        .output()
-                        .await;
-                }
-                bail!(
+        let agent = self.agent.lock().unwrap().take();
+        let Some(agent) = agent else { return Ok(()) };
+        let pid = agent.pid();
+        let stopped = agent.stop(Duration::from_secs(120)).await;
+        info!(pid, ok = stopped.is_ok(), "agent stopped");
+        let left = self.live_sandboxes().await?;
+        if !left.is_empty() {
+            // The agent failed its own invariant: remove them by ID, and
+            // fail loudly.
+            for cid in &left {
+                let _ = Cmd::new(&self.opts.runsc)
+                    .args(["kill", cid, "KILL"])
+                    .timeout(Duration::from_secs(20))
+                    .output()
+                    .await;
+                let _ = Cmd::new(&self.opts.runsc)
+                    .args(["delete", "-force", cid])
+                    .timeout(Duration::from_secs(20))
+                    .output()
+                    .await;
+            }
+            return Err(anyhow!(
                 "the agent left {} sandbox(es) running after SIGTERM: {left:?} (removed now by ID)",
                 left.len()
-            );
-            }
-            if !status.success() {
-                bail!(
-                    "the agent exited with {status} at teardown; its log {}:\n{}",
-                    self.log_path.display(),
-                    tail(&self.log_path, 30)
-                );
-            }
-            std::fs::remove_dir_all(&self.state_dir)
-                .with_context(|| format!("cannot remove {}", self.state_dir.display()))?;
-            Ok(())
+            )
+            .into());
         }
-        .await;
-        Ok(r?)
+        stopped.context("cannot stop the agent")?;
+        std::fs::remove_dir_all(&self.state_dir)
+            .with_context(|| format!("cannot remove {}", self.state_dir.display()))?;
+        Ok(())
     }
 }
 
-/// The seam's phase for the agent's template phases.
-fn template_phase(name: &str) -> TemplatePhase {
-    match name {
-        "Ready" => TemplatePhase::Ready,
-        "Failed" => TemplatePhase::Failed,
-        other => TemplatePhase::Other(other.to_owned()),
-    }
+/// `runsc list -quiet`: the container IDs runsc knows.
+async fn runsc_list(runsc: &Path) -> Result<Vec<String>> {
+    let out = Cmd::new(runsc)
+        .args(["list", "-quiet"])
+        .timeout(Duration::from_secs(20))
+        .run()
+        .await?;
+    Ok(out
+        .stdout_str()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
 }
 
 #[async_trait]
 impl HostAccess for LocalBackend {
     async fn actor_dirs(&self, atespace: &str, id: &str) -> BackendResult<HostDirs> {
-        Ok(Self::host_dirs(&self.actor_view(atespace, id).await?))
+        let v = self
+            .client
+            .actor(atespace, id)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(host_dirs(&v))
     }
 
     async fn rewrite_identity(
@@ -938,20 +709,17 @@ impl HostAccess for LocalBackend {
         values: &[String],
         for_ms: u64,
     ) -> BackendResult<u64> {
-        let r: Result<u64> = async {
-            let v = self
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/atespaces/{atespace}/actors/{id}/identity/rewrite"),
-                    Some(json!({ "values": values, "for_ms": for_ms })),
-                )
-                .await?;
-            v["writes"]
-                .as_u64()
-                .ok_or_else(|| anyhow!("the agent's rewrite answer has no writes count: {v}"))
-        }
-        .await;
-        Ok(r?)
+        let body = api::IdentityRewrite {
+            values: values.to_vec(),
+            for_ms,
+            times: None,
+        };
+        Ok(self
+            .client
+            .rewrite_identity(atespace, id, &body)
+            .await
+            .map_err(anyhow::Error::from)?
+            .writes)
     }
 
     async fn deploy_probe_with_symlinks(
@@ -960,38 +728,32 @@ impl HostAccess for LocalBackend {
         symlinks: &[(String, String)],
         deadline: Duration,
     ) -> BackendResult<TemplateOutcome> {
-        let r: Result<TemplateOutcome> = async {
-            let name = self.opts.run_id.unique(base);
-            let image = tempfile::Builder::new()
-                .prefix("ate-image-")
-                .tempdir_in(&self.opts.state_root)?;
-            for (path, target) in symlinks {
-                let p = image.path().join(path);
-                if let Some(parent) = p.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                std::os::unix::fs::symlink(target, &p).with_context(|| {
-                    format!("cannot plant {path} -> {target} in the test image")
-                })?;
+        let name = self.opts.run_id.unique(base);
+        let image = tempfile::Builder::new()
+            .prefix("ate-image-")
+            .tempdir_in(&self.opts.state_root)
+            .context("cannot make the test image dir")?;
+        for (path, target) in symlinks {
+            let p = image.path().join(path);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
             }
-            let mut spec = probe_template(&name, &self.bins.probe)?;
-            spec["image_dir"] = json!(image.path());
-            let last = self.deploy_and_wait(spec, deadline).await?;
-            Ok(TemplateOutcome {
-                name,
-                phase: template_phase(
-                    last.pointer("/status/phase")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                ),
-                reason: last
-                    .pointer("/status/reason")
-                    .and_then(Value::as_str)
-                    .map(String::from),
-            })
+            std::os::unix::fs::symlink(target, &p)
+                .with_context(|| format!("cannot plant {path} -> {target} in the test image"))?;
         }
-        .await;
-        Ok(r?)
+        let mut spec = probe_template(&name, &self.bins.probe)?;
+        spec.image_dir = Some(image.path().to_path_buf());
+        let view = self
+            .client
+            .deploy_template(&spec, deadline)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(TemplateOutcome {
+            name,
+            phase: template_phase(view.status.phase),
+            reason: view.status.reason.clone(),
+        })
     }
 }
 

@@ -222,7 +222,7 @@ async fn selftest(args: Vec<String>) -> anyhow::Result<bool> {
     let counter = std::sync::atomic::AtomicUsize::new(0);
     let st = ate_harness::selftest::run(
         &opts.report_dir,
-        ate_harness::selftest::FAULTS,
+        &ate_harness::selftest::faults(),
         |fault, dir| {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut a = args.clone();
