@@ -7,7 +7,6 @@
 //! (`${VAR}` fixtures).
 
 pub mod backend;
-pub mod bench;
 pub mod fingerprint;
 pub mod fixture;
 pub mod options;
