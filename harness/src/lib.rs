@@ -9,7 +9,6 @@
 //! fixtures).
 
 pub mod backend;
-pub mod bench;
 pub mod fingerprint;
 pub mod fixture;
 pub mod flags;

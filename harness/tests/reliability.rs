@@ -227,7 +227,7 @@ impl Agent {
                     eprintln!(
                         "template {TEMPLATE} Ready after {} ms (timings {})",
                         t0.elapsed().as_millis(),
-                        last["status"]["timingsMs"]
+                        last["status"]["timings_ms"]
                     );
                     return Ok(());
                 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use ate_harness::bench::{self, BenchOptions};
+use ate_bench::{self as bench, BenchOptions};
 use ate_harness::cmd::Cmd;
 use serde_json::Value;
 

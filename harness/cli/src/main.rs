@@ -375,8 +375,8 @@ fn main() -> ExitCode {
                 out,
                 runsc,
             } => {
-                let d = ate_harness::bench::BenchOptions::default();
-                let opts = ate_harness::bench::BenchOptions {
+                let d = ate_bench::BenchOptions::default();
+                let opts = ate_bench::BenchOptions {
                     ns: n,
                     concurrency: concurrency.unwrap_or(d.concurrency),
                     whoami_requests: whoami,
@@ -384,10 +384,8 @@ fn main() -> ExitCode {
                     runsc,
                     ..d
                 };
-                let out = out.unwrap_or_else(ate_harness::bench::default_out);
-                ate_harness::bench::run_and_print(&opts, &out)
-                    .await
-                    .map(|_| true)
+                let out = out.unwrap_or_else(ate_bench::default_out);
+                ate_bench::run_and_print(&opts, &out).await.map(|_| true)
             }
         }
     });

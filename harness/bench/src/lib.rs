@@ -36,22 +36,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::net::SocketAddr;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use reqwest::Method;
+use ate_agent_api::client::{Agent, AgentClient, AgentOptions};
+use ate_agent_api::{ActorState, ActorView, Phase, RestoreSource, TemplateSpec};
+use ate_harness::cmd::{Cmd, Stdio};
+use ate_harness::fixture::{static_bins, BuildOptions, StaticBins};
+use ate_harness::probe::{Snapshot, Whoami};
+use ate_harness::router::{actor_host, RouterClient};
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-
-use crate::cmd::{Cmd, Spawned, Stdio};
-use crate::fixture::{static_bins, BuildOptions, StaticBins};
-use crate::probe::{Snapshot, Whoami};
-use crate::router::{actor_host, RouterClient};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// The template every bench run deploys.
 pub const TEMPLATE: &str = "probe";
@@ -116,7 +116,7 @@ impl Default for BenchOptions {
             paired_samples: 20,
             raw_http_checks: 2,
             runsc: PathBuf::from("runsc"),
-            work_root: crate::paths::workspace_root().join("target/ate-bench"),
+            work_root: ate_harness::paths::bench_dir(),
             build: BuildOptions::default(),
         }
     }
@@ -124,7 +124,7 @@ impl Default for BenchOptions {
 
 /// `target/ate-bench/bench.json`.
 pub fn default_out() -> PathBuf {
-    crate::paths::workspace_root().join("target/ate-bench/bench.json")
+    ate_harness::paths::bench_dir().join("bench.json")
 }
 
 // ================================================================ report
@@ -463,10 +463,12 @@ pub async fn run(opts: &BenchOptions) -> Result<Report> {
     // makes it remove every sandbox it started).
     let raw_removed = raw.created();
     let raw_cleanup = raw.remove_all().await;
-    let agent_info = ctx
-        .agent
-        .as_ref()
-        .map(|a| (format!("ate-{}-", a.instance), a.state.clone()));
+    let agent_info = ctx.agent.as_ref().map(|a| {
+        (
+            format!("ate-{}-", a.instance()),
+            a.state_dir().to_path_buf(),
+        )
+    });
     let agent_exit = match ctx.agent.take() {
         Some(a) => Some(a.stop().await),
         None => None,
@@ -637,7 +639,7 @@ struct Ctx {
     run_id: String,
     dir: PathBuf,
     raw: Arc<RawSandboxes>,
-    agent: Option<Agent>,
+    agent: Option<BenchAgent>,
     seq: usize,
     /// Per-restore samples pooled over all N: `raw-seq`, `agent-con`, ...
     samples: BTreeMap<String, Vec<f64>>,
@@ -663,8 +665,18 @@ struct Answers {
 }
 
 impl Ctx {
-    fn agent(&self) -> &Agent {
+    fn agent(&self) -> &BenchAgent {
         self.agent.as_ref().expect("the agent is started first")
+    }
+
+    fn api(&self) -> &AgentClient {
+        self.agent().api()
+    }
+
+    /// Waits until the agent lists no sandbox (deletions of checkpointed
+    /// containers run in the background).
+    async fn settle_sandboxes(&self) -> Result<()> {
+        Ok(self.api().wait_no_sandboxes(SETTLE_DEADLINE).await?)
     }
 
     async fn measure(&mut self) -> Result<Measured> {
@@ -677,9 +689,9 @@ impl Ctx {
             self.run_id,
             t0.elapsed().as_millis()
         );
-        self.agent = Some(Agent::start(&bins, &self.dir, &self.opts.runsc).await?);
+        self.agent = Some(BenchAgent::start(&bins, &self.dir, &self.opts.runsc).await?);
         let (golden, golden_info) = self.deploy(&bins).await?;
-        self.agent().settle_sandboxes().await?;
+        self.settle_sandboxes().await?;
 
         // Warm-up, not recorded: the first restore of a run pays for cold
         // caches (snapshot file, runsc binary, page cache).
@@ -745,7 +757,7 @@ impl Ctx {
 
         let ratio = self.ratio(&paired)?;
         Ok(Measured {
-            instance: self.agent().instance.clone(),
+            instance: self.agent().instance().to_owned(),
             golden: golden_info,
             fanout,
             on_demand,
@@ -763,47 +775,36 @@ impl Ctx {
 
     /// Deploys the probe template and reads what a raw restore needs.
     async fn deploy(&mut self, bins: &StaticBins) -> Result<(Golden, GoldenInfo)> {
-        let agent = self.agent();
+        let api = self.api();
         let t0 = Instant::now();
-        agent
-            .ok(
-                Method::POST,
-                "/templates",
-                Some(json!({ "name": TEMPLATE, "binary": bins.probe })),
-            )
-            .await?;
-        let view = loop {
-            let v = agent
-                .ok(Method::GET, &format!("/templates/{TEMPLATE}"), None)
-                .await?;
-            match v["status"]["phase"].as_str() {
-                Some("Ready") => break v,
-                Some("Failed") => bail!("the probe template failed: {v}"),
-                _ if t0.elapsed() > READY_DEADLINE => {
-                    bail!("the probe template was not Ready within {READY_DEADLINE:?}: {v}")
-                }
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        };
-        let status = &view["status"];
-        let id = status["goldenActorId"]
-            .as_str()
-            .context("no goldenActorId")?
-            .to_owned();
-        let snapshot = PathBuf::from(status["snapshot"].as_str().context("no snapshot")?);
-        let tdir = agent.state.join("templates").join(TEMPLATE);
-        let config_path = tdir.join("golden/bundle/config.json");
+        let view = api
+            .deploy_template(&TemplateSpec::new(TEMPLATE, &bins.probe), READY_DEADLINE)
+            .await
+            .context("the probe template was not Ready")?;
+        if view.status.phase != Phase::Ready {
+            bail!("the probe template failed: {:?}", view.status);
+        }
+        let status = &view.status;
+        let id = status
+            .golden_actor_id
+            .clone()
+            .context("no golden_actor_id")?;
+        // Where the agent keeps the golden bundle and image: asked, not
+        // derived from its private state dir layout.
+        let paths = status
+            .golden
+            .clone()
+            .context("a Ready template without golden paths")?;
+        let snapshot = paths.image_dir;
+        let config_path = paths.bundle_dir.join("config.json");
         let config: Value = serde_json::from_slice(
             &std::fs::read(&config_path)
                 .with_context(|| format!("cannot read {}", config_path.display()))?,
         )
         .with_context(|| format!("{} is not JSON", config_path.display()))?;
-        let args0 = view["spec"]["args"][0]
-            .as_str()
-            .context("template has no args[0]")?;
-        let image_bin = tdir.join("image-bin");
-        let timings: BTreeMap<String, u64> =
-            serde_json::from_value(status["timingsMs"].clone()).unwrap_or_default();
+        let args0 = view.spec.args.first().context("template has no args[0]")?;
+        let image_bin = paths.image_bin;
+        let timings: BTreeMap<String, u64> = status.timings_ms.clone();
         eprintln!(
             "bench: template {TEMPLATE} Ready in {} ms (golden {id}, timings {timings:?}), snapshot {}",
             t0.elapsed().as_millis(),
@@ -1002,26 +1003,13 @@ impl Ctx {
         conc: usize,
         label: &str,
     ) -> Result<(FanoutRow, Vec<ActorCheck>)> {
-        let agent = self.agent();
+        let api = self.api().clone();
         let atespace = format!("{label}-n{n}");
-        agent
-            .ok(
-                Method::POST,
-                "/atespaces",
-                Some(json!({ "name": atespace })),
-            )
-            .await?;
+        api.create_atespace(&atespace).await?;
         let ids: Vec<String> = (0..n).map(|i| format!("a{i}")).collect();
         for id in &ids {
-            agent
-                .ok(
-                    Method::POST,
-                    &format!("/atespaces/{atespace}/actors"),
-                    Some(json!({ "id": id, "template": TEMPLATE })),
-                )
-                .await?;
+            api.create_actor(&atespace, id, TEMPLATE).await?;
         }
-        let api = agent.api.clone();
         let a = atespace.clone();
         let wall = Instant::now();
         let views = bounded(ids.clone(), conc, move |id: String| {
@@ -1036,33 +1024,30 @@ impl Ctx {
         .await?;
         let wall_ms = ms(wall.elapsed());
         let times: Vec<f64> = views.iter().map(|(t, _)| *t).collect();
-        let num = |v: &Value, k: &str| -> Result<f64> {
-            v[k].as_u64()
-                .map(|x| x as f64)
-                .with_context(|| format!("no {k} in the resume answer {v}"))
+        let num = |v: &ActorView, k: &str, x: Option<u64>| -> Result<f64> {
+            x.map(|x| x as f64)
+                .with_context(|| format!("no {k} in the resume answer {v:?}"))
         };
         let restore: Vec<f64> = views
             .iter()
-            .map(|(_, v)| num(v, "last_restore_ms"))
+            .map(|(_, v)| num(v, "last_restore_ms", v.last_restore_ms))
             .collect::<Result<_>>()?;
         let resume: Vec<f64> = views
             .iter()
-            .map(|(_, v)| num(v, "last_resume_ms"))
+            .map(|(_, v)| num(v, "last_resume_ms", v.last_resume_ms))
             .collect::<Result<_>>()?;
-        let str_of = |v: &Value, p: &str| -> Result<String> {
-            v.pointer(p)
-                .and_then(Value::as_str)
-                .map(String::from)
-                .with_context(|| format!("no {p} in the actor view {v}"))
-        };
         let mut actors = Vec::new();
         for (id, (_, v)) in ids.iter().zip(&views) {
             actors.push((
                 id.clone(),
-                str_of(v, "/sandbox")?,
-                PathBuf::from(str_of(v, "/dirs/root")?),
-                PathBuf::from(str_of(v, "/dirs/bundle")?),
-                str_of(v, "/last_restore_from")?,
+                v.sandbox
+                    .clone()
+                    .with_context(|| format!("no sandbox in the actor view {v:?}"))?,
+                v.dirs.root.clone(),
+                v.dirs.bundle.clone(),
+                v.last_restore_from
+                    .with_context(|| format!("no last_restore_from in the actor view {v:?}"))?
+                    .to_string(),
             ));
         }
 
@@ -1078,7 +1063,7 @@ impl Ctx {
 
         // Own ID and provenance through the router (this also opens the
         // relay the router keeps per actor).
-        let router = agent.router();
+        let router = self.agent().router();
         let a = atespace.clone();
         let checks = bounded(actors.clone(), conc, move |(id, cid, _, _, from)| {
             let router = router.clone();
@@ -1129,27 +1114,23 @@ impl Ctx {
     /// Suspends (where running) and deletes the actors, deletes the
     /// atespace, and waits until the agent lists no sandbox.
     async fn remove_actors(&self, atespace: &str, ids: &[String], conc: usize) -> Result<()> {
-        let api = self.agent().api.clone();
+        let api = self.api().clone();
         let a = atespace.to_owned();
         bounded(ids.to_vec(), conc, move |id: String| {
             let api = api.clone();
             let a = a.clone();
             async move {
-                let path = format!("/atespaces/{a}/actors/{id}");
-                let v = api.ok(Method::GET, &path, None).await?;
-                if v["state"] == "RUNNING" {
-                    api.ok(Method::POST, &format!("{path}/suspend"), None)
-                        .await?;
+                let v = api.actor(&a, &id).await?;
+                if v.state == ActorState::Running {
+                    api.suspend(&a, &id).await?;
                 }
-                api.ok(Method::DELETE, &path, None).await?;
+                api.delete_actor(&a, &id).await?;
                 Ok(())
             }
         })
         .await?;
-        self.agent()
-            .ok(Method::DELETE, &format!("/atespaces/{atespace}"), None)
-            .await?;
-        self.agent().settle_sandboxes().await
+        self.api().delete_atespace(atespace).await?;
+        self.settle_sandboxes().await
     }
 
     // --------------------------------------------------------------- paired
@@ -1159,9 +1140,7 @@ impl Ctx {
     /// running until the end (like a sequential fan-out of both at once).
     async fn paired(&mut self, golden: &Golden) -> Result<Paired> {
         let a = "paired";
-        self.agent()
-            .ok(Method::POST, "/atespaces", Some(json!({ "name": a })))
-            .await?;
+        self.api().create_atespace(a).await?;
         let (mut raw_ms, mut api_ms, mut restore, mut resume) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut raws = Vec::new();
@@ -1172,14 +1151,8 @@ impl Ctx {
             let root = self.dir.join("raw").join(&cid);
             Self::prepare_raw_bundle(golden, &root, &cid)?;
             let id = format!("p{i}");
-            let agent = self.agent();
-            agent
-                .ok(
-                    Method::POST,
-                    &format!("/atespaces/{a}/actors"),
-                    Some(json!({ "id": id, "template": TEMPLATE })),
-                )
-                .await?;
+            let api = self.api();
+            api.create_actor(a, &id, TEMPLATE).await?;
             for raw_turn in [i % 2 == 0, i % 2 != 0] {
                 if raw_turn {
                     raw_ms.push(
@@ -1188,15 +1161,14 @@ impl Ctx {
                     );
                 } else {
                     let t0 = Instant::now();
-                    let v = agent.resume(a, &id).await?;
+                    let v = api.resume(a, &id).await?;
                     api_ms.push(ms(t0.elapsed()));
-                    let num = |k: &str| {
-                        v[k].as_u64()
-                            .map(|x| x as f64)
-                            .with_context(|| format!("no {k} in the resume answer {v}"))
+                    let num = |k: &str, x: Option<u64>| {
+                        x.map(|x| x as f64)
+                            .with_context(|| format!("no {k} in the resume answer {v:?}"))
                     };
-                    restore.push(num("last_restore_ms")?);
-                    resume.push(num("last_resume_ms")?);
+                    restore.push(num("last_restore_ms", v.last_restore_ms)?);
+                    resume.push(num("last_resume_ms", v.last_resume_ms)?);
                 }
             }
             raws.push((cid, root));
@@ -1239,38 +1211,25 @@ impl Ctx {
     // ------------------------------------------------------------ on demand
 
     async fn on_demand(&mut self) -> Result<OnDemand> {
-        let agent = self.agent();
+        let api = self.api().clone();
         let a = "ondemand";
-        agent
-            .ok(Method::POST, "/atespaces", Some(json!({ "name": a })))
-            .await?;
+        api.create_atespace(a).await?;
         let mut own = (Vec::new(), Vec::new());
         let mut fresh = (Vec::new(), Vec::new());
         let mut ids = Vec::new();
         for i in 0..self.opts.on_demand_samples {
             // Own snapshot: create, resume, suspend, then the first request.
             let id = format!("own-{i}");
-            let path = format!("/atespaces/{a}/actors/{id}");
-            agent
-                .ok(
-                    Method::POST,
-                    &format!("/atespaces/{a}/actors"),
-                    Some(json!({ "id": id, "template": TEMPLATE })),
-                )
-                .await?;
-            let v = agent
-                .ok(Method::POST, &format!("{path}/resume"), None)
-                .await?;
-            let cid = v["sandbox"].as_str().context("resume names no sandbox")?;
-            agent
-                .ok(Method::POST, &format!("{path}/suspend"), None)
-                .await?;
-            agent.wait_gone(&[cid.to_owned()]).await?;
+            api.create_actor(a, &id, TEMPLATE).await?;
+            let v = api.resume(a, &id).await?;
+            let cid = v.sandbox.context("resume names no sandbox")?;
+            api.suspend(a, &id).await?;
+            api.wait_sandboxes_gone(&[cid], SETTLE_DEADLINE).await?;
             let (first, complete) = self.routed_first_request(a, &id).await?;
-            let v = agent.ok(Method::GET, &path, None).await?;
+            let v = api.actor(a, &id).await?;
             ensure!(
-                v["last_restore_from"] == "own",
-                "on-demand resume of {a}/{id} did not restore its own snapshot: {v}"
+                v.last_restore_from == Some(RestoreSource::Own),
+                "on-demand resume of {a}/{id} did not restore its own snapshot: {v:?}"
             );
             own.0.push(first);
             own.1.push(complete);
@@ -1278,20 +1237,12 @@ impl Ctx {
 
             // Fresh actor: its first request restores the golden.
             let id = format!("fresh-{i}");
-            agent
-                .ok(
-                    Method::POST,
-                    &format!("/atespaces/{a}/actors"),
-                    Some(json!({ "id": id, "template": TEMPLATE })),
-                )
-                .await?;
+            api.create_actor(a, &id, TEMPLATE).await?;
             let (first, complete) = self.routed_first_request(a, &id).await?;
-            let v = agent
-                .ok(Method::GET, &format!("/atespaces/{a}/actors/{id}"), None)
-                .await?;
+            let v = api.actor(a, &id).await?;
             ensure!(
-                v["last_restore_from"] == "golden",
-                "on-demand resume of {a}/{id} did not restore the golden: {v}"
+                v.last_restore_from == Some(RestoreSource::Golden),
+                "on-demand resume of {a}/{id} did not restore the golden: {v:?}"
             );
             fresh.0.push(first);
             fresh.1.push(complete);
@@ -1312,7 +1263,7 @@ impl Ctx {
     async fn routed_first_request(&self, atespace: &str, id: &str) -> Result<(f64, f64)> {
         let host = actor_host(id, atespace);
         let req = format!("GET /whoami HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        let mut s = tokio::net::TcpStream::connect(self.agent().router_addr).await?;
+        let mut s = tokio::net::TcpStream::connect(self.agent().inner().line().router).await?;
         s.set_nodelay(true)?;
         let t0 = Instant::now();
         s.write_all(req.as_bytes()).await?;
@@ -1339,20 +1290,12 @@ impl Ctx {
     // ---------------------------------------------------------------- warm
 
     async fn warm_whoami(&mut self) -> Result<(Stats, usize)> {
-        let agent = self.agent();
         let (a, id) = ("warm", "w0");
-        agent
-            .ok(Method::POST, "/atespaces", Some(json!({ "name": a })))
-            .await?;
-        agent
-            .ok(
-                Method::POST,
-                &format!("/atespaces/{a}/actors"),
-                Some(json!({ "id": id, "template": TEMPLATE })),
-            )
-            .await?;
-        agent.resume(a, id).await?;
-        let router = agent.router();
+        let api = self.api();
+        api.create_atespace(a).await?;
+        api.create_actor(a, id, TEMPLATE).await?;
+        api.resume(a, id).await?;
+        let router = self.agent().router();
         let mut own = 0;
         let mut times = Vec::with_capacity(self.opts.whoami_requests);
         for k in 0..self.opts.whoami_warmup + self.opts.whoami_requests {
@@ -1761,192 +1704,79 @@ async fn sweep_stale_runs(work_root: &Path, runsc: &Path) {
 
 // ================================================================ agent
 
-/// The control API client.
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
+/// `ate-refagent serve` on a state dir of its own, started and stopped by
+/// the agent API's client.
+struct BenchAgent {
+    agent: Option<Agent>,
 }
 
-impl Api {
-    /// `POST /atespaces/{atespace}/actors/{id}/resume` (2xx required): the
-    /// actor's view once it runs.
-    async fn resume(&self, atespace: &str, id: &str) -> Result<Value> {
-        self.ok(
-            Method::POST,
-            &format!("/atespaces/{atespace}/actors/{id}/resume"),
-            None,
-        )
-        .await
-    }
-
-    /// 2xx required; the body as JSON (`null` when empty).
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let mut r = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}: no answer from the agent"))?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        if !status.is_success() {
-            bail!("{method} {path} answered {status}: {}", text.trim());
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
-
-/// `ate-refagent serve` on a state dir of its own.
-struct Agent {
-    child: Option<Spawned>,
-    api: Api,
-    router_addr: SocketAddr,
-    instance: String,
-    state: PathBuf,
-    log: PathBuf,
-}
-
-impl Agent {
-    async fn start(bins: &StaticBins, dir: &Path, runsc: &Path) -> Result<Agent> {
-        let state = dir.join("state");
-        let log = dir.join("agent.log");
+impl BenchAgent {
+    async fn start(bins: &StaticBins, dir: &Path, runsc: &Path) -> Result<BenchAgent> {
         // Our own link to the agent binary, for the stale-run sweep.
         let _ = std::fs::hard_link(&bins.agent, dir.join("ate-refagent"))
             .or_else(|_| std::fs::copy(&bins.agent, dir.join("ate-refagent")).map(drop));
-        let mut child = Cmd::new(&bins.agent)
-            .arg("serve")
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--runsc")
-            .arg(runsc)
-            .arg("--exit-with-parent")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stderr(Stdio::file(std::fs::File::create(&log)?))
-            .spawn()?;
-        let out = child.stdout.take().expect("stdout is piped");
-        let line = tokio::time::timeout(
-            Duration::from_secs(30),
-            BufReader::new(out).lines().next_line(),
-        )
-        .await
-        .context("the agent printed no line within 30 s")??
-        .with_context(|| {
-            format!(
-                "the agent exited before printing its line; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        })?;
-        let line: Value =
-            serde_json::from_str(&line).with_context(|| format!("agent line {line:?}"))?;
-        let addr = |k: &str| -> Result<SocketAddr> {
-            line[k]
-                .as_str()
-                .with_context(|| format!("no {k:?} in the agent line {line}"))?
-                .parse()
-                .with_context(|| format!("bad {k:?} in the agent line {line}"))
+        let opts = AgentOptions {
+            agent_bin: bins.agent.clone(),
+            state_dir: dir.join("state"),
+            runsc: runsc.to_path_buf(),
+            runsc_debug: false,
+            fault: None,
+            log: dir.join("agent.log"),
         };
-        let control = addr("control")?;
-        let router_addr = addr("router")?;
+        let agent = Agent::spawn(&opts, Duration::from_secs(30)).await?;
+        let line = agent.line();
         ensure!(
-            control.ip().is_loopback() && router_addr.ip().is_loopback(),
-            "the agent listens off loopback: {line}"
+            line.control.ip().is_loopback() && line.router.ip().is_loopback(),
+            "the agent listens off loopback: {line:?}"
         );
-        let instance = line["instance"]
-            .as_str()
-            .context("no instance in the agent line")?
-            .to_owned();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(120))
-            .pool_max_idle_per_host(64)
-            .build()?;
         eprintln!(
-            "bench: agent pid {} instance {instance} control {control} router {router_addr} state {}",
-            child.pid(),
-            state.display()
+            "bench: agent pid {} instance {} control {} router {} state {}",
+            agent.pid(),
+            line.instance,
+            line.control,
+            line.router,
+            line.state_dir.display()
         );
-        Ok(Agent {
-            child: Some(child),
-            api: Api {
-                http,
-                base: format!("http://{control}"),
-            },
-            router_addr,
-            instance,
-            state,
-            log,
-        })
+        Ok(BenchAgent { agent: Some(agent) })
     }
 
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
-        self.api.ok(method, path, body).await
+    fn inner(&self) -> &Agent {
+        self.agent.as_ref().expect("running")
     }
 
-    async fn resume(&self, atespace: &str, id: &str) -> Result<Value> {
-        self.api.resume(atespace, id).await
+    fn api(&self) -> &AgentClient {
+        self.inner().client()
+    }
+
+    fn instance(&self) -> &str {
+        &self.inner().line().instance
+    }
+
+    fn state_dir(&self) -> &Path {
+        &self.inner().line().state_dir
     }
 
     fn router(&self) -> RouterClient {
-        RouterClient::new(self.router_addr)
-    }
-
-    /// Waits until the agent lists no sandbox (deletions of checkpointed
-    /// containers run in the background).
-    async fn settle_sandboxes(&self) -> Result<()> {
-        self.wait_sandboxes(|_| true).await
-    }
-
-    /// Waits until the agent lists none of `cids`.
-    async fn wait_gone(&self, cids: &[String]) -> Result<()> {
-        self.wait_sandboxes(|c| cids.iter().any(|x| x == c)).await
-    }
-
-    async fn wait_sandboxes(&self, counts: impl Fn(&str) -> bool) -> Result<()> {
-        let t0 = Instant::now();
-        loop {
-            let v = self.ok(Method::GET, "/sandboxes", None).await?;
-            let listed: Vec<&str> = v["sandboxes"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            if !listed.iter().any(|c| counts(c)) {
-                return Ok(());
-            }
-            if t0.elapsed() > SETTLE_DEADLINE {
-                bail!("the agent still lists sandboxes after {SETTLE_DEADLINE:?}: {v}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        RouterClient::new(self.inner().line().router)
     }
 
     /// SIGTERM (the agent removes every sandbox it started) and reap.
     async fn stop(mut self) -> Result<String> {
-        let child = self.child.take().expect("running");
-        let status = child.terminate(AGENT_TERM_GRACE).await?;
-        ensure!(
-            status.success(),
-            "the agent exited {status} on SIGTERM; log tail:\n{}",
-            log_tail(&self.log, 30)
-        );
+        let agent = self.agent.take().expect("running");
+        let status = agent.stop(AGENT_TERM_GRACE).await?;
         Ok(status.to_string())
     }
 }
 
-impl Drop for Agent {
-    /// Not stopped by [`Agent::stop`] (a panic): SIGTERM, so that it
+impl Drop for BenchAgent {
+    /// Not stopped by [`BenchAgent::stop`] (a panic): SIGTERM, so that it
     /// removes its sandboxes, and wait for it, rather than the SIGKILL that
     /// dropping the child would send.
     fn drop(&mut self) {
-        let Some(child) = self.child.as_ref() else {
+        let Some(agent) = self.agent.as_ref() else {
             return;
         };
-        let pid = child.pid();
+        let pid = agent.pid();
         if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
             let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
         }
@@ -1962,12 +1792,6 @@ impl Drop for Agent {
             }
         }
     }
-}
-
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 // ============================================================ probe answers
