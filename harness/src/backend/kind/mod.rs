@@ -50,6 +50,9 @@ pub const ATEOM_IMAGE: &str = "ko://github.com/agent-substrate/substrate/cmd/ate
 pub const PROBE_IMAGE_NAME: &str = "ate-conformance-probe";
 /// The ActorTemplate's name inside the run's namespace.
 pub const TEMPLATE_NAME: &str = "probe";
+/// The reserved atespace golden actors live in
+/// (`internal/resources/actor.go:31`).
+pub const GOLDEN_ATESPACE: &str = "ate-golden";
 /// The fixture rendered for the probe.
 pub const PROBE_FIXTURE: &str = "probe/probe.yaml.tmpl";
 
@@ -67,6 +70,10 @@ struct State {
     actors: BTreeSet<(String, String)>,
     versions: BTreeMap<String, String>,
     probe_image: Option<String>,
+    /// The template's golden actor (in atespace [`GOLDEN_ATESPACE`]), which
+    /// outlives the template and is deleted at teardown.
+    #[serde(default)]
+    golden_actor: Option<String>,
     /// Left on purpose (`--keep`).
     kept: bool,
 }
@@ -390,7 +397,7 @@ impl KindBackend {
             .run(
                 "list the cluster's nodes",
                 self.tools.kind_get_nodes(name),
-                &format!("{name}-control-plane\n{name}-worker\n"),
+                &format!("{name}-control-plane\n"),
             )
             .await?;
         for node in nodes.lines().map(str::trim).filter(|n| !n.is_empty()) {
@@ -406,7 +413,19 @@ impl KindBackend {
                 "",
             )
             .await?;
+            self.run(
+                &format!("enable proxy ARP on node {node} (gVisor loopback pod-to-pod networking)"),
+                self.tools.node_proxy_arp(node),
+                "",
+            )
+            .await?;
         }
+        self.run(
+            "document the local registry (ConfigMap kube-public/local-registry-hosting)",
+            self.tools.registry_hosting_configmap(),
+            "",
+        )
+        .await?;
         Ok(())
     }
 
@@ -530,7 +549,7 @@ impl KindBackend {
                     self.plan.push(Step::command("record the kubectl ate version", &version));
                     let v = match version.run().await {
                         Ok(out) => version_line("kubectl-ate", &out.stdout_str()),
-                        Err(e) => format!("unknown (`kubectl ate version` failed: {})", first_line(&e.to_string())),
+                        Err(e) => format!("unknown (`kubectl ate --version` failed: {})", first_line(&e.to_string())),
                     };
                     check(true, "kubectl ate", &format!("{} ({v})", found.display()));
                     self.state.lock().unwrap().versions.insert("kubectl-ate".into(), v);
@@ -666,10 +685,12 @@ impl KindBackend {
             .run(
                 &format!("read actor {atespace}/{id}"),
                 self.tools.ate_get_actor(atespace, id),
-                &format!(r#"{{"status":{{"state":"ACTOR_STATE_{assume_state}"}}}}"#),
+                &format!(
+                    r#"{{"actors":[{{"actorId":"{id}","atespace":"{atespace}","status":"STATUS_{assume_state}"}}]}}"#
+                ),
             )
             .await?;
-        let state = tools::parse_actor_state(&json, id).map_err(anyhow::Error::msg)?;
+        let state = tools::parse_actor_state(&json, atespace, id).map_err(anyhow::Error::msg)?;
         Ok(ActorInfo {
             atespace: atespace.to_owned(),
             id: id.to_owned(),
@@ -678,6 +699,32 @@ impl KindBackend {
             restore_ms: None,
             sandbox: None,
         })
+    }
+
+    /// Suspends (unless suspended) and deletes the golden actor `id` in
+    /// `ate-golden`; an actor already gone (ateapi's NotFound) is fine.
+    async fn remove_golden_actor(&self, id: &str) -> Result<()> {
+        let a = GOLDEN_ATESPACE;
+        let info = match self.actor_info(a, id, "SUSPENDED").await {
+            Ok(info) => info,
+            Err(e) if tools::is_actor_not_found(&format!("{e:#}"), id) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !info.state.is_suspended() {
+            self.run(
+                &format!("suspend the golden actor {a}/{id}"),
+                self.tools.ate_suspend(a, id),
+                "",
+            )
+            .await?;
+        }
+        self.run(
+            &format!("delete the golden actor {a}/{id} (it outlives its template)"),
+            self.tools.ate_delete_actor(a, id),
+            "",
+        )
+        .await?;
+        Ok(())
     }
 
     /// Runs `cmd` for an artifact file: its output, or the error, goes
@@ -823,19 +870,17 @@ impl Backend for KindBackend {
         )
         .await?;
         let ns = self.opts.namespace();
-        let golden_actor_id = if self.opts.dry_run {
-            self.plan.extend(
-                kube::golden_plan(&ns, TEMPLATE_NAME)
-                    .into_iter()
-                    .map(Step::Api),
-            );
-            "<golden actor id>".to_owned()
+        self.plan.extend(
+            kube::golden_plan(&ns, TEMPLATE_NAME)
+                .into_iter()
+                .map(Step::Api),
+        );
+        let (golden_actor_id, snapshot) = if self.opts.dry_run {
+            (
+                "<status.goldenActorID>".to_owned(),
+                Some("<status.goldenSnapshot>".to_owned()),
+            )
         } else {
-            self.plan.extend(
-                kube::golden_plan(&ns, TEMPLATE_NAME)
-                    .into_iter()
-                    .map(Step::Api),
-            );
             // The whole deadline is the golden wait's: `ko apply` may
             // first build the worker image for minutes.
             let ready = kube::wait_golden(
@@ -848,19 +893,19 @@ impl Backend for KindBackend {
             .await?;
             info!(
                 golden = %ready.golden_actor_id,
+                snapshot = ?ready.golden_snapshot,
                 phases = ?ready.phase_history.iter().map(|(p, t)| format!("{p:?}@{:.1}s", t.as_secs_f64())).collect::<Vec<_>>(),
                 "golden snapshot ready"
             );
-            ready.golden_actor_id
+            (ready.golden_actor_id, ready.golden_snapshot)
         };
+        // The controller leaves the golden actor in `ate-golden` when the
+        // template is deleted (no finalizer): teardown removes it.
+        self.update(|st| st.golden_actor = Some(golden_actor_id.clone()));
         Ok(Golden {
             template: format!("{ns}/{TEMPLATE_NAME}"),
             golden_actor_id,
-            snapshot: self
-                .opts
-                .bucket_name
-                .as_ref()
-                .map(|b| format!("gs://{b}/{ns}/")),
+            snapshot,
             ready_after: start.elapsed(),
         })
     }
@@ -1134,6 +1179,7 @@ impl Backend for KindBackend {
         )];
         kept.extend(st.atespaces.iter().map(|a| format!("atespace {a}")));
         kept.extend(st.actors.iter().map(|(a, i)| format!("actor {a}/{i}")));
+        kept.extend(st.golden_actor.iter().map(|g| format!("golden actor {GOLDEN_ATESPACE}/{g}")));
         let how = if self.opts.state_dir.is_some() {
             "ate-conformance gc --backend kind (it reads this run's record and removes each of them)"
                 .to_owned()
@@ -1198,6 +1244,17 @@ impl Backend for KindBackend {
                     }),
                     Err(e) => errors.push(format!("{e:#}")),
                 },
+            }
+        }
+        // The golden actor stays in `ate-golden` after its template is gone
+        // (the controller has no finalizer; actortemplate_controller.go:76-79
+        // returns at once on deletion). It is suspended once the template is
+        // Ready (:146-160); delete needs it suspended (delete_actor.go:41).
+        let golden = self.state.lock().unwrap().golden_actor.clone();
+        if let Some(g) = golden {
+            match self.remove_golden_actor(&g).await {
+                Ok(()) => self.update(|st| st.golden_actor = None),
+                Err(e) => errors.push(format!("golden actor {GOLDEN_ATESPACE}/{g}: {e:#}")),
             }
         }
         let (cluster, registry) = {
@@ -1375,6 +1432,9 @@ fn describe(r: &Record) -> Vec<String> {
         .map(|(a, i)| format!("actor {a}/{i}"))
         .collect();
     out.extend(st.atespaces.iter().map(|a| format!("atespace {a}")));
+    if let Some(g) = &st.golden_actor {
+        out.push(format!("golden actor {GOLDEN_ATESPACE}/{g}"));
+    }
     if st.rendered.is_some() {
         out.push(format!(
             "namespace ate-conf-{} (the rendered manifest)",
