@@ -294,3 +294,96 @@ fn an_unreachable_cluster_fails_every_trial_with_the_reason() {
     assert!(report.join("report.md").exists());
     assert_eq!(suite["backend"], "kind");
 }
+
+#[test]
+fn dry_run_with_deploy_agent_and_install_prints_the_pipeline_and_the_digest_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let substrate = tmp.path().join("substrate");
+    let out = Command::new(identity_bin())
+        .args([
+            "--backend",
+            "kind",
+            "--dry-run",
+            "--install",
+            "--deploy-agent",
+            "--run-id",
+            "dry3",
+        ])
+        .arg("--substrate-root")
+        .arg(&substrate)
+        .arg("--report-dir")
+        .arg(tmp.path().join("report"))
+        .env("PATH", tmp.path())
+        .env("KO_DOCKER_REPO", "localhost:5001")
+        .env("BUCKET_NAME", "ate-snapshots")
+        .env_remove("KUBECONFIG")
+        .env_remove("ATE_KUBE_CONTEXT")
+        .env_remove("KUBECTL_CONTEXT")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = substrate.display().to_string();
+    let install = format!("{root}/hack/install-ate-kind.sh");
+    // In order: install, the three stages, the rollout, the digest check,
+    // then the preflight; each stage with its environment and directory.
+    let wanted = [
+        argv(&[install.as_str(), "--deploy-ate-system"]),
+        "env:  KUBECTL_CONTEXT=kind-kind".to_string(),
+        "stage 1 of 3".into(),
+        argv(&[
+            "kubectl",
+            "kustomize",
+            "manifests/ate-install/kind/atelet",
+            "--load-restrictor",
+            "LoadRestrictionsNone",
+        ]),
+        format!("cwd:  {root}"),
+        "stage 2 of 3".into(),
+        argv(&["ko", "resolve", "-f", "-"]),
+        format!("env:  KO_CONFIG_PATH={root}"),
+        "env:  KO_DOCKER_REPO=localhost:5001".into(),
+        "env:  KO_DEFAULTPLATFORMS=linux/".into(),
+        format!("cwd:  {root}"),
+        "stage 3 of 3".into(),
+        argv(&["kubectl", "--context=kind-kind", "apply", "-f", "-"]),
+        argv(&[
+            "kubectl",
+            "--context=kind-kind",
+            "rollout",
+            "status",
+            "daemonset/atelet",
+            "-n",
+            "ate-system",
+            "--timeout=120s",
+        ]),
+        argv(&[
+            "kubectl",
+            "--context=kind-kind",
+            "get",
+            "pods",
+            "-n",
+            "ate-system",
+            "-l",
+            "app=atelet",
+            "-o",
+            "json",
+        ]),
+        argv(&["kind", "version"]),
+    ];
+    let mut at = 0;
+    for w in &wanted {
+        let found = stdout[at..]
+            .find(w.as_str())
+            .unwrap_or_else(|| panic!("no {w:?} after byte {at} in:\n{stdout}"));
+        at += found + w.len();
+    }
+    // No shell anywhere in the plan.
+    for sh in ["\"sh\"", "\"bash\"", "\"-c\""] {
+        assert!(!stdout.contains(sh), "{sh} in {stdout}");
+    }
+}

@@ -87,6 +87,14 @@ fn main() -> std::process::ExitCode {
             "artifacts_hold_logs_events_descriptions_and_actors",
             artifacts,
         ),
+        trial(
+            "deploy_agent_pipes_kustomize_into_ko_resolve_into_kubectl_apply",
+            deploy_agent,
+        ),
+        trial(
+            "deploy_agent_fails_naming_both_digests_when_a_pod_runs_another",
+            deploy_agent_digest_mismatch,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit_code()
 }
@@ -175,7 +183,7 @@ impl World {
         );
         let kubeconfig = fake_kube::write_kubeconfig(tmp.path(), &kube.url(), CONTEXT);
         let root = tmp.path().join("substrate");
-        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(root.join("manifests/ate-install/kind/atelet")).unwrap();
         std::fs::write(
             root.join("go.mod"),
             "module github.com/agent-substrate/substrate\n\ngo 1.24\n",
@@ -205,6 +213,8 @@ impl World {
             run_id: RunId::parse(RUN).unwrap(),
             cluster: "kind".into(),
             create_cluster: false,
+            install: false,
+            deploy_agent: false,
             context: None,
             kubeconfig: Some(self.kubeconfig.clone()),
             substrate_root: Some(self.root.clone()),
@@ -991,4 +1001,130 @@ async fn gc_after_a_crash() {
     assert!(w.records_left().is_empty(), "{:?}", w.records_left());
     w.assert_no_shell();
     reg.stop().await.unwrap();
+}
+
+/// `--deploy-agent` against the fakes: the three stages really run, each
+/// one's standard output is the next one's standard input, ko runs in the
+/// checkout with its environment, and the fingerprint names the build.
+async fn deploy_agent() {
+    let w = World::new(State {
+        git_status: vec![" M cmd/atelet/main.go".into()],
+        ..reused_cluster()
+    })
+    .await;
+    let mut opts = w.options("localhost:5001");
+    opts.deploy_agent = true;
+    let backend = KindBackend::start(opts).await.unwrap();
+    let calls = w.tools.calls();
+    let kc = format!("--kubeconfig={}", w.kubeconfig.display());
+    let ctx = format!("--context={CONTEXT}");
+    let lines = w.tools.call_lines();
+    let root = w.root.display().to_string();
+    let at = |l: &str| {
+        lines
+            .iter()
+            .position(|x| x == l)
+            .unwrap_or_else(|| panic!("no {l:?} in {lines:#?}"))
+    };
+    let order = [
+        at(&format!("git -C {root} rev-parse HEAD")),
+        at(&format!("git -C {root} status --porcelain")),
+        at("kubectl kustomize manifests/ate-install/kind/atelet --load-restrictor LoadRestrictionsNone"),
+        at("ko resolve -f -"),
+        at(&format!("kubectl {ctx} {kc} apply -f -")),
+        at(&format!("kubectl {ctx} {kc} rollout status daemonset/atelet -n ate-system --timeout=120s")),
+        at(&format!("kubectl {ctx} {kc} get pods -n ate-system -l app=atelet -o json")),
+        // The deploy comes before the preflight that checks the rollout.
+        at("kind version"),
+    ];
+    assert!(
+        order.windows(2).all(|p| p[0] < p[1]),
+        "{order:?} in {lines:#?}"
+    );
+    let find = |tool: &str, first: &str| {
+        calls
+            .iter()
+            .find(|c| c.tool == tool && c.args.iter().any(|a| a == first))
+            .unwrap()
+            .clone()
+    };
+    let kustomize = find("kubectl", "kustomize");
+    assert_eq!(kustomize.cwd, w.root);
+    let resolve = find("ko", "resolve");
+    assert_eq!(resolve.cwd, w.root);
+    assert_eq!(resolve.env.get("KO_CONFIG_PATH"), Some(&root));
+    assert_eq!(
+        resolve.env.get("KO_DOCKER_REPO").map(String::as_str),
+        Some("localhost:5001")
+    );
+    assert!(resolve
+        .env
+        .get("KO_DEFAULTPLATFORMS")
+        .is_some_and(|p| p.starts_with("linux/")));
+    // Standard input really flowed: what kustomize printed went into ko,
+    // what ko printed went into kubectl apply.
+    assert!(
+        resolve
+            .stdin
+            .contains("image: ko://github.com/agent-substrate/substrate/cmd/atelet"),
+        "{}",
+        resolve.stdin
+    );
+    let apply = calls
+        .iter()
+        .find(|c| {
+            c.tool == "kubectl"
+                && c.args.ends_with(&["apply".into(), "-f".into(), "-".into()])
+                && c.stdin.contains("DaemonSet")
+        })
+        .unwrap();
+    let built = format!(
+        "localhost:5001/atelet-0123abcd@{}",
+        fake_tools::FAKE_KO_DIGEST
+    );
+    assert!(
+        apply.stdin.contains(&format!("image: {built}")),
+        "{}",
+        apply.stdin
+    );
+    assert!(!apply.stdin.contains("ko://"));
+    w.assert_no_shell();
+    let fp: std::collections::BTreeMap<String, String> =
+        backend.fingerprint().into_iter().collect();
+    assert_eq!(
+        fp.get("substrate_commit").map(String::as_str),
+        Some(fake_tools::FAKE_COMMIT)
+    );
+    assert_eq!(fp.get("substrate_dirty").map(String::as_str), Some("true"));
+    assert_eq!(
+        fp.get("atelet_digest").map(String::as_str),
+        Some(fake_tools::FAKE_KO_DIGEST)
+    );
+    backend.teardown().await.unwrap();
+}
+
+/// A pod still running an older atelet fails the run, naming both digests.
+async fn deploy_agent_digest_mismatch() {
+    let stale = "sha256:9999999999999999999999999999999999999999999999999999999999999999";
+    let w = World::new(State {
+        atelet_running_digest: Some(stale.into()),
+        ..reused_cluster()
+    })
+    .await;
+    let mut opts = w.options("localhost:5001");
+    opts.deploy_agent = true;
+    let err = KindBackend::start(opts)
+        .await
+        .err()
+        .expect("a stale atelet pod must fail");
+    let msg = format!("{err:#}");
+    assert!(msg.contains(fake_tools::FAKE_KO_DIGEST), "{msg}");
+    assert!(msg.contains(stale), "{msg}");
+    assert!(msg.contains("pod atelet-x7k2p"), "{msg}");
+    // It stopped there: no preflight, no probe.
+    assert!(!w
+        .tools
+        .call_lines()
+        .iter()
+        .any(|l| l.starts_with("ko apply")));
 }

@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Tool names the test binary answers to.
-pub const TOOLS: &[&str] = &["kind", "docker", "ko", "kubectl", "kubectl-ate"];
+pub const TOOLS: &[&str] = &["kind", "docker", "ko", "kubectl", "kubectl-ate", "git"];
+
+/// The commit the fake `git rev-parse HEAD` prints.
+pub const FAKE_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// Shells: any call is recorded as a defect.
 pub const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh"];
 
@@ -75,6 +78,9 @@ pub struct State {
     /// mutated tag), instead of the applied one.
     #[serde(default)]
     pub atelet_running_digest: Option<String>,
+    /// Lines the fake `git status --porcelain` prints (empty: clean).
+    #[serde(default)]
+    pub git_status: Vec<String>,
 }
 
 /// The digest the fake `ko resolve` uses unless the state names one.
@@ -240,6 +246,15 @@ fn answer(name: &str, call: &Call, st: &mut State) -> Answer {
         "ko" => ko(&a, call, st),
         "kubectl" => kubectl(&a, call, st),
         "kubectl-ate" => ate(&a, st),
+        "git" => match a.as_slice() {
+            ["-C", _, "rev-parse", "HEAD"] => ok(format!("{FAKE_COMMIT}\n")),
+            ["-C", _, "status", "--porcelain"] => ok(st
+                .git_status
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()),
+            _ => fail(format!("fake git: unexpected arguments {a:?}\n")),
+        },
         _ => fail("unknown fake\n"),
     }
 }

@@ -70,6 +70,13 @@ struct State {
     actors: BTreeSet<(String, String)>,
     versions: BTreeMap<String, String>,
     probe_image: Option<String>,
+    /// The checkout `--deploy-agent` built: commit, and whether it had
+    /// uncommitted changes.
+    #[serde(default)]
+    agent_commit: Option<(String, bool)>,
+    /// The atelet image digest `ko resolve` built and every atelet pod runs.
+    #[serde(default)]
+    atelet_digest: Option<String>,
     /// The template's golden actor (in atespace [`GOLDEN_ATESPACE`]), which
     /// outlives the template and is deleted at teardown.
     #[serde(default)]
@@ -259,6 +266,12 @@ impl KindBackend {
             }
         }
         self.ensure_cluster().await?;
+        if self.opts.install {
+            self.install().await?;
+        }
+        if self.opts.deploy_agent {
+            self.deploy_agent().await?;
+        }
         self.preflight().await?;
         if self.opts.dry_run {
             self.plan.extend(
@@ -426,6 +439,135 @@ impl KindBackend {
             "",
         )
         .await?;
+        Ok(())
+    }
+
+    /// The checkout and `KO_DOCKER_REPO` a build from the checkout needs;
+    /// placeholders in a dry run.
+    fn checkout(&self, what: &str) -> Result<(PathBuf, String)> {
+        let root = match (&self.opts.substrate_root, self.opts.dry_run) {
+            (Some(r), _) => r.clone(),
+            (None, true) => PathBuf::from("<ATE_SUBSTRATE_ROOT unset>"),
+            (None, false) => bail!(
+                "{what} needs the Agent Substrate checkout: set --substrate-root or ATE_SUBSTRATE_ROOT"
+            ),
+        };
+        let repo = match (self.opts.ko_docker_repo.as_deref().filter(|r| !r.is_empty()), self.opts.dry_run) {
+            (Some(r), _) => r.to_owned(),
+            (None, true) => "<KO_DOCKER_REPO unset>".to_owned(),
+            (None, false) => bail!(
+                "{what} needs KO_DOCKER_REPO (--ko-docker-repo; upstream's kind install uses localhost:5001)"
+            ),
+        };
+        Ok((root, repo))
+    }
+
+    /// `--install`: the checkout's `hack/install-ate-kind.sh
+    /// --deploy-ate-system`, the one upstream script the harness runs (an
+    /// argument vector; its output is captured and its tail is in the
+    /// error when it fails).
+    async fn install(&self) -> Result<()> {
+        let (root, repo) = self.checkout("--install")?;
+        self.run(
+            "install Agent Substrate from the checkout (hack/install-ate-kind.sh --deploy-ate-system)",
+            self.tools.install_ate_kind(&root, &repo),
+            "",
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `--deploy-agent`: builds atelet from the checkout and deploys it the
+    /// way upstream's `deploy_atelet` does on kind (`hack/install-ate.sh:
+    /// 333-351`): `kubectl kustomize` | `ko resolve -f -` | `kubectl apply
+    /// -f -`, pipes made here, then the rollout wait, then a check that
+    /// every atelet pod runs exactly the digest `ko resolve` built. The
+    /// checkout's commit (and whether it is dirty) and that digest go into
+    /// the fingerprint.
+    async fn deploy_agent(&self) -> Result<()> {
+        let (root, repo) = self.checkout("--deploy-agent")?;
+        let commit = self
+            .run(
+                "record the checkout's commit",
+                self.tools.git_head(&root),
+                "<commit>\n",
+            )
+            .await?;
+        let status = self
+            .run(
+                "is the checkout dirty? (git status --porcelain)",
+                self.tools.git_status(&root),
+                "",
+            )
+            .await?;
+        let commit = commit.trim().to_owned();
+        let dirty = !status.trim().is_empty();
+        self.update(|st| st.agent_commit = Some((commit.clone(), dirty)));
+        let pipeline = ate_cmd::Pipeline::new(vec![
+            self.tools
+                .kubectl_kustomize(&root, tools::ATELET_KIND_OVERLAY),
+            self.tools.ko_resolve_stdin(&root, &repo),
+            self.tools.kubectl_apply_stdin(),
+        ]);
+        let purposes = [
+            "deploy atelet, stage 1 of 3: render the kind overlay (standard output piped into stage 2)",
+            "deploy atelet, stage 2 of 3: build and resolve ko:// images (standard input from stage 1, standard output piped into stage 3)",
+            "deploy atelet, stage 3 of 3: apply the resolved manifest (standard input from stage 2)",
+        ];
+        for (stage, purpose) in pipeline.stages().iter().zip(purposes) {
+            self.plan.push(Step::command(purpose, stage));
+        }
+        let resolved = if self.opts.dry_run {
+            "<sha256 digest ko resolve prints>".to_owned()
+        } else {
+            let outs = pipeline.run().await.with_context(|| {
+                format!("cannot deploy atelet from {} ({pipeline})", root.display())
+            })?;
+            let manifest = outs[1].stdout_str();
+            match tools::resolved_digests(&manifest, "atelet").as_slice() {
+                [one] => one.clone(),
+                other => bail!(
+                    "`ko resolve` of {} named {} atelet image digest(s) {other:?}; expected exactly one:\n{}",
+                    tools::ATELET_KIND_OVERLAY,
+                    other.len(),
+                    crate::cmd::tail(manifest.as_bytes())
+                ),
+            }
+        };
+        self.run(
+            "wait for the atelet rollout",
+            self.tools.kubectl_rollout_status("daemonset/atelet"),
+            "",
+        )
+        .await?;
+        let pods = self
+            .run(
+                "read the atelet pods' images, to check each runs the digest just built",
+                self.tools.kubectl_atelet_pods(),
+                r#"{"items":[]}"#,
+            )
+            .await?;
+        if !self.opts.dry_run {
+            let pods = tools::atelet_pod_digests(&pods).map_err(anyhow::Error::msg)?;
+            if pods.is_empty() {
+                bail!("no atelet pod in ate-system (label app=atelet) after the rollout");
+            }
+            let wrong: Vec<String> = pods
+                .iter()
+                .filter(|(_, spec, running)| *spec != resolved || *running != resolved)
+                .map(|(pod, spec, running)| {
+                    format!("pod {pod} names {spec:?} and runs {running:?}")
+                })
+                .collect();
+            if !wrong.is_empty() {
+                bail!(
+                    "atelet pods do not run the image just built: ko resolve built {resolved}, but {}",
+                    wrong.join("; ")
+                );
+            }
+            info!(digest = %resolved, pods = pods.len(), "atelet deployed from the checkout");
+        }
+        self.update(|st| st.atelet_digest = Some(resolved.clone()));
         Ok(())
     }
 
@@ -795,6 +937,13 @@ impl Backend for KindBackend {
         }
         if let Some(i) = &st.probe_image {
             out.push(("probe_image".into(), i.clone()));
+        }
+        if let Some((commit, dirty)) = &st.agent_commit {
+            out.push(("substrate_commit".into(), commit.clone()));
+            out.push(("substrate_dirty".into(), dirty.to_string()));
+        }
+        if let Some(d) = &st.atelet_digest {
+            out.push(("atelet_digest".into(), d.clone()));
         }
         for (tool, v) in &st.versions {
             out.push((format!("{tool}_version"), v.clone()));
@@ -1353,6 +1502,8 @@ pub async fn gc_stale_runs(
             run_id,
             cluster: record.cluster.clone(),
             create_cluster: false,
+            install: false,
+            deploy_agent: false,
             context: Some(record.context.clone()),
             kubeconfig: record.kubeconfig.clone(),
             substrate_root: None,

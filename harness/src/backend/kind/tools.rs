@@ -46,6 +46,8 @@ pub struct Tools {
     pub ko: PathBuf,
     /// `kubectl` program (also runs the `ate` plugin).
     pub kubectl: PathBuf,
+    /// `git` program (reads the checkout's commit for the fingerprint).
+    pub git: PathBuf,
     /// Kube context.
     pub context: String,
     /// Kubeconfig, when not the default.
@@ -62,6 +64,7 @@ impl Tools {
             docker: "docker".into(),
             ko: "ko".into(),
             kubectl: "kubectl".into(),
+            git: "git".into(),
             context,
             kubeconfig,
             timeout,
@@ -82,6 +85,7 @@ impl Tools {
             &mut self.docker,
             &mut self.ko,
             &mut self.kubectl,
+            &mut self.git,
         ] {
             if let Ok(found) = which::which_in(&*p, Some(&path), &cwd) {
                 *p = found;
@@ -334,7 +338,7 @@ impl Tools {
 
     /// `git -C <checkout> rev-parse HEAD`.
     pub fn git_head(&self, substrate_root: &Path) -> Cmd {
-        self.cmd(Path::new("git"))
+        self.cmd(&self.git)
             .arg("-C")
             .arg(substrate_root)
             .args(["rev-parse", "HEAD"])
@@ -342,7 +346,7 @@ impl Tools {
 
     /// `git -C <checkout> status --porcelain` (empty: not dirty).
     pub fn git_status(&self, substrate_root: &Path) -> Cmd {
-        self.cmd(Path::new("git"))
+        self.cmd(&self.git)
             .arg("-C")
             .arg(substrate_root)
             .args(["status", "--porcelain"])
