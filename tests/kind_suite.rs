@@ -387,3 +387,58 @@ fn dry_run_with_deploy_agent_and_install_prints_the_pipeline_and_the_digest_chec
         assert!(!stdout.contains(sh), "{sh} in {stdout}");
     }
 }
+
+/// Under CI=true only an unwaived skip fails the run: the nightly kind
+/// job's declared waivers (ci/waivers/kind.txt) turn the three host trials'
+/// skips into *waived* with the reason, in report.json and report.md.
+#[test]
+fn declared_waivers_turn_kind_host_skips_into_waived() {
+    let waivers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/waivers/kind.txt");
+    let run = |with_waivers: bool| {
+        let tmp = tempfile::tempdir().unwrap();
+        let report = tmp.path().join("report");
+        let mut c = Command::new(identity_bin());
+        c.args(["--backend", "kind", "--run-id", "waive1"])
+            .arg("--report-dir")
+            .arg(&report)
+            .env("PATH", tmp.path())
+            .env("CI", "true");
+        if with_waivers {
+            c.arg("--waivers").arg(&waivers);
+        }
+        let out = c.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(report.join("suites/identity.json")).unwrap())
+                .unwrap();
+        let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+        (stderr, json, md)
+    };
+    let (stderr, _, _) = run(false);
+    assert!(
+        stderr.contains("3 trial(s) skipped without a waiver"),
+        "{stderr}"
+    );
+    let (stderr, json, md) = run(true);
+    assert!(!stderr.contains("skipped without a waiver"), "{stderr}");
+    let trials = json["trials"].as_array().unwrap();
+    let waived: Vec<&serde_json::Value> = trials
+        .iter()
+        .filter(|t| t.get("waived").is_some())
+        .collect();
+    assert_eq!(waived.len(), 3, "{trials:#?}");
+    for t in waived {
+        assert_eq!(t["verdict"], "skip");
+        assert!(
+            t["waived"]
+                .as_str()
+                .unwrap()
+                .contains("no host access into kind nodes"),
+            "{t}"
+        );
+    }
+    assert!(
+        md.contains("*waived* (ID-9: the kind backend cannot watch"),
+        "{md}"
+    );
+}

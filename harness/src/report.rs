@@ -126,6 +126,11 @@ pub struct TrialRecord {
     /// order it found them (the self-test's kill matrix reads this).
     #[serde(default)]
     pub violated: Vec<String>,
+    /// Skip: the declared waiver of every statement the trial covers
+    /// (`--waive ID=REASON`, `--waivers FILE`), as `ID-9: reason`; a waived
+    /// skip does not fail a run under `--fail-on-skip`/`CI=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waived: Option<String>,
     /// Fail: the backend could not be set up, so the trial never ran.
     #[serde(default)]
     pub setup_failed: bool,
@@ -1186,7 +1191,10 @@ pub fn markdown_report(run: &RunReport) -> String {
                 "| {} | {} | {} | {:.0} | {} |",
                 code(&t.name),
                 cell(&t.covers.join(", ")),
-                trial_word(t.verdict),
+                match &t.waived {
+                    Some(w) if t.verdict == Verdict::Skip => format!("*waived* ({})", cell(w)),
+                    _ => trial_word(t.verdict).to_owned(),
+                },
                 t.duration_ms,
                 t.artifacts
                     .iter()
@@ -1552,6 +1560,7 @@ mod tests {
             artifacts: vec![],
             violated: vec![],
             setup_failed: false,
+            waived: None,
         }
     }
 

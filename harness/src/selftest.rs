@@ -246,6 +246,7 @@ mod tests {
             artifacts: vec![],
             violated: violated.iter().map(|s| s.to_string()).collect(),
             setup_failed: false,
+            waived: None,
         }
     }
 

@@ -20,6 +20,7 @@ fn trial(name: &str, covers: &[&str]) -> TrialRecord {
         artifacts: vec![],
         violated: vec![],
         setup_failed: false,
+        waived: None,
     }
 }
 
