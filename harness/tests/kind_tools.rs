@@ -88,6 +88,10 @@ fn main() -> std::process::ExitCode {
             artifacts,
         ),
         trial(
+            "teardown_of_an_actor_already_gone_is_not_a_failure",
+            actor_already_gone,
+        ),
+        trial(
             "deploy_agent_pipes_kustomize_into_ko_resolve_into_kubectl_apply",
             deploy_agent,
         ),
@@ -1127,4 +1131,33 @@ async fn deploy_agent_digest_mismatch() {
         .call_lines()
         .iter()
         .any(|l| l.starts_with("ko apply")));
+}
+
+/// An actor deleted behind the run's back: `get` answers ateapi's NotFound
+/// (get_actor.go:34), and teardown treats it as gone rather than failing.
+async fn actor_already_gone() {
+    let w = World::new(reused_cluster()).await;
+    let backend = KindBackend::start(w.options("127.0.0.1:1")).await.unwrap();
+    let a = format!("conf-{RUN}");
+    backend.create_atespace(&a).await.unwrap();
+    backend
+        .create_actor(&a, "ghost", &format!("{NS}/probe"))
+        .await
+        .unwrap();
+    let mut st = w.tools.state();
+    st.actors.remove(&format!("{a}/ghost"));
+    w.tools.set_state(&st);
+    backend.teardown().await.unwrap();
+    let lines = w.tools.call_lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("delete actor ghost")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("delete atespace {a}"))),
+        "{lines:#?}"
+    );
+    assert!(w.records_left().is_empty(), "{:?}", w.records_left());
 }

@@ -1351,11 +1351,21 @@ impl Backend for KindBackend {
         let actors: Vec<_> = self.state.lock().unwrap().actors.iter().cloned().collect();
         for (a, i) in actors {
             let r = async {
-                let info = self.actor_info(&a, &i, "RUNNING").await?;
+                let info = match self.actor_info(&a, &i, "RUNNING").await {
+                    Ok(info) => info,
+                    // Already gone (ateapi's NotFound, get_actor.go:34):
+                    // nothing left to remove.
+                    Err(e) if tools::is_actor_not_found(&format!("{e:#}"), &i) => {
+                        self.track_actor(&a, &i, false);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
                 if !info.state.is_suspended() {
                     self.suspend(&a, &i).await?;
                 }
-                self.delete_actor(&a, &i).await
+                self.delete_actor(&a, &i).await?;
+                Ok::<(), anyhow::Error>(())
             }
             .await;
             if let Err(e) = r {
