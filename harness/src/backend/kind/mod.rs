@@ -16,15 +16,19 @@
 //! Teardown removes what this run made, by name, and reports every failure
 //! instead of swallowing it.
 
+mod deploy;
 pub mod kube;
 pub mod oci;
 pub mod options;
 pub mod plan;
 pub mod portforward;
+mod record;
 pub mod tools;
 
+pub use self::record::gc_stale_runs;
+use self::record::stale_records;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -439,135 +443,6 @@ impl KindBackend {
             "",
         )
         .await?;
-        Ok(())
-    }
-
-    /// The checkout and `KO_DOCKER_REPO` a build from the checkout needs;
-    /// placeholders in a dry run.
-    fn checkout(&self, what: &str) -> Result<(PathBuf, String)> {
-        let root = match (&self.opts.substrate_root, self.opts.dry_run) {
-            (Some(r), _) => r.clone(),
-            (None, true) => PathBuf::from("<ATE_SUBSTRATE_ROOT unset>"),
-            (None, false) => bail!(
-                "{what} needs the Agent Substrate checkout: set --substrate-root or ATE_SUBSTRATE_ROOT"
-            ),
-        };
-        let repo = match (self.opts.ko_docker_repo.as_deref().filter(|r| !r.is_empty()), self.opts.dry_run) {
-            (Some(r), _) => r.to_owned(),
-            (None, true) => "<KO_DOCKER_REPO unset>".to_owned(),
-            (None, false) => bail!(
-                "{what} needs KO_DOCKER_REPO (--ko-docker-repo; upstream's kind install uses localhost:5001)"
-            ),
-        };
-        Ok((root, repo))
-    }
-
-    /// `--install`: the checkout's `hack/install-ate-kind.sh
-    /// --deploy-ate-system`, the one upstream script the harness runs (an
-    /// argument vector; its output is captured and its tail is in the
-    /// error when it fails).
-    async fn install(&self) -> Result<()> {
-        let (root, repo) = self.checkout("--install")?;
-        self.run(
-            "install Agent Substrate from the checkout (hack/install-ate-kind.sh --deploy-ate-system)",
-            self.tools.install_ate_kind(&root, &repo),
-            "",
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// `--deploy-agent`: builds atelet from the checkout and deploys it the
-    /// way upstream's `deploy_atelet` does on kind (`hack/install-ate.sh:
-    /// 333-351`): `kubectl kustomize` | `ko resolve -f -` | `kubectl apply
-    /// -f -`, pipes made here, then the rollout wait, then a check that
-    /// every atelet pod runs exactly the digest `ko resolve` built. The
-    /// checkout's commit (and whether it is dirty) and that digest go into
-    /// the fingerprint.
-    async fn deploy_agent(&self) -> Result<()> {
-        let (root, repo) = self.checkout("--deploy-agent")?;
-        let commit = self
-            .run(
-                "record the checkout's commit",
-                self.tools.git_head(&root),
-                "<commit>\n",
-            )
-            .await?;
-        let status = self
-            .run(
-                "is the checkout dirty? (git status --porcelain)",
-                self.tools.git_status(&root),
-                "",
-            )
-            .await?;
-        let commit = commit.trim().to_owned();
-        let dirty = !status.trim().is_empty();
-        self.update(|st| st.agent_commit = Some((commit.clone(), dirty)));
-        let pipeline = ate_cmd::Pipeline::new(vec![
-            self.tools
-                .kubectl_kustomize(&root, tools::ATELET_KIND_OVERLAY),
-            self.tools.ko_resolve_stdin(&root, &repo),
-            self.tools.kubectl_apply_stdin(),
-        ]);
-        let purposes = [
-            "deploy atelet, stage 1 of 3: render the kind overlay (standard output piped into stage 2)",
-            "deploy atelet, stage 2 of 3: build and resolve ko:// images (standard input from stage 1, standard output piped into stage 3)",
-            "deploy atelet, stage 3 of 3: apply the resolved manifest (standard input from stage 2)",
-        ];
-        for (stage, purpose) in pipeline.stages().iter().zip(purposes) {
-            self.plan.push(Step::command(purpose, stage));
-        }
-        let resolved = if self.opts.dry_run {
-            "<sha256 digest ko resolve prints>".to_owned()
-        } else {
-            let outs = pipeline.run().await.with_context(|| {
-                format!("cannot deploy atelet from {} ({pipeline})", root.display())
-            })?;
-            let manifest = outs[1].stdout_str();
-            match tools::resolved_digests(&manifest, "atelet").as_slice() {
-                [one] => one.clone(),
-                other => bail!(
-                    "`ko resolve` of {} named {} atelet image digest(s) {other:?}; expected exactly one:\n{}",
-                    tools::ATELET_KIND_OVERLAY,
-                    other.len(),
-                    crate::cmd::tail(manifest.as_bytes())
-                ),
-            }
-        };
-        self.run(
-            "wait for the atelet rollout",
-            self.tools.kubectl_rollout_status("daemonset/atelet"),
-            "",
-        )
-        .await?;
-        let pods = self
-            .run(
-                "read the atelet pods' images, to check each runs the digest just built",
-                self.tools.kubectl_atelet_pods(),
-                r#"{"items":[]}"#,
-            )
-            .await?;
-        if !self.opts.dry_run {
-            let pods = tools::atelet_pod_digests(&pods).map_err(anyhow::Error::msg)?;
-            if pods.is_empty() {
-                bail!("no atelet pod in ate-system (label app=atelet) after the rollout");
-            }
-            let wrong: Vec<String> = pods
-                .iter()
-                .filter(|(_, spec, running)| *spec != resolved || *running != resolved)
-                .map(|(pod, spec, running)| {
-                    format!("pod {pod} names {spec:?} and runs {running:?}")
-                })
-                .collect();
-            if !wrong.is_empty() {
-                bail!(
-                    "atelet pods do not run the image just built: ko resolve built {resolved}, but {}",
-                    wrong.join("; ")
-                );
-            }
-            info!(digest = %resolved, pods = pods.len(), "atelet deployed from the checkout");
-        }
-        self.update(|st| st.atelet_digest = Some(resolved.clone()));
         Ok(())
     }
 
@@ -1464,149 +1339,4 @@ impl Backend for KindBackend {
         .await;
         Ok(r?)
     }
-}
-
-/// Removes what earlier kind runs left, by their records in `state_dir`: a
-/// run whose process died (its record lock is free), or that was kept with
-/// `--keep`, gets the same teardown a finished run does (actors suspended
-/// and deleted, atespaces, the rendered manifest, a cluster or registry it
-/// created), on the cluster and context its record names. A run still
-/// running is left alone. Returns one line per run and per thing removed.
-pub async fn gc_stale_runs(
-    state_dir: &Path,
-    search_path: Option<OsString>,
-    command_timeout: Duration,
-) -> Result<Vec<String>> {
-    let mut lines = Vec::new();
-    let Ok(entries) = std::fs::read_dir(state_dir) else {
-        return Ok(lines);
-    };
-    let mut records: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    records.sort();
-    for path in records {
-        let record: Record = match std::fs::read(&path)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(serde_json::from_slice(&b)?))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                lines.push(format!(
-                    "{}: unreadable record, left alone: {e:#}",
-                    path.display()
-                ));
-                continue;
-            }
-        };
-        let run_id = match crate::run_id::RunId::parse(&record.run_id) {
-            Ok(r) => r,
-            Err(e) => {
-                lines.push(format!("{}: left alone: {e}", path.display()));
-                continue;
-            }
-        };
-        let opts = KindOptions {
-            run_id,
-            cluster: record.cluster.clone(),
-            create_cluster: false,
-            install: false,
-            deploy_agent: false,
-            context: Some(record.context.clone()),
-            kubeconfig: record.kubeconfig.clone(),
-            substrate_root: None,
-            bucket_name: None,
-            ko_docker_repo: None,
-            probe_bin: None,
-            fixtures_dir: PathBuf::new(),
-            work_dir: state_dir.to_path_buf(),
-            search_path: search_path.clone(),
-            command_timeout,
-            preflight_deadline: Duration::from_secs(10),
-            dry_run: false,
-            state_dir: Some(state_dir.to_path_buf()),
-        };
-        let backend = KindBackend::new(opts);
-        if backend.take_lock().is_err() {
-            lines.push(format!("run {}: still running, left alone", record.run_id));
-            continue;
-        }
-        let what = describe(&record);
-        *backend.state.lock().unwrap() = record.state;
-        match backend.teardown().await {
-            Ok(()) => {
-                lines.push(format!(
-                    "run {} (context {}): removed {}",
-                    record.run_id,
-                    record.context,
-                    if what.is_empty() {
-                        "its record (nothing else was left)".to_owned()
-                    } else {
-                        what.join(", ")
-                    }
-                ));
-            }
-            Err(e) => lines.push(format!("run {}: {e:#}", record.run_id)),
-        }
-    }
-    Ok(lines)
-}
-
-/// Runs in `dir` whose process is gone (their lock is free), with what
-/// each left; read only, the locks are released again.
-fn stale_records(dir: &Path) -> Vec<(String, Vec<String>)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for p in entries.flatten().map(|e| e.path()) {
-        if p.extension().is_none_or(|x| x != "json") {
-            continue;
-        }
-        let Ok(record) = std::fs::read(&p)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(serde_json::from_slice::<Record>(&b)?))
-        else {
-            continue;
-        };
-        let free = std::fs::OpenOptions::new()
-            .write(true)
-            .open(p.with_extension("lock"))
-            .is_ok_and(|f| {
-                rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
-            });
-        if free {
-            out.push((record.run_id.clone(), describe(&record)));
-        }
-    }
-    out.sort();
-    out
-}
-
-fn describe(r: &Record) -> Vec<String> {
-    let st = &r.state;
-    let mut out: Vec<String> = st
-        .actors
-        .iter()
-        .map(|(a, i)| format!("actor {a}/{i}"))
-        .collect();
-    out.extend(st.atespaces.iter().map(|a| format!("atespace {a}")));
-    if let Some(g) = &st.golden_actor {
-        out.push(format!("golden actor {GOLDEN_ATESPACE}/{g}"));
-    }
-    if st.rendered.is_some() {
-        out.push(format!(
-            "namespace ate-conf-{} (the rendered manifest)",
-            r.run_id
-        ));
-    }
-    if st.created_cluster {
-        out.push(format!("kind cluster {}", r.cluster));
-    }
-    if st.created_registry {
-        out.push(format!("registry container {}", tools::REGISTRY_CONTAINER));
-    }
-    out
 }
