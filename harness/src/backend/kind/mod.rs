@@ -1,4 +1,8 @@
-//! The kind backend: Agent Substrate on a kind cluster (CONTRACT.md III).
+//! The kind backend: Agent Substrate on a kind cluster (CONTRACT.md III;
+//! every interaction is audited against upstream in `docs/upstream.md`).
+//! Rooms: `cluster.rs` (find or create), `preflight.rs`, `deploy.rs` (install,
+//! deploy the agent under test), `record.rs` (the run record and `gc`);
+//! this file holds the backend itself (probe, actors, artifacts, teardown).
 //!
 //! The cluster is the engine; this backend adds none of its own. It reuses
 //! a named kind cluster (creates one, with the local registry, only when
@@ -16,12 +20,14 @@
 //! Teardown removes what this run made, by name, and reports every failure
 //! instead of swallowing it.
 
+mod cluster;
 mod deploy;
 pub mod kube;
 pub mod oci;
 pub mod options;
 pub mod plan;
 pub mod portforward;
+mod preflight;
 mod record;
 pub mod tools;
 
@@ -29,7 +35,6 @@ pub use self::record::gc_stale_runs;
 use self::record::stale_records;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -110,12 +115,6 @@ pub struct KindBackend {
     state: Mutex<State>,
     /// The run's record lock, held while this backend lives.
     lock: Mutex<Option<std::fs::File>>,
-}
-
-/// One preflight check as a report line: `ok` or `FAIL`, name, detail.
-fn check_line(out: &mut String, ok: bool, name: &str, detail: &str) {
-    let mark = if ok { "ok  " } else { "FAIL" };
-    let _ = writeln!(out, "  {mark} {name}: {detail}");
 }
 
 impl KindBackend {
@@ -327,304 +326,6 @@ impl KindBackend {
         Ok(out.stdout_str().into_owned())
     }
 
-    async fn ensure_cluster(&self) -> Result<()> {
-        let name = &self.opts.cluster;
-        let listed = self
-            .run(
-                &format!("is there a kind cluster named {name}?"),
-                self.tools.kind_get_clusters(),
-                &if self.opts.create_cluster {
-                    String::new()
-                } else {
-                    format!("{name}\n")
-                },
-            )
-            .await?;
-        let clusters: Vec<&str> = listed
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        if clusters.contains(&name.as_str()) {
-            if !self.opts.dry_run {
-                info!(cluster = %name, "reusing the kind cluster");
-            }
-            return Ok(());
-        }
-        if !self.opts.create_cluster {
-            bail!(
-                "there is no kind cluster named {name:?} (kind get clusters: {}); run Agent Substrate's kind install first, or pass --create-cluster to create an empty one",
-                if clusters.is_empty() { "none".to_owned() } else { clusters.join(", ") }
-            );
-        }
-        let inspected = self
-            .run(
-                "is the local registry container kind-registry running?",
-                self.tools.registry_inspect(),
-                "",
-            )
-            .await;
-        match inspected.as_deref().map(str::trim) {
-            Ok("true") => {}
-            // There, but stopped: someone else's; started, never removed.
-            // (A dry run plans the other case: it knows of no container.)
-            Ok(_) if !self.opts.dry_run => {
-                self.run(
-                    "start the stopped local registry kind-registry",
-                    self.tools.registry_start(),
-                    "",
-                )
-                .await?;
-            }
-            // Not there: this run makes it. Marked before it runs, so an
-            // interrupt or failure midway still removes it.
-            _ => {
-                self.update(|st| st.created_registry = true);
-                self.run(
-                    "start the local registry kind-registry on 127.0.0.1:5001",
-                    self.tools.registry_run(),
-                    "",
-                )
-                .await?;
-            }
-        }
-        let config = self.opts.fixtures_dir.join("kind/cluster.yaml");
-        // Marked before it runs, for the same reason (`kind delete cluster`
-        // of a missing cluster succeeds).
-        self.update(|st| st.created_cluster = true);
-        self.run(
-            &format!("create the kind cluster {name} (this run deletes it at the end)"),
-            self.tools.kind_create_cluster(name, &config),
-            "",
-        )
-        .await?;
-        if let Err(e) = self
-            .run(
-                "connect kind-registry to the kind network",
-                self.tools.registry_connect(),
-                "",
-            )
-            .await
-        {
-            // Already connected is fine; anything else shows up when nodes
-            // cannot pull.
-            warn!("{e:#}");
-        }
-        let nodes = self
-            .run(
-                "list the cluster's nodes",
-                self.tools.kind_get_nodes(name),
-                &format!("{name}-control-plane\n"),
-            )
-            .await?;
-        for node in nodes.lines().map(str::trim).filter(|n| !n.is_empty()) {
-            self.run(
-                &format!("make the registry config directory on node {node}"),
-                self.tools.node_registry_dir(node),
-                "",
-            )
-            .await?;
-            self.run(
-                &format!("point node {node} at kind-registry:5000 for localhost:5001"),
-                self.tools.node_registry_hosts(node),
-                "",
-            )
-            .await?;
-            self.run(
-                &format!("enable proxy ARP on node {node} (gVisor loopback pod-to-pod networking)"),
-                self.tools.node_proxy_arp(node),
-                "",
-            )
-            .await?;
-        }
-        self.run(
-            "document the local registry (ConfigMap kube-public/local-registry-hosting)",
-            self.tools.registry_hosting_configmap(),
-            "",
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Environment, tools (with versions) and the cluster's installation;
-    /// every failed check is named, all in one error.
-    async fn preflight(&self) -> Result<()> {
-        let mut report = String::new();
-        let mut failed = 0;
-        let mut check = |ok: bool, name: &str, detail: &str| {
-            if !ok {
-                failed += 1;
-            }
-            check_line(&mut report, ok, name, detail);
-        };
-        for (var, value) in [
-            ("BUCKET_NAME", &self.opts.bucket_name),
-            ("KO_DOCKER_REPO", &self.opts.ko_docker_repo),
-        ] {
-            match value.as_deref().filter(|v| !v.is_empty()) {
-                Some(v) => check(true, var, v),
-                None => check(
-                    false,
-                    var,
-                    "not set (the install script for kind uses BUCKET_NAME=ate-snapshots, KO_DOCKER_REPO=localhost:5001)",
-                ),
-            }
-        }
-        match &self.opts.substrate_root {
-            None => check(
-                false,
-                "ATE_SUBSTRATE_ROOT",
-                "not set: the Agent Substrate checkout, where ko resolves the WorkerPool's ko:// image (--substrate-root)",
-            ),
-            Some(root) => {
-                let go_mod = std::fs::read_to_string(root.join("go.mod")).unwrap_or_default();
-                if !go_mod.contains("module github.com/agent-substrate/substrate") {
-                    check(
-                        false,
-                        "ATE_SUBSTRATE_ROOT",
-                        &format!(
-                            "{} is not an Agent Substrate checkout (no go.mod with module github.com/agent-substrate/substrate)",
-                            root.display()
-                        ),
-                    );
-                } else if !root.join(".ko.yaml").is_file() {
-                    check(
-                        false,
-                        "ATE_SUBSTRATE_ROOT",
-                        &format!(
-                            "{} has no .ko.yaml: ko would silently lose defaultPlatforms",
-                            root.display()
-                        ),
-                    );
-                } else {
-                    check(true, "ATE_SUBSTRATE_ROOT", &root.display().to_string());
-                }
-            }
-        }
-        // The tools: found, and their versions recorded.
-        let tools = [
-            ("kind", self.tools.kind.clone(), self.tools.kind_version()),
-            ("ko", self.tools.ko.clone(), self.tools.ko_version()),
-            (
-                "kubectl",
-                self.tools.kubectl.clone(),
-                self.tools.kubectl_version(),
-            ),
-        ];
-        for (name, program, version) in tools {
-            if self.opts.dry_run {
-                self.plan.push(Step::command(
-                    format!("record the {name} version"),
-                    &version,
-                ));
-                continue;
-            }
-            if !program.is_absolute() {
-                check(false, name, &format!("`{name}` not found on PATH"));
-                continue;
-            }
-            match version.run().await {
-                Ok(out) => {
-                    let v = version_line(name, &out.stdout_str());
-                    self.plan.push(Step::command(
-                        format!("record the {name} version"),
-                        &version,
-                    ));
-                    check(true, name, &format!("{} ({v})", program.display()));
-                    self.state
-                        .lock()
-                        .unwrap()
-                        .versions
-                        .insert(name.to_owned(), v);
-                }
-                Err(e) => check(
-                    false,
-                    name,
-                    &format!("{} does not run: {e}", program.display()),
-                ),
-            }
-        }
-        let plugin_path = self
-            .opts
-            .search_path
-            .clone()
-            .or_else(|| std::env::var_os("PATH"))
-            .unwrap_or_default();
-        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let version = self.tools.ate_version();
-        if self.opts.dry_run {
-            self.plan
-                .push(Step::command("record the kubectl ate version", &version));
-        } else {
-            match which::which_in("kubectl-ate", Some(&plugin_path), &cwd) {
-                Err(_) => check(
-                    false,
-                    "kubectl ate",
-                    "`kubectl-ate` not found on PATH (build it from the checkout: go install ./cmd/kubectl-ate)",
-                ),
-                Ok(found) => {
-                    self.plan.push(Step::command("record the kubectl ate version", &version));
-                    let v = match version.run().await {
-                        Ok(out) => version_line("kubectl-ate", &out.stdout_str()),
-                        Err(e) => format!("unknown (`kubectl ate --version` failed: {})", first_line(&e.to_string())),
-                    };
-                    check(true, "kubectl ate", &format!("{} ({v})", found.display()));
-                    self.state.lock().unwrap().versions.insert("kubectl-ate".into(), v);
-                }
-            }
-        }
-        // The cluster itself.
-        let target = kube::KubeTarget {
-            kubeconfig: self.opts.kubeconfig.clone(),
-            context: Some(self.opts.context()),
-        };
-        if self.opts.dry_run {
-            self.plan.push(Step::local(format!(
-                "connect kube-rs with kubeconfig {} and context {}",
-                self.opts
-                    .kubeconfig
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "(default: $KUBECONFIG or ~/.kube/config)".into()),
-                self.opts.context()
-            )));
-            self.plan
-                .extend(kube::preflight_plan().into_iter().map(Step::Api));
-        } else {
-            self.plan
-                .extend(kube::preflight_plan().into_iter().map(Step::Api));
-            let checks = kube::preflight(&target, self.opts.preflight_deadline).await;
-            let api_ok = checks.iter().all(|c| c.ok || c.name != kube::API_CHECK);
-            for c in &checks {
-                check(c.ok, &c.name, &c.detail);
-            }
-            if api_ok {
-                match kube::connect(&target).await {
-                    Ok(client) => {
-                        let _ = self.client.set(client);
-                    }
-                    Err(e) => check(false, "kube client", &format!("{e:#}")),
-                }
-            }
-        }
-        if failed > 0 && self.opts.dry_run {
-            self.plan.push(Step::local(format!(
-                "preflight as far as it can be checked without running anything: {failed} check(s) would fail:\n{}",
-                report.trim_end()
-            )));
-            return Ok(());
-        }
-        if failed > 0 {
-            bail!(
-                "kind backend preflight: {failed} check(s) failed (cluster {}, context {}):\n{report}",
-                self.opts.cluster,
-                self.opts.context()
-            );
-        }
-        info!("kind backend preflight passed:\n{report}");
-        Ok(())
-    }
-
     fn client(&self) -> Result<&::kube::Client> {
         self.client
             .get()
@@ -760,33 +461,6 @@ impl KindBackend {
         if std::fs::write(&path, text).is_ok() {
             written.push(path);
         }
-    }
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
-}
-
-/// A one-line version from a tool's `version` output (kubectl's JSON gives
-/// `clientVersion.gitVersion`).
-fn version_line(tool: &str, out: &str) -> String {
-    if tool == "kubectl" {
-        if let Some(v) = serde_json::from_str::<serde_json::Value>(out)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/clientVersion/gitVersion")
-                    .and_then(|g| g.as_str())
-                    .map(String::from)
-            })
-        {
-            return v;
-        }
-    }
-    let line = first_line(out.trim()).trim();
-    if line.is_empty() {
-        "unknown (empty version output)".into()
-    } else {
-        line.chars().take(120).collect()
     }
 }
 
