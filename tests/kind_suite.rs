@@ -210,7 +210,18 @@ fn dry_run_with_create_cluster_plans_creation_and_deletion() {
         .find("\"kind\", \"delete\", \"cluster\", \"--name\", \"kind\"")
         .expect(&stdout);
     assert!(create < delete);
-    assert!(stdout.contains("\"registry:2\""), "{stdout}");
+    // Upstream's registry, label and loopback ports
+    // (hack/create-kind-cluster.sh:36-42), proxy ARP (:97).
+    assert!(stdout.contains("\"registry:3\""), "{stdout}");
+    assert!(
+        stdout.contains("\"created-by=agent-substrate\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"[::1]:5001:5000\""), "{stdout}");
+    assert!(
+        stdout.contains("\"net.ipv4.conf.all.proxy_arp=1\""),
+        "{stdout}"
+    );
     // Missing settings are shown, not hidden.
     assert!(stdout.contains("FAIL BUCKET_NAME: not set"), "{stdout}");
     assert!(
@@ -254,8 +265,10 @@ fn an_unreachable_cluster_fails_every_trial_with_the_reason() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The three host trials are skipped on kind (no host access), the
+    // rest fail with the set-up error.
     assert!(
-        stderr.contains("identity: 0 passed, 10 failed, 0 skipped"),
+        stderr.contains("identity: 0 passed, 7 failed, 3 skipped"),
         "{stderr}"
     );
     let suite: serde_json::Value =
@@ -264,12 +277,168 @@ fn an_unreachable_cluster_fails_every_trial_with_the_reason() {
     let trials = suite["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 10);
     for t in trials {
-        assert_eq!(t["verdict"], "fail", "{t}");
         let msg = t["message"].as_str().unwrap();
+        if t["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("host::") || n.starts_with("rootfs::"))
+        {
+            assert_ne!(t["verdict"], "pass", "{t}");
+            assert!(msg.contains("cannot see the host"), "{t}");
+            continue;
+        }
+        assert_eq!(t["verdict"], "fail", "{t}");
         assert!(msg.contains("backend kind could not be set up"), "{msg}");
         assert!(msg.contains("is there a kind cluster named kind?"), "{msg}");
         assert!(msg.contains("command not found: `kind`"), "{msg}");
     }
     assert!(report.join("report.md").exists());
     assert_eq!(suite["backend"], "kind");
+}
+
+#[test]
+fn dry_run_with_deploy_agent_and_install_prints_the_pipeline_and_the_digest_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let substrate = tmp.path().join("substrate");
+    let out = Command::new(identity_bin())
+        .args([
+            "--backend",
+            "kind",
+            "--dry-run",
+            "--install",
+            "--deploy-agent",
+            "--run-id",
+            "dry3",
+        ])
+        .arg("--substrate-root")
+        .arg(&substrate)
+        .arg("--report-dir")
+        .arg(tmp.path().join("report"))
+        .env("PATH", tmp.path())
+        .env("KO_DOCKER_REPO", "localhost:5001")
+        .env("BUCKET_NAME", "ate-snapshots")
+        .env_remove("KUBECONFIG")
+        .env_remove("ATE_KUBE_CONTEXT")
+        .env_remove("KUBECTL_CONTEXT")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = substrate.display().to_string();
+    let install = format!("{root}/hack/install-ate-kind.sh");
+    // In order: install, the three stages, the rollout, the digest check,
+    // then the preflight; each stage with its environment and directory.
+    let wanted = [
+        argv(&[install.as_str(), "--deploy-ate-system"]),
+        "env:  KUBECTL_CONTEXT=kind-kind".to_string(),
+        "stage 1 of 3".into(),
+        argv(&[
+            "kubectl",
+            "kustomize",
+            "manifests/ate-install/kind/atelet",
+            "--load-restrictor",
+            "LoadRestrictionsNone",
+        ]),
+        format!("cwd:  {root}"),
+        "stage 2 of 3".into(),
+        argv(&["ko", "resolve", "-f", "-"]),
+        format!("env:  KO_CONFIG_PATH={root}"),
+        "env:  KO_DOCKER_REPO=localhost:5001".into(),
+        "env:  KO_DEFAULTPLATFORMS=linux/".into(),
+        format!("cwd:  {root}"),
+        "stage 3 of 3".into(),
+        argv(&["kubectl", "--context=kind-kind", "apply", "-f", "-"]),
+        argv(&[
+            "kubectl",
+            "--context=kind-kind",
+            "rollout",
+            "status",
+            "daemonset/atelet",
+            "-n",
+            "ate-system",
+            "--timeout=120s",
+        ]),
+        argv(&[
+            "kubectl",
+            "--context=kind-kind",
+            "get",
+            "pods",
+            "-n",
+            "ate-system",
+            "-l",
+            "app=atelet",
+            "-o",
+            "json",
+        ]),
+        argv(&["kind", "version"]),
+    ];
+    let mut at = 0;
+    for w in &wanted {
+        let found = stdout[at..]
+            .find(w.as_str())
+            .unwrap_or_else(|| panic!("no {w:?} after byte {at} in:\n{stdout}"));
+        at += found + w.len();
+    }
+    // No shell anywhere in the plan.
+    for sh in ["\"sh\"", "\"bash\"", "\"-c\""] {
+        assert!(!stdout.contains(sh), "{sh} in {stdout}");
+    }
+}
+
+/// Under CI=true only an unwaived skip fails the run: the nightly kind
+/// job's declared waivers (ci/waivers/kind.txt) turn the three host trials'
+/// skips into *waived* with the reason, in report.json and report.md.
+#[test]
+fn declared_waivers_turn_kind_host_skips_into_waived() {
+    let waivers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/waivers/kind.txt");
+    let run = |with_waivers: bool| {
+        let tmp = tempfile::tempdir().unwrap();
+        let report = tmp.path().join("report");
+        let mut c = Command::new(identity_bin());
+        c.args(["--backend", "kind", "--run-id", "waive1"])
+            .arg("--report-dir")
+            .arg(&report)
+            .env("PATH", tmp.path())
+            .env("CI", "true");
+        if with_waivers {
+            c.arg("--waivers").arg(&waivers);
+        }
+        let out = c.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(report.join("suites/identity.json")).unwrap())
+                .unwrap();
+        let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+        (stderr, json, md)
+    };
+    let (stderr, _, _) = run(false);
+    assert!(
+        stderr.contains("3 trial(s) skipped without a waiver"),
+        "{stderr}"
+    );
+    let (stderr, json, md) = run(true);
+    assert!(!stderr.contains("skipped without a waiver"), "{stderr}");
+    let trials = json["trials"].as_array().unwrap();
+    let waived: Vec<&serde_json::Value> = trials
+        .iter()
+        .filter(|t| t.get("waived").is_some())
+        .collect();
+    assert_eq!(waived.len(), 3, "{trials:#?}");
+    for t in waived {
+        assert_eq!(t["verdict"], "skip");
+        assert!(
+            t["waived"]
+                .as_str()
+                .unwrap()
+                .contains("no host access into kind nodes"),
+            "{t}"
+        );
+    }
+    assert!(
+        md.contains("*waived* (ID-9: the kind backend cannot watch"),
+        "{md}"
+    );
 }

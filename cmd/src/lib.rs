@@ -24,6 +24,7 @@
 
 mod error;
 mod group;
+mod pipeline;
 mod quote;
 mod run;
 mod spawned;
@@ -38,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{install_hint, tail, CmdError};
+pub use pipeline::{Pipeline, PipelineError};
 pub use spawned::Spawned;
 
 /// The default time between `SIGTERM` and `SIGKILL` when a command is stopped.

@@ -55,6 +55,18 @@ const COMMON: &[Spec] = &[
         help: "a skipped trial does not fail the run",
     },
     Spec {
+        flag: "--waive",
+        env: "",
+        value: Some("ID=REASON"),
+        help: "waive a contract statement this backend cannot check (repeatable): its skips show as waived with the reason and do not fail the run",
+    },
+    Spec {
+        flag: "--waivers",
+        env: "ATE_WAIVERS",
+        value: Some("FILE"),
+        help: "waivers from a file, one `ID-n: reason` per line (# comments)",
+    },
+    Spec {
         flag: "--probe-bin",
         env: "ATE_PROBE_BIN",
         value: Some("PATH"),
@@ -102,8 +114,10 @@ pub struct Options {
     pub run_id: RunId,
     /// Keep a failed trial's resources.
     pub keep: bool,
-    /// A skipped trial fails the run.
+    /// A skipped trial fails the run (unless waived).
     pub fail_on_skip: bool,
+    /// Waived contract statements (`ID-9` → reason).
+    pub waivers: BTreeMap<String, String>,
     /// Another probe binary.
     pub probe_bin: Option<PathBuf>,
     /// Golden snapshot deadline.
@@ -158,6 +172,32 @@ pub fn usage() -> String {
 /// Splits our options from libtest-mimic's arguments (program name first),
 /// reading environment variables through `env`. Returns our options and
 /// the arguments for libtest-mimic.
+///
+/// A waiver names a statement of the contract (`ID-1` ... `ID-15`) and a
+/// non-empty reason.
+fn add_waiver(
+    waivers: &mut BTreeMap<String, String>,
+    id: &str,
+    reason: &str,
+    origin: &str,
+) -> anyhow::Result<()> {
+    let (id, reason) = (id.trim(), reason.trim().trim_matches('"'));
+    if !crate::report::CONTRACT
+        .iter()
+        .any(|(known, _)| *known == id)
+    {
+        anyhow::bail!(
+            "{origin}: invalid waiver statement {id:?}: use a contract statement ID, ID-1 to ID-{}",
+            crate::report::CONTRACT.len()
+        );
+    }
+    if reason.is_empty() {
+        anyhow::bail!("{origin}: the waiver of {id} has no reason: say why it cannot be checked");
+    }
+    waivers.insert(id.to_owned(), reason.to_owned());
+    Ok(())
+}
+
 pub fn parse(
     args: Vec<String>,
     env: impl Fn(&str) -> Option<String>,
@@ -184,7 +224,18 @@ pub fn parse(
                 }
                 (None, None) => "true".to_owned(),
             };
-            given.insert(spec.flag, v);
+            if spec.flag == "--waive" {
+                // Repeatable: every occurrence is kept, one per line.
+                given
+                    .entry(spec.flag)
+                    .and_modify(|all| {
+                        all.push('\n');
+                        all.push_str(&v);
+                    })
+                    .or_insert(v);
+            } else {
+                given.insert(spec.flag, v);
+            }
             continue;
         }
         if name.starts_with('-') && name != "-" {
@@ -247,6 +298,34 @@ pub fn parse(
             None => ci,
         }
     };
+    let mut waivers = BTreeMap::new();
+    if let Some(file) = values.get("--waivers") {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| anyhow::anyhow!("cannot read --waivers/ATE_WAIVERS file {file:?}: {e}"))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (id, reason) = line.split_once(':').ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{file}:{}: {line:?} is not a waiver: use `ID-n: reason`",
+                    n + 1
+                )
+            })?;
+            add_waiver(&mut waivers, id, reason, &format!("{file}:{}", n + 1))?;
+        }
+    }
+    for w in values
+        .get("--waive")
+        .iter()
+        .flat_map(|all| all.lines().map(str::to_owned).collect::<Vec<_>>())
+    {
+        let (id, reason) = w
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("invalid --waive {w:?}: use --waive ID-n=\"reason\""))?;
+        add_waiver(&mut waivers, id, reason, "--waive")?;
+    }
     let golden_timeout = match values.get("--golden-timeout") {
         Some(v) => match v.parse::<u64>() {
             Ok(s) if (1..=3600).contains(&s) => Duration::from_secs(s),
@@ -266,6 +345,7 @@ pub fn parse(
             run_id,
             keep,
             fail_on_skip,
+            waivers,
             probe_bin: values.get("--probe-bin").map(PathBuf::from),
             golden_timeout,
         },
@@ -464,6 +544,40 @@ mod tests {
         assert!(e.contains("\"5m\""), "{e}");
         let e = run(&["--dry-run"], &[]).unwrap_err().to_string();
         assert!(e.contains("--dry-run is for the kind backend"), "{e}");
+    }
+
+    #[test]
+    fn waivers_from_flags_and_a_file_name_the_statement_and_need_a_reason() {
+        let (o, _) = run(
+            &["--waive", "ID-9=no host access", "--waive=ID-8=\"no host\""],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            o.waivers.get("ID-9").map(String::as_str),
+            Some("no host access")
+        );
+        assert_eq!(o.waivers.get("ID-8").map(String::as_str), Some("no host"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("w.txt");
+        std::fs::write(&f, "# comment\n\nID-13: cannot plant a symlink\n").unwrap();
+        let (o, _) = run(&["--waivers", f.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(o.waivers.len(), 1);
+        assert_eq!(o.waivers["ID-13"], "cannot plant a symlink");
+        let e = run(&["--waive", "ID-99=x"], &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("\"ID-99\"") && e.contains("ID-1 to ID-15"),
+            "{e}"
+        );
+        let e = run(&["--waive", "ID-9="], &[]).unwrap_err().to_string();
+        assert!(e.contains("ID-9 has no reason"), "{e}");
+        let e = run(&["--waive", "ID-9"], &[]).unwrap_err().to_string();
+        assert!(e.contains("invalid --waive \"ID-9\""), "{e}");
+        std::fs::write(&f, "ID-9 no colon\n").unwrap();
+        let e = run(&["--waivers", f.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("w.txt:1") && e.contains("ID-n: reason"), "{e}");
     }
 
     #[test]

@@ -126,6 +126,11 @@ pub struct TrialRecord {
     /// order it found them (the self-test's kill matrix reads this).
     #[serde(default)]
     pub violated: Vec<String>,
+    /// Skip: the declared waiver of every statement the trial covers
+    /// (`--waive ID=REASON`, `--waivers FILE`), as `ID-9: reason`; a waived
+    /// skip does not fail a run under `--fail-on-skip`/`CI=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waived: Option<String>,
     /// Fail: the backend could not be set up, so the trial never ran.
     #[serde(default)]
     pub setup_failed: bool,
@@ -190,6 +195,7 @@ impl TrialRecord {
             artifacts: vec![],
             violated: vec![],
             setup_failed: false,
+            waived: None,
         }
     }
 }
@@ -200,13 +206,21 @@ impl SuiteReport {
         self.trials.iter().filter(|t| t.verdict == verdict).count()
     }
 
+    /// Skipped trials without a waiver.
+    pub fn unwaived_skips(&self) -> usize {
+        self.trials
+            .iter()
+            .filter(|t| t.verdict == Verdict::Skip && t.waived.is_none())
+            .count()
+    }
+
     /// The suite failed: a trial failed, teardown failed, or it was
-    /// interrupted; skips count only under `fail_on_skip`.
+    /// interrupted; unwaived skips count only under `fail_on_skip`.
     pub fn failed(&self) -> bool {
         self.count(Verdict::Fail) > 0
             || self.teardown_error.is_some()
             || self.interrupted.is_some()
-            || (self.fail_on_skip && self.count(Verdict::Skip) > 0)
+            || (self.fail_on_skip && self.unwaived_skips() > 0)
     }
 }
 
@@ -1206,7 +1220,10 @@ pub fn markdown_report(run: &RunReport) -> String {
                 "| {} | {} | {} | {:.0} | {} |",
                 code(&t.name),
                 cell(&t.covers.join(", ")),
-                trial_word(t.verdict),
+                match &t.waived {
+                    Some(w) if t.verdict == Verdict::Skip => format!("*waived* ({})", cell(w)),
+                    _ => trial_word(t.verdict).to_owned(),
+                },
                 t.duration_ms,
                 t.artifacts
                     .iter()

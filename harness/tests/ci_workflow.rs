@@ -266,13 +266,34 @@ fn kind_job_shape() {
     let runs: Vec<&str> = steps.iter().filter_map(|s| step_str(s, "run")).collect();
     let any_run = |needle: &str| runs.iter().any(|r| r.contains(needle));
 
+    // The same steps as upstream CI (agent-substrate/substrate
+    // .github/workflows/pr-workflow.yaml:88-91 at 86e138f6): the checkout's
+    // create script, then its kind install of the whole system, both run in
+    // the checkout; never the `hack/install-kind.sh` that does not exist.
+    let in_substrate = |needle: &str| {
+        steps.iter().position(|s| {
+            step_str(s, "run").is_some_and(|r| r.trim() == needle)
+                && step_str(s, "working-directory") == Some("substrate")
+        })
+    };
+    let create = in_substrate("hack/create-kind-cluster.sh")
+        .expect("kind job does not run substrate's hack/create-kind-cluster.sh in substrate/");
+    let install = in_substrate("hack/install-ate-kind.sh --deploy-ate-system --auth-mode=mtls")
+        .expect("kind job does not run hack/install-ate-kind.sh --deploy-ate-system in substrate/");
     assert!(
-        any_run("fixtures/kind/cluster.yaml"),
-        "cluster not created from fixtures/kind/cluster.yaml"
+        create < install,
+        "the install runs before the cluster exists"
     );
     assert!(
-        any_run("kind-registry") && any_run("127.0.0.1:5001"),
-        "no local registry on 127.0.0.1:5001"
+        !any_run("install-kind.sh"),
+        "hack/install-kind.sh does not exist upstream"
+    );
+    assert_eq!(
+        get(&wf, "env", "workflow")
+            .get("KIND_VERSION")
+            .and_then(Value::as_str),
+        Some("v0.32.0"),
+        "kind is not upstream's pin (hack/tools/kind/go.mod)"
     );
     assert!(
         steps.iter().any(|s| step_str(s, "uses")
@@ -332,10 +353,6 @@ fn kind_job_shape() {
             && any_run("${KUBECTL_VERSION}"),
         "kubectl is not pinned"
     );
-    assert!(
-        any_run("install-kind.sh"),
-        "substrate's kind install script is not run"
-    );
 
     let is_run = |r: &&&str| r.contains("ate-conformance") && r.contains(" run");
     let suite_run_at = runs
@@ -350,16 +367,37 @@ fn kind_job_shape() {
         .position(|r| is_run(&r) && r.contains("--dry-run") && r.contains("--backend kind"))
         .expect("kind job does not print the plan with --dry-run");
     assert!(dry_run_at < suite_run_at, "the dry run comes after the run");
+    let suite_step = steps
+        .iter()
+        .position(|s| step_str(s, "run") == Some(suite_run))
+        .unwrap();
+    assert!(install < suite_step, "the suites run before the install");
     for needle in [
         "--backend kind",
         "--report-dir",
         "ATE_SUBSTRATE_ROOT",
         "KUBECTL_CONTEXT=kind-kind",
+        // The job declares its waivers: under CI=true only an unwaived skip fails.
+        "--waivers ci/waivers/kind.txt",
     ] {
         assert!(
             suite_run.contains(needle),
             "suite run lacks `{needle}`: {suite_run}"
         );
+    }
+
+    // The waivers file names contract statements, each with a reason.
+    let waivers = std::fs::read_to_string(workspace_root().join("ci/waivers/kind.txt"))
+        .expect("ci/waivers/kind.txt");
+    let declared: Vec<&str> = waivers
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(!declared.is_empty(), "no waiver declared");
+    for l in declared {
+        let (id, reason) = l.split_once(':').expect("`ID-n: reason`");
+        assert!(id.starts_with("ID-") && !reason.trim().is_empty(), "{l}");
     }
 
     let collect = steps

@@ -2,6 +2,8 @@
 //! router port-forward) against an in-process fake API server over real
 //! HTTP and WebSocket; no cluster.
 
+#[path = "support/crd_schema.rs"]
+mod crd_schema;
 #[path = "support/fake_kube.rs"]
 mod fake_kube;
 
@@ -884,23 +886,32 @@ async fn preflight_reports_every_missing_piece() {
     let checks = preflight_cluster(&client, STEP).await;
     assert_eq!(failed(&checks), ["crd workerpools.ate.dev exists"]);
     assert!(checks
-        .last()
+        .iter()
+        .find(|c| !c.ok)
         .unwrap()
         .detail
         .contains("workerpools.ate.dev"));
 
-    // Several at once: all are reported, none stops the others.
+    // Several at once: all are reported, none stops the others. The
+    // SandboxConfig CRD and the Valkey statefulset are what upstream's
+    // install checks and waits for too (hack/install-ate.sh:246, :299).
     assert!(fake.remove("/apis/apps/v1/namespaces/ate-system/deployments/atenet-router"));
     fake.put_daemonset("ate-system", "atelet", 2, 1);
+    fake.put_statefulset("ate-system", "valkey-cluster", 3, 2);
+    assert!(fake
+        .remove("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sandboxconfigs.ate.dev"));
     let checks = preflight_cluster(&client, STEP).await;
     assert_eq!(
         failed(&checks),
         [
             "deployment ate-system/atenet-router ready",
             "daemonset ate-system/atelet ready",
+            "statefulset ate-system/valkey-cluster ready",
             "crd workerpools.ate.dev exists",
+            "crd sandboxconfigs.ate.dev exists",
         ]
     );
+    assert_eq!(checks[5].detail, "2/3 replicas ready");
     assert_eq!(checks[3].detail, "not found in ate-system");
     assert_eq!(checks[4].detail, "1/2 scheduled pods ready");
 }
@@ -1121,4 +1132,145 @@ current-context: kind-kind
     let checks = preflight(&target, Duration::from_secs(5)).await;
     assert!(!checks[0].ok);
     assert!(checks[0].detail.contains(&server), "{:?}", checks[0]);
+}
+
+// ---------------------------------------------------------------------------
+// The probe manifest against upstream's CRD schemas
+// ---------------------------------------------------------------------------
+
+/// The probe fixture rendered with the values a run gives it.
+fn rendered_probe() -> String {
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/probe/probe.yaml.tmpl");
+    let text = std::fs::read_to_string(&src).unwrap();
+    let vars: std::collections::BTreeMap<&str, String> = [
+        ("NAMESPACE", "ate-conf-s1"),
+        ("TEMPLATE", "probe"),
+        ("POOL", "probe-s1"),
+        (
+            "PROBE_IMAGE",
+            "localhost:5001/ate-conformance-probe@sha256:2222222222222222222222222222222222222222222222222222222222222222",
+        ),
+        ("ATEOM_IMAGE", ate_harness::backend::kind::ATEOM_IMAGE),
+        ("BUCKET_NAME", "ate-snapshots"),
+        ("RUN_ID", "s1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .collect();
+    ate_harness::template::render("probe.yaml.tmpl", &text, &vars).unwrap()
+}
+
+/// The `ate.dev` documents of a manifest, as JSON.
+fn ate_docs(yaml: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(yaml)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| {
+            v["apiVersion"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("ate.dev/"))
+        })
+        .collect()
+}
+
+async fn create(client: &::kube::Client, obj: &Value) -> Result<(), String> {
+    let kind = obj["kind"].as_str().unwrap();
+    let plural = format!("{}s", kind.to_ascii_lowercase());
+    let ar = ::kube::api::ApiResource::from_gvk_with_plural(
+        &::kube::api::GroupVersionKind::gvk("ate.dev", "v1alpha1", kind),
+        &plural,
+    );
+    let ns = obj["metadata"]["namespace"].as_str().unwrap();
+    let api: ::kube::Api<::kube::api::DynamicObject> =
+        ::kube::Api::namespaced_with(client.clone(), ns, &ar);
+    let dynamic: ::kube::api::DynamicObject = serde_json::from_value(obj.clone()).unwrap();
+    api.create(&::kube::api::PostParams::default(), &dynamic)
+        .await
+        .map(|_| ())
+        .map_err(|e| ate_harness::backend::kind::kube::describe_kube_error(&e))
+}
+
+#[tokio::test]
+async fn the_rendered_probe_manifest_validates_against_upstreams_crds() {
+    assert!(
+        crd_schema::crd_dir()
+            .join("ate.dev_actortemplates.yaml")
+            .is_file(),
+        "the upstream CRDs are not at {}",
+        crd_schema::crd_dir().display()
+    );
+    let text = rendered_probe();
+    assert_eq!(
+        crd_schema::validate_manifest(&text),
+        Vec::<String>::new(),
+        "{text}"
+    );
+    let docs = ate_docs(&text);
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["WorkerPool", "ActorTemplate"]);
+    // And the fake API server, validating as the real one, creates both.
+    let (fake, client, _dir) = fake_and_client().await;
+    for d in &docs {
+        within("create", create(&client, d)).await.unwrap();
+    }
+    assert!(fake
+        .get("/apis/ate.dev/v1alpha1/namespaces/ate-conf-s1/actortemplates/probe")
+        .is_some());
+}
+
+#[tokio::test]
+async fn the_fake_api_server_rejects_what_upstreams_schema_rejects() {
+    let (_fake, client, _dir) = fake_and_client().await;
+    let docs = ate_docs(&rendered_probe());
+    let (pool, template) = (docs[0].clone(), docs[1].clone());
+
+    // The manifest as it was before this fix: readyz.timeoutSeconds, no pauseImage.
+    let mut old = template.clone();
+    old["spec"]["containers"][0]["readyz"]["timeoutSeconds"] = json!(60);
+    let e = create(&client, &old).await.unwrap_err();
+    assert!(e.starts_with("400 BadRequest"), "{e}");
+    assert!(
+        e.contains(
+            "strict decoding error: unknown field \"spec.containers[0].readyz.timeoutSeconds\""
+        ),
+        "{e}"
+    );
+    let mut t = template.clone();
+    t["metadata"]["name"] = json!("no-pause");
+    t["spec"].as_object_mut().unwrap().remove("pauseImage");
+    let e = create(&client, &t).await.unwrap_err();
+    assert!(
+        e.starts_with("422 Invalid") && e.contains("spec.pauseImage: Required value"),
+        "{e}"
+    );
+
+    // Digest pinning (the CRD's CEL rule), the readyz path pattern, enums.
+    let mut t = template.clone();
+    t["metadata"]["name"] = json!("tag-only");
+    t["spec"]["pauseImage"] = json!("registry.k8s.io/pause:3.10.2");
+    t["spec"]["containers"][0]["readyz"]["httpGet"]["path"] = json!("healthz");
+    t["spec"]["sandboxClass"] = json!("kata");
+    let e = create(&client, &t).await.unwrap_err();
+    for want in [
+        "spec.pauseImage: Invalid value: \"string\": All images must be pinned",
+        "spec.containers[0].readyz.httpGet.path: Invalid value: \"healthz\"",
+        "spec.sandboxClass: Unsupported value: \"kata\"",
+    ] {
+        assert!(e.contains(want), "no {want:?} in {e}");
+    }
+
+    // WorkerPool: replicas and ateomImage are required; replicas is an integer >= 0.
+    let mut p = pool.clone();
+    p["spec"].as_object_mut().unwrap().remove("ateomImage");
+    p["spec"]["replicas"] = json!(-1);
+    let e = create(&client, &p).await.unwrap_err();
+    assert!(e.contains("spec.ateomImage: Required value"), "{e}");
+    assert!(e.contains("spec.replicas: Invalid value: -1"), "{e}");
+    let mut p = pool.clone();
+    p["spec"]["replicas"] = json!("3");
+    let e = create(&client, &p).await.unwrap_err();
+    assert!(
+        e.contains("spec.replicas in body must be of type integer"),
+        "{e}"
+    );
 }

@@ -13,6 +13,8 @@
 //! user's cluster is never deleted, and that the dry run plans exactly the
 //! commands a real run makes.
 
+#[path = "support/crd_schema.rs"]
+mod crd_schema;
 #[path = "support/fake_kube.rs"]
 mod fake_kube;
 #[path = "support/fake_tools.rs"]
@@ -35,6 +37,13 @@ use serde_json::json;
 const RUN: &str = "t0k1nd";
 const NS: &str = "ate-conf-t0k1nd";
 const CONTEXT: &str = "kind-kind";
+/// The golden actor the scripted controller reports (a UUID, as
+/// actortemplate_controller.go:83 makes).
+const GOLDEN: &str = "5b1f0f7e-3c2a-4d6b-9a1e-2f4c8d9e0a11";
+/// Where the scripted controller says the golden snapshot is
+/// (`status.goldenSnapshot`, actortemplate_controller.go:159).
+const GOLDEN_SNAPSHOT: &str =
+    "gs://ate-snapshots/ate-conf-t0k1nd/ate-golden/5b1f0f7e-3c2a-4d6b-9a1e-2f4c8d9e0a11/1/";
 
 fn main() -> std::process::ExitCode {
     // When run as `kubectl`, `ko`, ...: be that fake, and exit.
@@ -78,6 +87,18 @@ fn main() -> std::process::ExitCode {
             "artifacts_hold_logs_events_descriptions_and_actors",
             artifacts,
         ),
+        trial(
+            "teardown_of_an_actor_already_gone_is_not_a_failure",
+            actor_already_gone,
+        ),
+        trial(
+            "deploy_agent_pipes_kustomize_into_ko_resolve_into_kubectl_apply",
+            deploy_agent,
+        ),
+        trial(
+            "deploy_agent_fails_naming_both_digests_when_a_pod_runs_another",
+            deploy_agent_digest_mismatch,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit_code()
 }
@@ -119,7 +140,16 @@ struct World {
 }
 
 impl World {
-    async fn new(state: State) -> World {
+    async fn new(mut state: State) -> World {
+        // The controller made the golden actor in `ate-golden` and suspended
+        // it once the snapshot was taken (actortemplate_controller.go:86-160).
+        if !state.atespaces.iter().any(|a| a == "ate-golden") {
+            state.atespaces.push("ate-golden".into());
+        }
+        state.actors.insert(
+            format!("ate-golden/{GOLDEN}"),
+            (format!("{NS}/probe"), "STATUS_SUSPENDED".into()),
+        );
         let tmp = tempfile::tempdir().unwrap();
         let kube = FakeKube::start().await;
         kube.put_healthy_system();
@@ -143,18 +173,21 @@ impl World {
             "probe",
             vec![
                 json!({"phase": ""}),
-                json!({"phase": "ResumeGoldenActor"}),
-                json!({"phase": "WaitGoldenActor"}),
+                json!({"phase": "ResumeGoldenActor", "goldenActorID": GOLDEN}),
+                json!({"phase": "WaitGoldenActor", "goldenActorID": GOLDEN}),
+                // actortemplate_controller.go:159-166
                 json!({
                     "phase": "Ready",
-                    "goldenActorID": "5b1f0f7e-3c2a-4d6b-9a1e-2f4c8d9e0a11",
-                    "conditions": [{"type": "Ready", "status": "True", "reason": "GoldenReady"}]
+                    "goldenActorID": GOLDEN,
+                    "goldenSnapshot": GOLDEN_SNAPSHOT,
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
+                                    "message": "Actor template is ready for use"}]
                 }),
             ],
         );
         let kubeconfig = fake_kube::write_kubeconfig(tmp.path(), &kube.url(), CONTEXT);
         let root = tmp.path().join("substrate");
-        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(root.join("manifests/ate-install/kind/atelet")).unwrap();
         std::fs::write(
             root.join("go.mod"),
             "module github.com/agent-substrate/substrate\n\ngo 1.24\n",
@@ -184,6 +217,8 @@ impl World {
             run_id: RunId::parse(RUN).unwrap(),
             cluster: "kind".into(),
             create_cluster: false,
+            install: false,
+            deploy_agent: false,
             context: None,
             kubeconfig: Some(self.kubeconfig.clone()),
             substrate_root: Some(self.root.clone()),
@@ -239,6 +274,9 @@ fn reused_cluster() -> State {
 async fn drive(backend: &KindBackend) -> String {
     let golden = backend.deploy_probe(Duration::from_secs(30)).await.unwrap();
     assert_eq!(golden.template, format!("{NS}/probe"));
+    assert_eq!(golden.golden_actor_id, GOLDEN);
+    // The location the controller reports, never one made up from the bucket.
+    assert_eq!(golden.snapshot.as_deref(), Some(GOLDEN_SNAPSHOT));
     let a = format!("conf-{RUN}");
     backend.create_atespace(&a).await.unwrap();
     let id = format!("probe-alpha-{RUN}");
@@ -299,7 +337,7 @@ async fn full_run() {
             "kind version".into(),
             "ko version".into(),
             "kubectl version --client -o json".into(),
-            "kubectl ate version".into(),
+            "kubectl ate --version".into(),
             format!("ko apply -f {} -- {ctx} {kc}", rendered.display()),
             ate(&format!("create atespace conf-{RUN}")),
             ate(&format!(
@@ -322,10 +360,22 @@ async fn full_run() {
                 "kubectl {ctx} {kc} delete --ignore-not-found --wait=true -f {}",
                 rendered.display()
             ),
+            // The golden actor outlives its template: removed by name.
+            ate(&format!("get actor {GOLDEN} -a ate-golden -o json")),
+            ate(&format!("delete actor {GOLDEN} -a ate-golden")),
         ],
         "fakes in {d}"
     );
     w.assert_no_shell();
+    assert!(
+        !w.tools
+            .state()
+            .actors
+            .keys()
+            .any(|k| k.starts_with("ate-golden/")),
+        "the golden actor leaked: {:?}",
+        w.tools.state().actors
+    );
 
     // ko apply: in the checkout, with KO_CONFIG_PATH pointing there.
     let calls = w.tools.calls();
@@ -399,10 +449,13 @@ async fn full_run() {
     let fp: std::collections::BTreeMap<String, String> =
         backend.fingerprint().into_iter().collect();
     for (k, v) in [
-        ("kind_version", "kind v0.27.0 go1.24.0 linux/amd64"),
-        ("ko_version", "0.17.1"),
+        ("kind_version", "kind v0.32.0 go1.25.0 linux/amd64"),
+        ("ko_version", "0.18.0"),
         ("kubectl_version", "v1.33.1"),
-        ("kubectl-ate_version", "kubectl-ate v0.0.0-fake"),
+        (
+            "kubectl-ate_version",
+            "kubectl-ate version v0.0.0-fake commit=fake built=unknown linux/amd64",
+        ),
         ("probe_image", image),
         ("kube_context", CONTEXT),
         ("kind_cluster_created_by_run", "false"),
@@ -457,7 +510,11 @@ async fn dry_run_matches_real_run() {
     // A dry run runs nothing and calls no API.
     assert!(w.tools.calls().is_empty(), "{:?}", w.tools.call_lines());
     assert!(w.kube.requests().is_empty(), "{:?}", w.kube.requests());
-    let planned = planned_lines(&dry.plan().steps());
+    // The golden actor's ID is read at run time; the plan names the field.
+    let planned: Vec<String> = planned_lines(&dry.plan().steps())
+        .into_iter()
+        .map(|l| l.replace("<status.goldenActorID>", GOLDEN))
+        .collect();
 
     opts.dry_run = false;
     let real = KindBackend::start(opts).await.unwrap();
@@ -537,19 +594,50 @@ async fn created_cluster() {
     let kc = w.kubeconfig.display().to_string();
     let lines = w.tools.call_lines();
     assert_eq!(
-        lines[..9],
+        lines[..10],
         [
             "kind get clusters".to_string(),
             "docker inspect --format {{.State.Running}} kind-registry".into(),
-            "docker run -d --restart=always -p 127.0.0.1:5001:5000 --network bridge --name kind-registry registry:2".into(),
+            // hack/create-kind-cluster.sh:36-42
+            "docker run -d --restart=always --label created-by=agent-substrate -p 127.0.0.1:5001:5000 -p [::1]:5001:5000 --network bridge --name kind-registry registry:3".into(),
             format!("kind create cluster --name kind --config {} --kubeconfig {kc} --wait 120s", config.display()),
             "docker network connect kind kind-registry".into(),
             "kind get nodes --name kind".into(),
             "docker exec kind-control-plane mkdir -p /etc/containerd/certs.d/localhost:5001".into(),
             "docker exec -i kind-control-plane cp /dev/stdin /etc/containerd/certs.d/localhost:5001/hosts.toml".into(),
-            "docker exec kind-worker mkdir -p /etc/containerd/certs.d/localhost:5001".into(),
+            // hack/create-kind-cluster.sh:97
+            "docker exec kind-control-plane sysctl net.ipv4.conf.all.proxy_arp=1".into(),
+            // hack/create-kind-cluster.sh:128-138
+            format!("kubectl --context={CONTEXT} --kubeconfig={kc} apply -f -"),
         ],
         "{lines:#?}"
+    );
+    let cm = w
+        .tools
+        .calls()
+        .into_iter()
+        .find(|c| c.args.iter().any(|a| a == "apply"))
+        .unwrap();
+    assert!(
+        cm.stdin.contains("name: local-registry-hosting")
+            && cm.stdin.contains("host: \"localhost:5001\""),
+        "{}",
+        cm.stdin
+    );
+    // The config has what upstream's install needs.
+    let cfg = std::fs::read_to_string(&config).unwrap();
+    for want in [
+        "ClusterTrustBundle: true",
+        "ClusterTrustBundleProjection: true",
+        "PodCertificateRequest: true",
+        "\"certificates.k8s.io/v1beta1\": \"true\"",
+    ] {
+        assert!(cfg.contains(want), "no {want} in {cfg}");
+    }
+    assert_eq!(
+        cfg.matches("- role:").count(),
+        1,
+        "one control-plane node, as upstream: {cfg}"
     );
     let hosts = w
         .tools
@@ -697,7 +785,7 @@ fn with_running_actor(id: &str) -> State {
     state.atespaces = vec!["conf-x".into()];
     state.actors.insert(
         format!("conf-x/{id}"),
-        (format!("{NS}/probe"), "ACTOR_STATE_RUNNING".into()),
+        (format!("{NS}/probe"), "STATUS_RUNNING".into()),
     );
     state
 }
@@ -712,13 +800,17 @@ async fn actor_refusals() {
         msg.contains("kubectl ate delete actor busy -a conf-x"),
         "{msg}"
     );
+    // ateapi's text (delete_actor.go:41), as the plugin prints it.
     assert!(
-        msg.contains("cannot delete actor conf-x/busy in state ACTOR_STATE_RUNNING"),
+        msg.contains("rpc error: code = FailedPrecondition desc = Actor busy is not suspended (status: STATUS_RUNNING)"),
         "{msg}"
     );
     let err = backend.get_actor("conf-x", "nobody").await.unwrap_err();
+    // get_actor.go:34 wrapped by get_actors.go:57.
     assert!(
-        format!("{err:#}").contains("actor conf-x/nobody not found"),
+        format!("{err:#}").contains(
+            "failed to get actor: rpc error: code = NotFound desc = Actor nobody not found"
+        ),
         "{err:#}"
     );
     backend.teardown().await.unwrap();
@@ -768,7 +860,7 @@ async fn artifacts() {
     );
     assert!(std::fs::read_to_string(dir.join("actor-conf-x-a1.json"))
         .unwrap()
-        .contains("ACTOR_STATE_RUNNING"));
+        .contains("\"status\": \"STATUS_RUNNING\""));
     let steps = std::fs::read_to_string(dir.join("kind-steps.txt")).unwrap();
     assert!(
         steps.contains(r#""ate", "get", "actor", "a1", "-a", "conf-x", "-o", "json""#),
@@ -862,6 +954,7 @@ async fn gc_after_a_crash() {
     for want in [
         &format!("actor {a}/{id}"),
         &format!("atespace {a}"),
+        &format!("golden actor ate-golden/{GOLDEN}"),
         &format!("namespace {NS}"),
     ] {
         assert!(removed.contains(want.as_str()), "{removed}");
@@ -882,6 +975,8 @@ async fn gc_after_a_crash() {
                 "kubectl {ctx} {kc} delete --ignore-not-found --wait=true -f {}",
                 rendered.display()
             ),
+            ate(&format!("get actor {GOLDEN} -a ate-golden -o json")),
+            ate(&format!("delete actor {GOLDEN} -a ate-golden")),
         ]
     );
     // The manifest came back from the record to be deleted.
@@ -891,7 +986,8 @@ async fn gc_after_a_crash() {
         .deleted
         .contains(&rendered.display().to_string()));
     assert!(w.tools.state().actors.is_empty());
-    assert_eq!(w.tools.state().atespaces, ["conf-l1ve"]);
+    // ate-golden is the controller's (reserved, shared): never deleted.
+    assert_eq!(w.tools.state().atespaces, ["ate-golden", "conf-l1ve"]);
     let mut left = w.records_left();
     left.sort();
     assert_eq!(left, ["l1ve.json", "l1ve.lock"]);
@@ -909,4 +1005,159 @@ async fn gc_after_a_crash() {
     assert!(w.records_left().is_empty(), "{:?}", w.records_left());
     w.assert_no_shell();
     reg.stop().await.unwrap();
+}
+
+/// `--deploy-agent` against the fakes: the three stages really run, each
+/// one's standard output is the next one's standard input, ko runs in the
+/// checkout with its environment, and the fingerprint names the build.
+async fn deploy_agent() {
+    let w = World::new(State {
+        git_status: vec![" M cmd/atelet/main.go".into()],
+        ..reused_cluster()
+    })
+    .await;
+    let mut opts = w.options("localhost:5001");
+    opts.deploy_agent = true;
+    let backend = KindBackend::start(opts).await.unwrap();
+    let calls = w.tools.calls();
+    let kc = format!("--kubeconfig={}", w.kubeconfig.display());
+    let ctx = format!("--context={CONTEXT}");
+    let lines = w.tools.call_lines();
+    let root = w.root.display().to_string();
+    let at = |l: &str| {
+        lines
+            .iter()
+            .position(|x| x == l)
+            .unwrap_or_else(|| panic!("no {l:?} in {lines:#?}"))
+    };
+    let order = [
+        at(&format!("git -C {root} rev-parse HEAD")),
+        at(&format!("git -C {root} status --porcelain")),
+        at("kubectl kustomize manifests/ate-install/kind/atelet --load-restrictor LoadRestrictionsNone"),
+        at("ko resolve -f -"),
+        at(&format!("kubectl {ctx} {kc} apply -f -")),
+        at(&format!("kubectl {ctx} {kc} rollout status daemonset/atelet -n ate-system --timeout=120s")),
+        at(&format!("kubectl {ctx} {kc} get pods -n ate-system -l app=atelet -o json")),
+        // The deploy comes before the preflight that checks the rollout.
+        at("kind version"),
+    ];
+    assert!(
+        order.windows(2).all(|p| p[0] < p[1]),
+        "{order:?} in {lines:#?}"
+    );
+    let find = |tool: &str, first: &str| {
+        calls
+            .iter()
+            .find(|c| c.tool == tool && c.args.iter().any(|a| a == first))
+            .unwrap()
+            .clone()
+    };
+    let kustomize = find("kubectl", "kustomize");
+    assert_eq!(kustomize.cwd, w.root);
+    let resolve = find("ko", "resolve");
+    assert_eq!(resolve.cwd, w.root);
+    assert_eq!(resolve.env.get("KO_CONFIG_PATH"), Some(&root));
+    assert_eq!(
+        resolve.env.get("KO_DOCKER_REPO").map(String::as_str),
+        Some("localhost:5001")
+    );
+    assert!(resolve
+        .env
+        .get("KO_DEFAULTPLATFORMS")
+        .is_some_and(|p| p.starts_with("linux/")));
+    // Standard input really flowed: what kustomize printed went into ko,
+    // what ko printed went into kubectl apply.
+    assert!(
+        resolve
+            .stdin
+            .contains("image: ko://github.com/agent-substrate/substrate/cmd/atelet"),
+        "{}",
+        resolve.stdin
+    );
+    let apply = calls
+        .iter()
+        .find(|c| {
+            c.tool == "kubectl"
+                && c.args.ends_with(&["apply".into(), "-f".into(), "-".into()])
+                && c.stdin.contains("DaemonSet")
+        })
+        .unwrap();
+    let built = format!(
+        "localhost:5001/atelet-0123abcd@{}",
+        fake_tools::FAKE_KO_DIGEST
+    );
+    assert!(
+        apply.stdin.contains(&format!("image: {built}")),
+        "{}",
+        apply.stdin
+    );
+    assert!(!apply.stdin.contains("ko://"));
+    w.assert_no_shell();
+    let fp: std::collections::BTreeMap<String, String> =
+        backend.fingerprint().into_iter().collect();
+    assert_eq!(
+        fp.get("substrate_commit").map(String::as_str),
+        Some(fake_tools::FAKE_COMMIT)
+    );
+    assert_eq!(fp.get("substrate_dirty").map(String::as_str), Some("true"));
+    assert_eq!(
+        fp.get("atelet_digest").map(String::as_str),
+        Some(fake_tools::FAKE_KO_DIGEST)
+    );
+    backend.teardown().await.unwrap();
+}
+
+/// A pod still running an older atelet fails the run, naming both digests.
+async fn deploy_agent_digest_mismatch() {
+    let stale = "sha256:9999999999999999999999999999999999999999999999999999999999999999";
+    let w = World::new(State {
+        atelet_running_digest: Some(stale.into()),
+        ..reused_cluster()
+    })
+    .await;
+    let mut opts = w.options("localhost:5001");
+    opts.deploy_agent = true;
+    let err = KindBackend::start(opts)
+        .await
+        .err()
+        .expect("a stale atelet pod must fail");
+    let msg = format!("{err:#}");
+    assert!(msg.contains(fake_tools::FAKE_KO_DIGEST), "{msg}");
+    assert!(msg.contains(stale), "{msg}");
+    assert!(msg.contains("pod atelet-x7k2p"), "{msg}");
+    // It stopped there: no preflight, no probe.
+    assert!(!w
+        .tools
+        .call_lines()
+        .iter()
+        .any(|l| l.starts_with("ko apply")));
+}
+
+/// An actor deleted behind the run's back: `get` answers ateapi's NotFound
+/// (get_actor.go:34), and teardown treats it as gone rather than failing.
+async fn actor_already_gone() {
+    let w = World::new(reused_cluster()).await;
+    let backend = KindBackend::start(w.options("127.0.0.1:1")).await.unwrap();
+    let a = format!("conf-{RUN}");
+    backend.create_atespace(&a).await.unwrap();
+    backend
+        .create_actor(&a, "ghost", &format!("{NS}/probe"))
+        .await
+        .unwrap();
+    let mut st = w.tools.state();
+    st.actors.remove(&format!("{a}/ghost"));
+    w.tools.set_state(&st);
+    backend.teardown().await.unwrap();
+    let lines = w.tools.call_lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("delete actor ghost")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("delete atespace {a}"))),
+        "{lines:#?}"
+    );
+    assert!(w.records_left().is_empty(), "{:?}", w.records_left());
 }

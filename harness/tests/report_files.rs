@@ -41,6 +41,7 @@ fn trial(suite: &str, name: &str, covers: &[&str], verdict: Verdict) -> TrialRec
         },
         violated: vec![],
         setup_failed: false,
+        waived: None,
     }
 }
 

@@ -149,6 +149,8 @@ pub fn kind_options(opts: &RunContext, k: &KindFlags) -> KindOptions {
         run_id: opts.run_id.clone(),
         cluster: k.cluster.clone(),
         create_cluster: k.create_cluster,
+        install: k.install,
+        deploy_agent: k.deploy_agent,
         context: k.context.clone(),
         kubeconfig: k.kubeconfig.clone(),
         substrate_root: k.substrate_root.clone(),

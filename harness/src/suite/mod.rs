@@ -205,10 +205,10 @@ impl Suite {
             kept,
         );
         let written = write_and_print(&shared, &rep);
-        if rep.fail_on_skip && rep.count(Verdict::Skip) > 0 {
+        let unwaived = rep.unwaived_skips();
+        if rep.fail_on_skip && unwaived > 0 {
             eprintln!(
-                "error: {} trial(s) skipped, and skips fail this run (--fail-on-skip, or CI=true)",
-                rep.count(Verdict::Skip)
+                "error: {unwaived} trial(s) skipped without a waiver, and skips fail this run (--fail-on-skip, or CI=true; waive with --waive ID=REASON or --waivers FILE)"
             );
             return std::process::ExitCode::FAILURE;
         }

@@ -29,6 +29,11 @@ pub(crate) fn outcome(shared: &Shared, record: &TrialRecord) -> Result<Completio
     match record.verdict {
         Verdict::Pass => Ok(Completion::Completed),
         Verdict::Fail => Err(Failed::from(message)),
+        Verdict::Skip if record.waived.is_some() => {
+            let waived = record.waived.as_deref().unwrap_or_default();
+            eprintln!("WAIVED {}: {message} (waived: {waived})", record.name);
+            Ok(Completion::ignored_with(format!("waived: {waived}")))
+        }
         Verdict::Skip => {
             eprintln!("SKIPPED {}: {message}", record.name);
             if shared.opts.fail_on_skip {
@@ -42,6 +47,22 @@ pub(crate) fn outcome(shared: &Shared, record: &TrialRecord) -> Result<Completio
     }
 }
 
+/// The waiver of a skipped trial: every statement it covers is waived
+/// (`ID-9: reason; ...`); `None` when any is not, or it covers none.
+fn waiver(shared: &Shared, rec: &TrialRecord) -> Option<String> {
+    let waivers = &shared.opts.waivers;
+    if rec.covers.is_empty() || !rec.covers.iter().all(|c| waivers.contains_key(c.trim())) {
+        return None;
+    }
+    Some(
+        rec.covers
+            .iter()
+            .map(|c| format!("{}: {}", c.trim(), waivers[c.trim()]))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
 /// A trial known before the run to be skipped: recorded, and handed to
 /// libtest as ignored with `reason`; nothing is started.
 pub(crate) fn skip_before(
@@ -52,6 +73,7 @@ pub(crate) fn skip_before(
     let mut rec = record(shared, def);
     rec.verdict = Verdict::Skip;
     rec.message = Some(reason);
+    rec.waived = waiver(shared, &rec);
     let out = outcome(shared, &rec);
     shared.records.lock().unwrap().push(rec);
     out
@@ -78,6 +100,9 @@ pub(crate) async fn run(shared: Arc<Shared>, def: TrialDef) -> Result<Completion
         Ok(setup) => run_body(&shared, &def, setup, &mut rec).await,
     }
     rec.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+    if rec.verdict == Verdict::Skip {
+        rec.waived = waiver(&shared, &rec);
+    }
     let out = outcome(&shared, &rec);
     shared.records.lock().unwrap().push(rec);
     out

@@ -303,6 +303,28 @@ impl FakeKube {
         );
     }
 
+    /// Adds a StatefulSet with `ready` of `replicas` replicas ready.
+    pub fn put_statefulset(&self, ns: &str, name: &str, replicas: i32, ready: i32) {
+        self.put(
+            &format!("/apis/apps/v1/namespaces/{ns}/statefulsets"),
+            json!({
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {
+                    "replicas": replicas,
+                    "serviceName": name,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {
+                        "metadata": {"labels": {"app": name}},
+                        "spec": {"containers": [{"name": name, "image": "example.invalid/x"}]}
+                    }
+                },
+                "status": {"replicas": replicas, "readyReplicas": ready}
+            }),
+        );
+    }
+
     /// Adds a CustomResourceDefinition named `<plural>.<group>`.
     pub fn put_crd(&self, name: &str) {
         let (plural, group) = name.split_once('.').expect("crd name is <plural>.<group>");
@@ -325,7 +347,9 @@ impl FakeKube {
     }
 
     /// Everything the preflight wants, healthy: the `ate-system` namespace,
-    /// the three Deployments 1/1, `atelet` 1/1 and both CRDs.
+    /// the three Deployments 1/1, `atelet` 1/1, statefulset `valkey-cluster`
+    /// 1/1 and the three CRDs (what `hack/install-ate.sh` deploys and waits
+    /// for, lines 246 and 296-300).
     pub fn put_healthy_system(&self) {
         self.put_namespace("ate-system");
         for d in [
@@ -338,6 +362,8 @@ impl FakeKube {
         self.put_daemonset("ate-system", "atelet", 1, 1);
         self.put_crd("actortemplates.ate.dev");
         self.put_crd("workerpools.ate.dev");
+        self.put_statefulset("ate-system", "valkey-cluster", 1, 1);
+        self.put_crd("sandboxconfigs.ate.dev");
     }
 
     /// The path of an ActorTemplate.
@@ -508,6 +534,81 @@ fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
 }
 
 /// A `Status` object like the API server's.
+/// Creates an `ate.dev` object (POST to its collection) as the API server
+/// does for a CRD: the body is validated against upstream's
+/// `openAPIV3Schema` (`../shared/upstream/crds/`, see [`super::crd_schema`]).
+/// An unknown field is `400 BadRequest` with `strict decoding error:
+/// unknown field "..."` (kubectl's default `fieldValidation=Strict`); a
+/// schema violation is `422 Invalid`, `<Kind>.ate.dev "<name>" is invalid:
+/// <field>: <reason>`, as apiextensions-apiserver words them.
+fn create_ate_object(state: &Arc<Mutex<State>>, collection: &str, body: &[u8]) -> Response<Body> {
+    let obj: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return status_response(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("the body is not JSON: {e}"),
+                json!({}),
+            )
+        }
+    };
+    let kind = obj["kind"].as_str().unwrap_or("").to_string();
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let Some(schema) = super::crd_schema::schema_for(&kind) else {
+        return status_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find the requested resource (kind {kind:?})"),
+            json!({}),
+        );
+    };
+    let errors = super::crd_schema::validate(&schema, &obj);
+    let (unknown, invalid): (Vec<String>, Vec<String>) = errors
+        .into_iter()
+        .partition(|e| e.starts_with("strict decoding error"));
+    if !unknown.is_empty() {
+        return status_response(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!(
+                "{kind} in version \"v1alpha1\" cannot be handled as a {kind}: {}",
+                unknown.join(", ")
+            ),
+            json!({"name": name, "kind": kind}),
+        );
+    }
+    if !invalid.is_empty() {
+        return status_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!(
+                "{kind}.ate.dev {name:?} is invalid: [{}]",
+                invalid.join(", ")
+            ),
+            json!({"name": name, "group": "ate.dev", "kind": kind}),
+        );
+    }
+    let path = format!("{collection}/{name}");
+    let mut st = state.lock().unwrap();
+    if st.objects.contains_key(&path) {
+        return status_response(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("{kind}.ate.dev {name:?} already exists"),
+            json!({"name": name, "kind": kind}),
+        );
+    }
+    st.objects.insert(
+        path,
+        Entry {
+            object: obj.clone(),
+            script: VecDeque::new(),
+        },
+    );
+    json_response(StatusCode::CREATED, &obj)
+}
+
 fn status_response(
     code: StatusCode,
     reason: &str,
@@ -639,6 +740,21 @@ async fn handle(
                 "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"
             }),
         ));
+    }
+    if req.method() == Method::POST && path.starts_with("/apis/ate.dev/") {
+        use http_body_util::BodyExt as _;
+        let body = match req.body_mut().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return Ok(status_response(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("cannot read the body: {e}"),
+                    json!({}),
+                ))
+            }
+        };
+        return Ok(create_ate_object(&state, &path, &body));
     }
     if req.method() != Method::GET {
         return Ok(status_response(

@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Tool names the test binary answers to.
-pub const TOOLS: &[&str] = &["kind", "docker", "ko", "kubectl", "kubectl-ate"];
+pub const TOOLS: &[&str] = &["kind", "docker", "ko", "kubectl", "kubectl-ate", "git"];
+
+/// The commit the fake `git rev-parse HEAD` prints.
+pub const FAKE_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// Shells: any call is recorded as a defect.
 pub const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh"];
 
@@ -60,7 +63,29 @@ pub struct State {
     /// How long `kind create cluster` takes after the cluster exists (its
     /// nodes are up, the rest is still being set up).
     pub create_delay_ms: u64,
+    /// The digest `ko resolve` gives every `ko://` image
+    /// (`sha256:<64 hex>`; empty: a fixed one).
+    #[serde(default)]
+    pub ko_digest: String,
+    /// What `kubectl apply -f -` was given on standard input, in order.
+    #[serde(default)]
+    pub applied_stdin: Vec<String>,
+    /// The atelet image the DaemonSet names (set by `kubectl apply -f -` of
+    /// a DaemonSet `atelet`).
+    #[serde(default)]
+    pub atelet_image: Option<String>,
+    /// When set, the digest the atelet pods really run (a stale pod or a
+    /// mutated tag), instead of the applied one.
+    #[serde(default)]
+    pub atelet_running_digest: Option<String>,
+    /// Lines the fake `git status --porcelain` prints (empty: clean).
+    #[serde(default)]
+    pub git_status: Vec<String>,
 }
+
+/// The digest the fake `ko resolve` uses unless the state names one.
+pub const FAKE_KO_DIGEST: &str =
+    "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 /// A directory of fakes.
 pub struct FakeTools {
@@ -219,8 +244,17 @@ fn answer(name: &str, call: &Call, st: &mut State) -> Answer {
         "kind" => kind(&a, st),
         "docker" => docker(&a, st),
         "ko" => ko(&a, call, st),
-        "kubectl" => kubectl(&a, st),
+        "kubectl" => kubectl(&a, call, st),
         "kubectl-ate" => ate(&a, st),
+        "git" => match a.as_slice() {
+            ["-C", _, "rev-parse", "HEAD"] => ok(format!("{FAKE_COMMIT}\n")),
+            ["-C", _, "status", "--porcelain"] => ok(st
+                .git_status
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()),
+            _ => fail(format!("fake git: unexpected arguments {a:?}\n")),
+        },
         _ => fail("unknown fake\n"),
     }
 }
@@ -233,7 +267,7 @@ fn flag<'a>(a: &[&'a str], name: &str) -> Option<&'a str> {
 
 fn kind(a: &[&str], st: &mut State) -> Answer {
     match a {
-        ["version"] => ok("kind v0.27.0 go1.24.0 linux/amd64\n"),
+        ["version"] => ok("kind v0.32.0 go1.25.0 linux/amd64\n"),
         ["get", "clusters"] if st.clusters.is_empty() => {
             (0, String::new(), "No kind clusters found.\n".into())
         }
@@ -243,7 +277,9 @@ fn kind(a: &[&str], st: &mut State) -> Answer {
             if !st.clusters.iter().any(|c| c == n) {
                 return fail(format!("ERROR: no nodes found for cluster \"{n}\"\n"));
             }
-            ok(format!("{n}-control-plane\n{n}-worker\n"))
+            // One control-plane node: upstream's cluster config
+            // (hack/create-kind-cluster.sh:62-66).
+            ok(format!("{n}-control-plane\n"))
         }
         ["create", "cluster", ..] => {
             let n = flag(a, "--name").unwrap_or("kind").to_owned();
@@ -291,9 +327,15 @@ fn docker(a: &[&str], st: &mut State) -> Answer {
     }
 }
 
+/// The fake `ko`. `apply` validates every `ate.dev` object against
+/// upstream's CRD schema, as the API server behind ko's `kubectl apply`
+/// does (strict field validation is kubectl's default), and fails with the
+/// API server's wording; `resolve -f -` replaces each `ko://` reference on
+/// standard input with `localhost:5001/<name>-<hash>@<digest>`, as ko does
+/// (the image ref shape ko prints; `KO_DOCKER_REPO` is the repo).
 fn ko(a: &[&str], call: &Call, st: &mut State) -> Answer {
     match a {
-        ["version"] => ok("0.17.1\n"),
+        ["version"] => ok("0.18.0\n"),
         ["apply", "-f", file, "--", rest @ ..] => {
             if !rest.iter().any(|r| r.starts_with("--context=")) {
                 return fail("fake ko: no --context after --\n");
@@ -301,17 +343,50 @@ fn ko(a: &[&str], call: &Call, st: &mut State) -> Answer {
             let path = call.cwd.join(file);
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
+                    let errors = super::crd_schema::validate_manifest(&text);
+                    if !errors.is_empty() {
+                        return fail(format!(
+                            "Error from server (BadRequest): error when creating \"{file}\": {}\nError: error executing 'kubectl apply': exit status 1\n",
+                            errors.join("; ")
+                        ));
+                    }
                     st.applied.insert(file.to_string(), text);
                     ok("namespace/x created\nworkerpool.ate.dev/x created\nactortemplate.ate.dev/probe created\n")
                 }
                 Err(e) => fail(format!("Error: open {file}: {e}\n")),
             }
         }
+        ["resolve", "-f", "-"] => {
+            let Some(repo) = call.env.get("KO_DOCKER_REPO").filter(|r| !r.is_empty()) else {
+                return fail("Error: KO_DOCKER_REPO environment variable is unset\n");
+            };
+            let digest = if st.ko_digest.is_empty() {
+                FAKE_KO_DIGEST.to_owned()
+            } else {
+                st.ko_digest.clone()
+            };
+            let out: String = call
+                .stdin
+                .lines()
+                .map(|l| match l.split_once("ko://") {
+                    Some((head, path)) => {
+                        let path = path.trim().trim_matches('"');
+                        let name = path.rsplit('/').next().unwrap_or(path);
+                        format!("{head}{repo}/{name}-0123abcd@{digest}\n")
+                    }
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            ok(out)
+        }
+        ["resolve", ..] if a.contains(&"--") => {
+            fail("Error: unknown command \"--context=...\" for \"ko resolve\"\n")
+        }
         _ => fail(format!("fake ko: unexpected arguments {a:?}\n")),
     }
 }
 
-fn kubectl(a: &[&str], st: &mut State) -> Answer {
+fn kubectl(a: &[&str], call: &Call, st: &mut State) -> Answer {
     // Global flags first (--context=, --kubeconfig=), as the backend puts
     // them; the plugin takes its flags itself.
     if let ["ate", rest @ ..] = a {
@@ -325,7 +400,7 @@ fn kubectl(a: &[&str], st: &mut State) -> Answer {
     let has_context = a[..a.len() - rest.len()]
         .iter()
         .any(|x| x.starts_with("--context="));
-    if !has_context && !matches!(rest.as_slice(), ["version", ..]) {
+    if !has_context && !matches!(rest.as_slice(), ["version", ..] | ["kustomize", ..]) {
         return fail("fake kubectl: no --context before the verb\n");
     }
     match rest.as_slice() {
@@ -335,6 +410,46 @@ fn kubectl(a: &[&str], st: &mut State) -> Answer {
         ["delete", "--ignore-not-found", "--wait=true", "-f", file] => {
             st.deleted.push(file.to_string());
             ok("namespace \"x\" deleted\n")
+        }
+        // Local rendering of upstream's kind overlay
+        // (manifests/ate-install/kind/atelet, on atelet.yaml:48-69).
+        ["kustomize", dir, "--load-restrictor", "LoadRestrictionsNone"] => {
+            if !call.cwd.join(dir).is_dir() {
+                return fail(format!("error: must build at directory: not a valid directory: evalsymlink failure on '{dir}'\n"));
+            }
+            ok("apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: atelet\n  namespace: ate-system\nspec:\n  template:\n    spec:\n      containers:\n      - name: atelet\n        image: ko://github.com/agent-substrate/substrate/cmd/atelet\n")
+        }
+        ["apply", "-f", "-"] => {
+            st.applied_stdin.push(call.stdin.clone());
+            if call.stdin.contains("kind: DaemonSet") && call.stdin.contains("name: atelet") {
+                st.atelet_image = call
+                    .stdin
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("image:"))
+                    .map(|i| i.trim().to_owned());
+                return ok("daemonset.apps/atelet configured\n");
+            }
+            ok("configmap/local-registry-hosting created\n")
+        }
+        ["rollout", "status", what, "-n", "ate-system", "--timeout=120s"] => {
+            ok(format!("{what} successfully rolled out\n"))
+        }
+        ["get", "pods", "-n", "ate-system", "-l", "app=atelet", "-o", "json"] => {
+            let image = st.atelet_image.clone().unwrap_or_default();
+            let running = match &st.atelet_running_digest {
+                Some(d) => format!("{}@{d}", image.split('@').next().unwrap_or("")),
+                None => image.clone(),
+            };
+            ok(serde_json::to_string_pretty(&serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [{
+                    "metadata": {"name": "atelet-x7k2p", "namespace": "ate-system"},
+                    "spec": {"containers": [{"name": "atelet", "image": image}]},
+                    "status": {"containerStatuses": [{"name": "atelet", "image": image, "imageID": running}]}
+                }]
+            }))
+            .unwrap())
         }
         ["get", "pods", "-n", ns, "-o", "name"] => ok(st
             .pods
@@ -350,83 +465,132 @@ fn kubectl(a: &[&str], st: &mut State) -> Answer {
     }
 }
 
+/// The fake `kubectl-ate`, imitating upstream's plugin at 86e138f6:
+/// cobra's root with `Version` set (`cmd/kubectl-ate/internal/cmd/root.go:38`:
+/// `--version`, no `version` subcommand), the printer's protojson list
+/// (`cmd/kubectl-ate/internal/printer/printer.go:57`, zero values omitted),
+/// STATUS_* names (`pkg/proto/ateapipb/ateapi.proto:106-114`) and ateapi's
+/// error texts (`cmd/ateapi/internal/controlapi/*.go`), wrapped the way
+/// each subcommand wraps them (`failed to get actor: %w`, ...) and printed
+/// by cobra as `Error: ...`.
 fn ate(a: &[&str], st: &mut State) -> Answer {
     let args: Vec<&str> = a
         .iter()
         .copied()
         .filter(|x| !x.starts_with("--context=") && !x.starts_with("--kubeconfig="))
         .collect();
-    if args.first() != Some(&"version") && args.len() == a.len() {
+    if args.first() != Some(&"--version") && args.len() == a.len() {
         return fail("fake kubectl-ate: no --context\n");
     }
     let key = |id: &str, atespace: &str| format!("{atespace}/{id}");
+    let rpc = |wrap: &str, code: &str, desc: String| {
+        let wrap = if wrap.is_empty() {
+            String::new()
+        } else {
+            format!("{wrap}: ")
+        };
+        fail(format!(
+            "Error: {wrap}rpc error: code = {code} desc = {desc}\n"
+        ))
+    };
     match args.as_slice() {
-        ["version"] => ok("kubectl-ate v0.0.0-fake\n"),
+        // cobra's default version template: "{{.Name}} version {{.Version}}".
+        ["--version"] => ok("kubectl-ate version v0.0.0-fake commit=fake built=unknown linux/amd64\n"),
+        [cmd, ..] if !matches!(*cmd, "create" | "delete" | "get" | "resume" | "suspend" | "pause" | "logs" | "admin") => fail(format!(
+            "Error: unknown command \"{cmd}\" for \"kubectl-ate\"\nRun 'kubectl-ate --help' for usage.\n"
+        )),
         ["create", "atespace", name] => {
             if st.atespaces.iter().any(|x| x == name) {
-                return fail(format!("Error: atespace {name} already exists\n"));
+                // create_atespace.go:37
+                return rpc("failed to create atespace", "AlreadyExists", format!("Atespace {name} already exists"));
             }
             st.atespaces.push(name.to_string());
-            ok(format!("atespace/{name} created\n"))
+            ok(format!("{{\n  \"atespaces\": [\n    {{\n      \"name\": \"{name}\"\n    }}\n  ]\n}}\n"))
         }
         ["delete", "atespace", name] => {
+            if !st.atespaces.iter().any(|x| x == name) {
+                // delete_atespace.go:36
+                return rpc("failed to delete atespace", "NotFound", format!("Atespace {name} not found"));
+            }
             if st.actors.keys().any(|k| k.starts_with(&format!("{name}/"))) {
-                return fail(format!("Error: atespace {name} is not empty\n"));
+                // delete_atespace.go:39
+                return rpc("failed to delete atespace", "FailedPrecondition", format!("Atespace {name} is not empty"));
             }
-            let before = st.atespaces.len();
             st.atespaces.retain(|x| x != name);
-            if before == st.atespaces.len() {
-                return fail(format!("Error: atespace {name} not found\n"));
-            }
-            ok(format!("atespace/{name} deleted\n"))
+            ok(format!("atespace \"{name}\" deleted\n"))
         }
         ["create", "actor", id, "--template", template, "-a", atespace] => {
             if !st.atespaces.iter().any(|x| x == atespace) {
-                return fail(format!("Error: atespace {atespace} not found\n"));
+                // create_actor.go:50
+                return rpc("failed to create actor", "FailedPrecondition", format!("Atespace {atespace} not found"));
             }
             let k = key(id, atespace);
             if st.actors.contains_key(&k) {
-                return fail(format!("Error: actor {k} already exists\n"));
+                // create_actor.go:66
+                return rpc("failed to create actor", "AlreadyExists", format!("Actor {id} already exists"));
             }
             st.actors
-                .insert(k, (template.to_string(), "ACTOR_STATE_SUSPENDED".into()));
-            ok(format!("actor/{id} created\n"))
+                .insert(k, (template.to_string(), "STATUS_SUSPENDED".into()));
+            ok(actor_json(atespace, id, template, "STATUS_SUSPENDED"))
         }
         [verb @ ("resume" | "suspend" | "delete"), "actor", id, "-a", atespace] => {
             let k = key(id, atespace);
-            let Some((_, state)) = st.actors.get_mut(&k) else {
-                return fail(format!("Error: actor {k} not found\n"));
+            // delete_actor.go returns the bare error; the others wrap it.
+            let wrap = match *verb {
+                "resume" => "failed to resume actor",
+                "suspend" => "failed to suspend actor",
+                _ => "",
             };
+            let Some((template, state)) = st.actors.get_mut(&k) else {
+                // get_actor.go:34, resume_actor.go:38, suspend_actor.go:38, delete_actor.go:36
+                return rpc(wrap, "NotFound", format!("Actor {id} not found"));
+            };
+            let template = template.clone();
             match (*verb, state.as_str()) {
-                ("resume", "ACTOR_STATE_SUSPENDED") => *state = "ACTOR_STATE_RUNNING".into(),
-                ("suspend", "ACTOR_STATE_RUNNING") => *state = "ACTOR_STATE_SUSPENDED".into(),
-                ("delete", "ACTOR_STATE_SUSPENDED") => {
+                ("resume", "STATUS_SUSPENDED" | "STATUS_RUNNING") => *state = "STATUS_RUNNING".into(),
+                ("suspend", "STATUS_RUNNING" | "STATUS_SUSPENDED") => *state = "STATUS_SUSPENDED".into(),
+                ("delete", "STATUS_SUSPENDED") => {
                     st.actors.remove(&k);
+                    // delete_actor.go:47
+                    return ok(format!("actor \"{id}\" deleted\n"));
                 }
-                (v, s) => {
-                    return fail(format!(
-                        "Error: rpc error: code = FailedPrecondition desc = cannot {v} actor {k} in state {s}\n"
-                    ))
+                // delete_actor.go:41
+                ("delete", s) => {
+                    return rpc("", "FailedPrecondition", format!("Actor {id} is not suspended (status: {s})"))
+                }
+                (_, s) => {
+                    return rpc(wrap, "FailedPrecondition", format!("Actor {id} is in status {s}"))
                 }
             }
-            ok(format!("actor/{id} {verb}d\n"))
+            let state = state.clone();
+            ok(actor_json(atespace, id, &template, &state))
         }
-        ["get", "actor", id, "-a", atespace, "-o", "json"] => {
+        ["get", "actor" | "actors", id, "-a", atespace, "-o", "json"] => {
             let k = key(id, atespace);
             match st.actors.get(&k) {
-                None => fail(format!("Error: actor {k} not found\n")),
-                Some((template, state)) => ok(serde_json::to_string_pretty(&serde_json::json!({
-                    "actors": [{
-                        "atespace": atespace,
-                        "actorId": id,
-                        "actorTemplateName": template,
-                        "status": state,
-                    }]
-                }))
-                .unwrap()
-                    + "\n"),
+                // get_actor.go:34 through get_actors.go:57
+                None => rpc("failed to get actor", "NotFound", format!("Actor {id} not found")),
+                Some((template, state)) => ok(actor_json(atespace, id, template, state)),
             }
         }
         _ => fail(format!("fake kubectl-ate: unexpected arguments {args:?}\n")),
     }
+}
+
+/// One actor as the printer prints it: a `ListActorsResponse` of one,
+/// camelCase, int64 as a string, zero values (STATUS_UNSPECIFIED) omitted,
+/// indented by two (printer.go:57, :168-181).
+fn actor_json(atespace: &str, id: &str, template: &str, status: &str) -> String {
+    let (ns, name) = template.split_once('/').unwrap_or(("", template));
+    let mut actor = serde_json::json!({
+        "actorId": id,
+        "version": "1",
+        "actorTemplateNamespace": ns,
+        "actorTemplateName": name,
+        "atespace": atespace,
+    });
+    if status != "STATUS_UNSPECIFIED" {
+        actor["status"] = serde_json::Value::String(status.to_owned());
+    }
+    serde_json::to_string_pretty(&serde_json::json!({ "actors": [actor] })).unwrap() + "\n"
 }

@@ -14,7 +14,7 @@ use ::kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams}
 use ::kube::config::{KubeConfigOptions, Kubeconfig};
 use ::kube::{Client, Config};
 use anyhow::Context as _;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use tokio::time::{timeout_at, Instant};
@@ -24,7 +24,8 @@ use super::plan::ApiCall;
 /// The namespace the Agent Substrate system components run in.
 pub const SYSTEM_NAMESPACE: &str = "ate-system";
 
-/// The Deployments the preflight requires to be ready, in check order.
+/// The Deployments the preflight requires to be ready, in check order (the
+/// rollouts upstream's install waits for, `hack/install-ate.sh:296-298`).
 pub const SYSTEM_DEPLOYMENTS: [&str; 3] = [
     "ate-controller",
     "ate-api-server-deployment",
@@ -34,8 +35,17 @@ pub const SYSTEM_DEPLOYMENTS: [&str; 3] = [
 /// The DaemonSet the preflight requires to be ready.
 pub const SYSTEM_DAEMONSET: &str = "atelet";
 
-/// The CustomResourceDefinitions the preflight requires, in check order.
-pub const SYSTEM_CRDS: [&str; 2] = ["actortemplates.ate.dev", "workerpools.ate.dev"];
+/// The StatefulSet the preflight requires to be ready: the Valkey cluster
+/// ateapi keeps actors in (`hack/install-ate.sh:299`).
+pub const SYSTEM_STATEFULSET: &str = "valkey-cluster";
+
+/// The CustomResourceDefinitions the preflight requires, in check order:
+/// the three upstream's install checks for (`hack/install-ate.sh:246`).
+pub const SYSTEM_CRDS: [&str; 3] = [
+    "actortemplates.ate.dev",
+    "workerpools.ate.dev",
+    "sandboxconfigs.ate.dev",
+];
 
 /// How quickly the API server must answer the first preflight call
 /// (upstream's preflight asks for 10 s).
@@ -165,6 +175,10 @@ fn daemonset_check_name(name: &str) -> String {
     format!("daemonset {SYSTEM_NAMESPACE}/{name} ready")
 }
 
+fn statefulset_check_name(name: &str) -> String {
+    format!("statefulset {SYSTEM_NAMESPACE}/{name} ready")
+}
+
 fn crd_check_name(name: &str) -> String {
     format!("crd {name} exists")
 }
@@ -174,6 +188,7 @@ pub fn preflight_check_names() -> Vec<String> {
     let mut names = vec![API_CHECK.to_string()];
     names.extend(SYSTEM_DEPLOYMENTS.iter().map(|d| deployment_check_name(d)));
     names.push(daemonset_check_name(SYSTEM_DAEMONSET));
+    names.push(statefulset_check_name(SYSTEM_STATEFULSET));
     names.extend(SYSTEM_CRDS.iter().map(|c| crd_check_name(c)));
     names
 }
@@ -199,6 +214,11 @@ pub fn preflight_plan() -> Vec<ApiCall> {
         "GET",
         format!("/apis/apps/v1/namespaces/{SYSTEM_NAMESPACE}/daemonsets/{SYSTEM_DAEMONSET}"),
         format!("daemonset {SYSTEM_NAMESPACE}/{SYSTEM_DAEMONSET} is ready on every node"),
+    ));
+    calls.push(ApiCall::new(
+        "GET",
+        format!("/apis/apps/v1/namespaces/{SYSTEM_NAMESPACE}/statefulsets/{SYSTEM_STATEFULSET}"),
+        format!("statefulset {SYSTEM_NAMESPACE}/{SYSTEM_STATEFULSET} has all its replicas ready"),
     ));
     for c in SYSTEM_CRDS {
         calls.push(ApiCall::new(
@@ -293,6 +313,20 @@ pub async fn preflight_cluster(client: &Client, deadline: Duration) -> Vec<Check
         }
     };
 
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    let statefulset_check = async {
+        let name = statefulset_check_name(SYSTEM_STATEFULSET);
+        match timeout_at(end, statefulsets.get_opt(SYSTEM_STATEFULSET)).await {
+            Err(_) => Check::fail(name, late("get statefulset")),
+            Ok(Err(e)) => Check::fail(
+                name,
+                format!("could not read it: {}", describe_kube_error(&e)),
+            ),
+            Ok(Ok(None)) => Check::fail(name, format!("not found in {SYSTEM_NAMESPACE}")),
+            Ok(Ok(Some(sts))) => statefulset_readiness(name, &sts),
+        }
+    };
+
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd_checks = futures_util::future::join_all(SYSTEM_CRDS.iter().map(|c| {
         let crds = crds.clone();
@@ -311,11 +345,16 @@ pub async fn preflight_cluster(client: &Client, deadline: Duration) -> Vec<Check
         }
     }));
 
-    let (deployment_checks, daemonset_check, crd_checks) =
-        tokio::join!(deployment_checks, daemonset_check, crd_checks);
+    let (deployment_checks, daemonset_check, statefulset_check, crd_checks) = tokio::join!(
+        deployment_checks,
+        daemonset_check,
+        statefulset_check,
+        crd_checks
+    );
     let mut checks = vec![api_check];
     checks.extend(deployment_checks);
     checks.push(daemonset_check);
+    checks.push(statefulset_check);
     checks.extend(crd_checks);
     checks
 }
@@ -394,6 +433,21 @@ fn daemonset_readiness(name: String, ds: &DaemonSet) -> Check {
     }
 }
 
+fn statefulset_readiness(name: String, sts: &StatefulSet) -> Check {
+    let wanted = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let ready = sts
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let detail = format!("{ready}/{wanted} replicas ready");
+    if wanted >= 1 && ready >= wanted {
+        Check::pass(name, detail)
+    } else {
+        Check::fail(name, detail)
+    }
+}
+
 /// Renders a kube error in one line: an API error as `404 NotFound: <message>`,
 /// anything else as its message followed by the causes it does not already
 /// repeat.
@@ -455,6 +509,10 @@ pub const PHASE_FAILED: &str = "Failed";
 pub struct GoldenReady {
     /// `status.goldenActorID` (a UUID in the reserved atespace `ate-golden`).
     pub golden_actor_id: String,
+    /// `status.goldenSnapshot`: the snapshot's real location, set with
+    /// phase Ready from the golden actor's external snapshot URI prefix
+    /// (`cmd/atecontroller/internal/controllers/actortemplate_controller.go:159`).
+    pub golden_snapshot: Option<String>,
     /// Each phase seen, in order, with when it was first seen (since the wait
     /// began); `""` is the phase of a template without one yet.
     pub phase_history: Vec<(String, Duration)>,
@@ -550,6 +608,7 @@ struct TemplateStatus {
     conditions: Vec<String>,
     ready_true: bool,
     golden_actor_id: Option<String>,
+    golden_snapshot: Option<String>,
 }
 
 fn template_status(obj: &DynamicObject) -> TemplateStatus {
@@ -591,11 +650,17 @@ fn template_status(obj: &DynamicObject) -> TemplateStatus {
         .and_then(|v| v.as_str())
         .filter(|s| !s.is_empty())
         .map(str::to_string);
+    let golden_snapshot = status
+        .and_then(|s| s.get("goldenSnapshot"))
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
     TemplateStatus {
         phase,
         conditions,
         ready_true,
         golden_actor_id,
+        golden_snapshot,
     }
 }
 
@@ -644,6 +709,7 @@ pub async fn wait_golden(
                     if let Some(id) = &status.golden_actor_id {
                         return Ok(GoldenReady {
                             golden_actor_id: id.clone(),
+                            golden_snapshot: status.golden_snapshot.clone(),
                             phase_history: history,
                             waited: seen_at,
                         });

@@ -1,4 +1,8 @@
-//! The kind backend: Agent Substrate on a kind cluster (CONTRACT.md III).
+//! The kind backend: Agent Substrate on a kind cluster (CONTRACT.md III;
+//! every interaction is audited against upstream in `docs/upstream.md`).
+//! Rooms: `cluster.rs` (find or create), `preflight.rs`, `deploy.rs` (install,
+//! deploy the agent under test), `record.rs` (the run record and `gc`);
+//! this file holds the backend itself (probe, actors, artifacts, teardown).
 //!
 //! The cluster is the engine; this backend adds none of its own. It reuses
 //! a named kind cluster (creates one, with the local registry, only when
@@ -16,16 +20,21 @@
 //! Teardown removes what this run made, by name, and reports every failure
 //! instead of swallowing it.
 
+mod cluster;
+mod deploy;
 pub mod kube;
 pub mod oci;
 pub mod options;
 pub mod plan;
 pub mod portforward;
+mod preflight;
+mod record;
 pub mod tools;
 
+pub use self::record::gc_stale_runs;
+use self::record::stale_records;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -50,6 +59,9 @@ pub const ATEOM_IMAGE: &str = "ko://github.com/agent-substrate/substrate/cmd/ate
 pub const PROBE_IMAGE_NAME: &str = "ate-conformance-probe";
 /// The ActorTemplate's name inside the run's namespace.
 pub const TEMPLATE_NAME: &str = "probe";
+/// The reserved atespace golden actors live in
+/// (`internal/resources/actor.go:31`).
+pub const GOLDEN_ATESPACE: &str = "ate-golden";
 /// The fixture rendered for the probe.
 pub const PROBE_FIXTURE: &str = "probe/probe.yaml.tmpl";
 
@@ -67,6 +79,17 @@ struct State {
     actors: BTreeSet<(String, String)>,
     versions: BTreeMap<String, String>,
     probe_image: Option<String>,
+    /// The checkout `--deploy-agent` built: commit, and whether it had
+    /// uncommitted changes.
+    #[serde(default)]
+    agent_commit: Option<(String, bool)>,
+    /// The atelet image digest `ko resolve` built and every atelet pod runs.
+    #[serde(default)]
+    atelet_digest: Option<String>,
+    /// The template's golden actor (in atespace [`GOLDEN_ATESPACE`]), which
+    /// outlives the template and is deleted at teardown.
+    #[serde(default)]
+    golden_actor: Option<String>,
     /// Left on purpose (`--keep`).
     kept: bool,
 }
@@ -92,12 +115,6 @@ pub struct KindBackend {
     state: Mutex<State>,
     /// The run's record lock, held while this backend lives.
     lock: Mutex<Option<std::fs::File>>,
-}
-
-/// One preflight check as a report line: `ok` or `FAIL`, name, detail.
-fn check_line(out: &mut String, ok: bool, name: &str, detail: &str) {
-    let mark = if ok { "ok  " } else { "FAIL" };
-    let _ = writeln!(out, "  {mark} {name}: {detail}");
 }
 
 impl KindBackend {
@@ -252,6 +269,12 @@ impl KindBackend {
             }
         }
         self.ensure_cluster().await?;
+        if self.opts.install {
+            self.install().await?;
+        }
+        if self.opts.deploy_agent {
+            self.deploy_agent().await?;
+        }
         self.preflight().await?;
         if self.opts.dry_run {
             self.plan.extend(
@@ -301,292 +324,6 @@ impl KindBackend {
         }
         let out = cmd.run().await.with_context(|| purpose.to_owned())?;
         Ok(out.stdout_str().into_owned())
-    }
-
-    async fn ensure_cluster(&self) -> Result<()> {
-        let name = &self.opts.cluster;
-        let listed = self
-            .run(
-                &format!("is there a kind cluster named {name}?"),
-                self.tools.kind_get_clusters(),
-                &if self.opts.create_cluster {
-                    String::new()
-                } else {
-                    format!("{name}\n")
-                },
-            )
-            .await?;
-        let clusters: Vec<&str> = listed
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        if clusters.contains(&name.as_str()) {
-            if !self.opts.dry_run {
-                info!(cluster = %name, "reusing the kind cluster");
-            }
-            return Ok(());
-        }
-        if !self.opts.create_cluster {
-            bail!(
-                "there is no kind cluster named {name:?} (kind get clusters: {}); run Agent Substrate's kind install first, or pass --create-cluster to create an empty one",
-                if clusters.is_empty() { "none".to_owned() } else { clusters.join(", ") }
-            );
-        }
-        let inspected = self
-            .run(
-                "is the local registry container kind-registry running?",
-                self.tools.registry_inspect(),
-                "",
-            )
-            .await;
-        match inspected.as_deref().map(str::trim) {
-            Ok("true") => {}
-            // There, but stopped: someone else's; started, never removed.
-            // (A dry run plans the other case: it knows of no container.)
-            Ok(_) if !self.opts.dry_run => {
-                self.run(
-                    "start the stopped local registry kind-registry",
-                    self.tools.registry_start(),
-                    "",
-                )
-                .await?;
-            }
-            // Not there: this run makes it. Marked before it runs, so an
-            // interrupt or failure midway still removes it.
-            _ => {
-                self.update(|st| st.created_registry = true);
-                self.run(
-                    "start the local registry kind-registry on 127.0.0.1:5001",
-                    self.tools.registry_run(),
-                    "",
-                )
-                .await?;
-            }
-        }
-        let config = self.opts.fixtures_dir.join("kind/cluster.yaml");
-        // Marked before it runs, for the same reason (`kind delete cluster`
-        // of a missing cluster succeeds).
-        self.update(|st| st.created_cluster = true);
-        self.run(
-            &format!("create the kind cluster {name} (this run deletes it at the end)"),
-            self.tools.kind_create_cluster(name, &config),
-            "",
-        )
-        .await?;
-        if let Err(e) = self
-            .run(
-                "connect kind-registry to the kind network",
-                self.tools.registry_connect(),
-                "",
-            )
-            .await
-        {
-            // Already connected is fine; anything else shows up when nodes
-            // cannot pull.
-            warn!("{e:#}");
-        }
-        let nodes = self
-            .run(
-                "list the cluster's nodes",
-                self.tools.kind_get_nodes(name),
-                &format!("{name}-control-plane\n{name}-worker\n"),
-            )
-            .await?;
-        for node in nodes.lines().map(str::trim).filter(|n| !n.is_empty()) {
-            self.run(
-                &format!("make the registry config directory on node {node}"),
-                self.tools.node_registry_dir(node),
-                "",
-            )
-            .await?;
-            self.run(
-                &format!("point node {node} at kind-registry:5000 for localhost:5001"),
-                self.tools.node_registry_hosts(node),
-                "",
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Environment, tools (with versions) and the cluster's installation;
-    /// every failed check is named, all in one error.
-    async fn preflight(&self) -> Result<()> {
-        let mut report = String::new();
-        let mut failed = 0;
-        let mut check = |ok: bool, name: &str, detail: &str| {
-            if !ok {
-                failed += 1;
-            }
-            check_line(&mut report, ok, name, detail);
-        };
-        for (var, value) in [
-            ("BUCKET_NAME", &self.opts.bucket_name),
-            ("KO_DOCKER_REPO", &self.opts.ko_docker_repo),
-        ] {
-            match value.as_deref().filter(|v| !v.is_empty()) {
-                Some(v) => check(true, var, v),
-                None => check(
-                    false,
-                    var,
-                    "not set (the install script for kind uses BUCKET_NAME=ate-snapshots, KO_DOCKER_REPO=localhost:5001)",
-                ),
-            }
-        }
-        match &self.opts.substrate_root {
-            None => check(
-                false,
-                "ATE_SUBSTRATE_ROOT",
-                "not set: the Agent Substrate checkout, where ko resolves the WorkerPool's ko:// image (--substrate-root)",
-            ),
-            Some(root) => {
-                let go_mod = std::fs::read_to_string(root.join("go.mod")).unwrap_or_default();
-                if !go_mod.contains("module github.com/agent-substrate/substrate") {
-                    check(
-                        false,
-                        "ATE_SUBSTRATE_ROOT",
-                        &format!(
-                            "{} is not an Agent Substrate checkout (no go.mod with module github.com/agent-substrate/substrate)",
-                            root.display()
-                        ),
-                    );
-                } else if !root.join(".ko.yaml").is_file() {
-                    check(
-                        false,
-                        "ATE_SUBSTRATE_ROOT",
-                        &format!(
-                            "{} has no .ko.yaml: ko would silently lose defaultPlatforms",
-                            root.display()
-                        ),
-                    );
-                } else {
-                    check(true, "ATE_SUBSTRATE_ROOT", &root.display().to_string());
-                }
-            }
-        }
-        // The tools: found, and their versions recorded.
-        let tools = [
-            ("kind", self.tools.kind.clone(), self.tools.kind_version()),
-            ("ko", self.tools.ko.clone(), self.tools.ko_version()),
-            (
-                "kubectl",
-                self.tools.kubectl.clone(),
-                self.tools.kubectl_version(),
-            ),
-        ];
-        for (name, program, version) in tools {
-            if self.opts.dry_run {
-                self.plan.push(Step::command(
-                    format!("record the {name} version"),
-                    &version,
-                ));
-                continue;
-            }
-            if !program.is_absolute() {
-                check(false, name, &format!("`{name}` not found on PATH"));
-                continue;
-            }
-            match version.run().await {
-                Ok(out) => {
-                    let v = version_line(name, &out.stdout_str());
-                    self.plan.push(Step::command(
-                        format!("record the {name} version"),
-                        &version,
-                    ));
-                    check(true, name, &format!("{} ({v})", program.display()));
-                    self.state
-                        .lock()
-                        .unwrap()
-                        .versions
-                        .insert(name.to_owned(), v);
-                }
-                Err(e) => check(
-                    false,
-                    name,
-                    &format!("{} does not run: {e}", program.display()),
-                ),
-            }
-        }
-        let plugin_path = self
-            .opts
-            .search_path
-            .clone()
-            .or_else(|| std::env::var_os("PATH"))
-            .unwrap_or_default();
-        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let version = self.tools.ate_version();
-        if self.opts.dry_run {
-            self.plan
-                .push(Step::command("record the kubectl ate version", &version));
-        } else {
-            match which::which_in("kubectl-ate", Some(&plugin_path), &cwd) {
-                Err(_) => check(
-                    false,
-                    "kubectl ate",
-                    "`kubectl-ate` not found on PATH (build it from the checkout: go install ./cmd/kubectl-ate)",
-                ),
-                Ok(found) => {
-                    self.plan.push(Step::command("record the kubectl ate version", &version));
-                    let v = match version.run().await {
-                        Ok(out) => version_line("kubectl-ate", &out.stdout_str()),
-                        Err(e) => format!("unknown (`kubectl ate version` failed: {})", first_line(&e.to_string())),
-                    };
-                    check(true, "kubectl ate", &format!("{} ({v})", found.display()));
-                    self.state.lock().unwrap().versions.insert("kubectl-ate".into(), v);
-                }
-            }
-        }
-        // The cluster itself.
-        let target = kube::KubeTarget {
-            kubeconfig: self.opts.kubeconfig.clone(),
-            context: Some(self.opts.context()),
-        };
-        if self.opts.dry_run {
-            self.plan.push(Step::local(format!(
-                "connect kube-rs with kubeconfig {} and context {}",
-                self.opts
-                    .kubeconfig
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "(default: $KUBECONFIG or ~/.kube/config)".into()),
-                self.opts.context()
-            )));
-            self.plan
-                .extend(kube::preflight_plan().into_iter().map(Step::Api));
-        } else {
-            self.plan
-                .extend(kube::preflight_plan().into_iter().map(Step::Api));
-            let checks = kube::preflight(&target, self.opts.preflight_deadline).await;
-            let api_ok = checks.iter().all(|c| c.ok || c.name != kube::API_CHECK);
-            for c in &checks {
-                check(c.ok, &c.name, &c.detail);
-            }
-            if api_ok {
-                match kube::connect(&target).await {
-                    Ok(client) => {
-                        let _ = self.client.set(client);
-                    }
-                    Err(e) => check(false, "kube client", &format!("{e:#}")),
-                }
-            }
-        }
-        if failed > 0 && self.opts.dry_run {
-            self.plan.push(Step::local(format!(
-                "preflight as far as it can be checked without running anything: {failed} check(s) would fail:\n{}",
-                report.trim_end()
-            )));
-            return Ok(());
-        }
-        if failed > 0 {
-            bail!(
-                "kind backend preflight: {failed} check(s) failed (cluster {}, context {}):\n{report}",
-                self.opts.cluster,
-                self.opts.context()
-            );
-        }
-        info!("kind backend preflight passed:\n{report}");
-        Ok(())
     }
 
     fn client(&self) -> Result<&::kube::Client> {
@@ -666,10 +403,12 @@ impl KindBackend {
             .run(
                 &format!("read actor {atespace}/{id}"),
                 self.tools.ate_get_actor(atespace, id),
-                &format!(r#"{{"status":{{"state":"ACTOR_STATE_{assume_state}"}}}}"#),
+                &format!(
+                    r#"{{"actors":[{{"actorId":"{id}","atespace":"{atespace}","status":"STATUS_{assume_state}"}}]}}"#
+                ),
             )
             .await?;
-        let state = tools::parse_actor_state(&json, id).map_err(anyhow::Error::msg)?;
+        let state = tools::parse_actor_state(&json, atespace, id).map_err(anyhow::Error::msg)?;
         Ok(ActorInfo {
             atespace: atespace.to_owned(),
             id: id.to_owned(),
@@ -678,6 +417,32 @@ impl KindBackend {
             restore_ms: None,
             sandbox: None,
         })
+    }
+
+    /// Suspends (unless suspended) and deletes the golden actor `id` in
+    /// `ate-golden`; an actor already gone (ateapi's NotFound) is fine.
+    async fn remove_golden_actor(&self, id: &str) -> Result<()> {
+        let a = GOLDEN_ATESPACE;
+        let info = match self.actor_info(a, id, "SUSPENDED").await {
+            Ok(info) => info,
+            Err(e) if tools::is_actor_not_found(&format!("{e:#}"), id) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !info.state.is_suspended() {
+            self.run(
+                &format!("suspend the golden actor {a}/{id}"),
+                self.tools.ate_suspend(a, id),
+                "",
+            )
+            .await?;
+        }
+        self.run(
+            &format!("delete the golden actor {a}/{id} (it outlives its template)"),
+            self.tools.ate_delete_actor(a, id),
+            "",
+        )
+        .await?;
+        Ok(())
     }
 
     /// Runs `cmd` for an artifact file: its output, or the error, goes
@@ -696,33 +461,6 @@ impl KindBackend {
         if std::fs::write(&path, text).is_ok() {
             written.push(path);
         }
-    }
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
-}
-
-/// A one-line version from a tool's `version` output (kubectl's JSON gives
-/// `clientVersion.gitVersion`).
-fn version_line(tool: &str, out: &str) -> String {
-    if tool == "kubectl" {
-        if let Some(v) = serde_json::from_str::<serde_json::Value>(out)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/clientVersion/gitVersion")
-                    .and_then(|g| g.as_str())
-                    .map(String::from)
-            })
-        {
-            return v;
-        }
-    }
-    let line = first_line(out.trim()).trim();
-    if line.is_empty() {
-        "unknown (empty version output)".into()
-    } else {
-        line.chars().take(120).collect()
     }
 }
 
@@ -748,6 +486,13 @@ impl Backend for KindBackend {
         }
         if let Some(i) = &st.probe_image {
             out.push(("probe_image".into(), i.clone()));
+        }
+        if let Some((commit, dirty)) = &st.agent_commit {
+            out.push(("substrate_commit".into(), commit.clone()));
+            out.push(("substrate_dirty".into(), dirty.to_string()));
+        }
+        if let Some(d) = &st.atelet_digest {
+            out.push(("atelet_digest".into(), d.clone()));
         }
         for (tool, v) in &st.versions {
             out.push((format!("{tool}_version"), v.clone()));
@@ -823,19 +568,17 @@ impl Backend for KindBackend {
         )
         .await?;
         let ns = self.opts.namespace();
-        let golden_actor_id = if self.opts.dry_run {
-            self.plan.extend(
-                kube::golden_plan(&ns, TEMPLATE_NAME)
-                    .into_iter()
-                    .map(Step::Api),
-            );
-            "<golden actor id>".to_owned()
+        self.plan.extend(
+            kube::golden_plan(&ns, TEMPLATE_NAME)
+                .into_iter()
+                .map(Step::Api),
+        );
+        let (golden_actor_id, snapshot) = if self.opts.dry_run {
+            (
+                "<status.goldenActorID>".to_owned(),
+                Some("<status.goldenSnapshot>".to_owned()),
+            )
         } else {
-            self.plan.extend(
-                kube::golden_plan(&ns, TEMPLATE_NAME)
-                    .into_iter()
-                    .map(Step::Api),
-            );
             // The whole deadline is the golden wait's: `ko apply` may
             // first build the worker image for minutes.
             let ready = kube::wait_golden(
@@ -848,19 +591,19 @@ impl Backend for KindBackend {
             .await?;
             info!(
                 golden = %ready.golden_actor_id,
+                snapshot = ?ready.golden_snapshot,
                 phases = ?ready.phase_history.iter().map(|(p, t)| format!("{p:?}@{:.1}s", t.as_secs_f64())).collect::<Vec<_>>(),
                 "golden snapshot ready"
             );
-            ready.golden_actor_id
+            (ready.golden_actor_id, ready.golden_snapshot)
         };
+        // The controller leaves the golden actor in `ate-golden` when the
+        // template is deleted (no finalizer): teardown removes it.
+        self.update(|st| st.golden_actor = Some(golden_actor_id.clone()));
         Ok(Golden {
             template: format!("{ns}/{TEMPLATE_NAME}"),
             golden_actor_id,
-            snapshot: self
-                .opts
-                .bucket_name
-                .as_ref()
-                .map(|b| format!("gs://{b}/{ns}/")),
+            snapshot,
             ready_after: start.elapsed(),
         })
     }
@@ -1134,6 +877,7 @@ impl Backend for KindBackend {
         )];
         kept.extend(st.atespaces.iter().map(|a| format!("atespace {a}")));
         kept.extend(st.actors.iter().map(|(a, i)| format!("actor {a}/{i}")));
+        kept.extend(st.golden_actor.iter().map(|g| format!("golden actor {GOLDEN_ATESPACE}/{g}")));
         let how = if self.opts.state_dir.is_some() {
             "ate-conformance gc --backend kind (it reads this run's record and removes each of them)"
                 .to_owned()
@@ -1156,11 +900,21 @@ impl Backend for KindBackend {
         let actors: Vec<_> = self.state.lock().unwrap().actors.iter().cloned().collect();
         for (a, i) in actors {
             let r = async {
-                let info = self.actor_info(&a, &i, "RUNNING").await?;
+                let info = match self.actor_info(&a, &i, "RUNNING").await {
+                    Ok(info) => info,
+                    // Already gone (ateapi's NotFound, get_actor.go:34):
+                    // nothing left to remove.
+                    Err(e) if tools::is_actor_not_found(&format!("{e:#}"), &i) => {
+                        self.track_actor(&a, &i, false);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
                 if !info.state.is_suspended() {
                     self.suspend(&a, &i).await?;
                 }
-                self.delete_actor(&a, &i).await
+                self.delete_actor(&a, &i).await?;
+                Ok::<(), anyhow::Error>(())
             }
             .await;
             if let Err(e) = r {
@@ -1198,6 +952,17 @@ impl Backend for KindBackend {
                     }),
                     Err(e) => errors.push(format!("{e:#}")),
                 },
+            }
+        }
+        // The golden actor stays in `ate-golden` after its template is gone
+        // (the controller has no finalizer; actortemplate_controller.go:76-79
+        // returns at once on deletion). It is suspended once the template is
+        // Ready (:146-160); delete needs it suspended (delete_actor.go:41).
+        let golden = self.state.lock().unwrap().golden_actor.clone();
+        if let Some(g) = golden {
+            match self.remove_golden_actor(&g).await {
+                Ok(()) => self.update(|st| st.golden_actor = None),
+                Err(e) => errors.push(format!("golden actor {GOLDEN_ATESPACE}/{g}: {e:#}")),
             }
         }
         let (cluster, registry) = {
@@ -1248,144 +1013,4 @@ impl Backend for KindBackend {
         .await;
         Ok(r?)
     }
-}
-
-/// Removes what earlier kind runs left, by their records in `state_dir`: a
-/// run whose process died (its record lock is free), or that was kept with
-/// `--keep`, gets the same teardown a finished run does (actors suspended
-/// and deleted, atespaces, the rendered manifest, a cluster or registry it
-/// created), on the cluster and context its record names. A run still
-/// running is left alone. Returns one line per run and per thing removed.
-pub async fn gc_stale_runs(
-    state_dir: &Path,
-    search_path: Option<OsString>,
-    command_timeout: Duration,
-) -> Result<Vec<String>> {
-    let mut lines = Vec::new();
-    let Ok(entries) = std::fs::read_dir(state_dir) else {
-        return Ok(lines);
-    };
-    let mut records: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    records.sort();
-    for path in records {
-        let record: Record = match std::fs::read(&path)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(serde_json::from_slice(&b)?))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                lines.push(format!(
-                    "{}: unreadable record, left alone: {e:#}",
-                    path.display()
-                ));
-                continue;
-            }
-        };
-        let run_id = match crate::run_id::RunId::parse(&record.run_id) {
-            Ok(r) => r,
-            Err(e) => {
-                lines.push(format!("{}: left alone: {e}", path.display()));
-                continue;
-            }
-        };
-        let opts = KindOptions {
-            run_id,
-            cluster: record.cluster.clone(),
-            create_cluster: false,
-            context: Some(record.context.clone()),
-            kubeconfig: record.kubeconfig.clone(),
-            substrate_root: None,
-            bucket_name: None,
-            ko_docker_repo: None,
-            probe_bin: None,
-            fixtures_dir: PathBuf::new(),
-            work_dir: state_dir.to_path_buf(),
-            search_path: search_path.clone(),
-            command_timeout,
-            preflight_deadline: Duration::from_secs(10),
-            dry_run: false,
-            state_dir: Some(state_dir.to_path_buf()),
-        };
-        let backend = KindBackend::new(opts);
-        if backend.take_lock().is_err() {
-            lines.push(format!("run {}: still running, left alone", record.run_id));
-            continue;
-        }
-        let what = describe(&record);
-        *backend.state.lock().unwrap() = record.state;
-        match backend.teardown().await {
-            Ok(()) => {
-                lines.push(format!(
-                    "run {} (context {}): removed {}",
-                    record.run_id,
-                    record.context,
-                    if what.is_empty() {
-                        "its record (nothing else was left)".to_owned()
-                    } else {
-                        what.join(", ")
-                    }
-                ));
-            }
-            Err(e) => lines.push(format!("run {}: {e:#}", record.run_id)),
-        }
-    }
-    Ok(lines)
-}
-
-/// Runs in `dir` whose process is gone (their lock is free), with what
-/// each left; read only, the locks are released again.
-fn stale_records(dir: &Path) -> Vec<(String, Vec<String>)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for p in entries.flatten().map(|e| e.path()) {
-        if p.extension().is_none_or(|x| x != "json") {
-            continue;
-        }
-        let Ok(record) = std::fs::read(&p)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(serde_json::from_slice::<Record>(&b)?))
-        else {
-            continue;
-        };
-        let free = std::fs::OpenOptions::new()
-            .write(true)
-            .open(p.with_extension("lock"))
-            .is_ok_and(|f| {
-                rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
-            });
-        if free {
-            out.push((record.run_id.clone(), describe(&record)));
-        }
-    }
-    out.sort();
-    out
-}
-
-fn describe(r: &Record) -> Vec<String> {
-    let st = &r.state;
-    let mut out: Vec<String> = st
-        .actors
-        .iter()
-        .map(|(a, i)| format!("actor {a}/{i}"))
-        .collect();
-    out.extend(st.atespaces.iter().map(|a| format!("atespace {a}")));
-    if st.rendered.is_some() {
-        out.push(format!(
-            "namespace ate-conf-{} (the rendered manifest)",
-            r.run_id
-        ));
-    }
-    if st.created_cluster {
-        out.push(format!("kind cluster {}", r.cluster));
-    }
-    if st.created_registry {
-        out.push(format!("registry container {}", tools::REGISTRY_CONTAINER));
-    }
-    out
 }

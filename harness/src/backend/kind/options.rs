@@ -42,6 +42,18 @@ pub const FLAGS: &[Spec] = &[
         help: "create the kind cluster and its registry if missing (deleted again at the end)",
     },
     Spec {
+        flag: "--install",
+        env: "ATE_INSTALL",
+        value: None,
+        help: "install Agent Substrate with the checkout's hack/install-ate-kind.sh --deploy-ate-system first",
+    },
+    Spec {
+        flag: "--deploy-agent",
+        env: "ATE_DEPLOY_AGENT",
+        value: None,
+        help: "build and deploy atelet from the checkout (kubectl kustomize | ko resolve | kubectl apply) and check every atelet pod runs that digest",
+    },
+    Spec {
         flag: "--bucket-name",
         env: "BUCKET_NAME",
         value: Some("NAME"),
@@ -74,6 +86,10 @@ pub struct KindFlags {
     pub cluster: String,
     /// Create the cluster when it is missing.
     pub create_cluster: bool,
+    /// Install Agent Substrate with the checkout's install script.
+    pub install: bool,
+    /// Build and deploy atelet from the checkout.
+    pub deploy_agent: bool,
     /// Snapshot bucket (`BUCKET_NAME`; empty is missing).
     pub bucket_name: Option<String>,
     /// Registry for the probe image and ko (`KO_DOCKER_REPO`).
@@ -97,6 +113,8 @@ impl KindFlags {
             substrate_root: v.get("--substrate-root").map(PathBuf::from),
             cluster,
             create_cluster: v.switch("--create-cluster")?,
+            install: v.switch("--install")?,
+            deploy_agent: v.switch("--deploy-agent")?,
             bucket_name: v.get("--bucket-name"),
             ko_docker_repo: v.get("--ko-docker-repo"),
             dry_run: v.switch("--dry-run")?,
@@ -125,6 +143,12 @@ pub struct KindOptions {
     pub cluster: String,
     /// Create the cluster (and the local registry) when it is missing.
     pub create_cluster: bool,
+    /// Run the checkout's `hack/install-ate-kind.sh --deploy-ate-system`
+    /// before the preflight.
+    pub install: bool,
+    /// Build and deploy atelet from the checkout before the preflight, and
+    /// check every atelet pod runs the digest just built.
+    pub deploy_agent: bool,
     /// Kube context (default `kind-<cluster>`).
     pub context: Option<String>,
     /// Kubeconfig (default: kube's own lookup).

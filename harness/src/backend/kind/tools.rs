@@ -21,6 +21,17 @@ use ate_cmd::Cmd;
 pub const REGISTRY_CONTAINER: &str = "kind-registry";
 /// Where the local registry is published on the host.
 pub const REGISTRY_HOST_PORT: &str = "127.0.0.1:5001";
+/// Also published on IPv6 loopback (`hack/create-kind-cluster.sh:40`).
+pub const REGISTRY_HOST_PORT_V6: &str = "[::1]:5001";
+/// The registry image (`hack/create-kind-cluster.sh:42`).
+pub const REGISTRY_IMAGE: &str = "registry:3";
+/// The label marking a registry container made for Agent Substrate.
+pub const REGISTRY_LABEL: &str = "created-by=agent-substrate";
+/// The kind version upstream pins (`hack/tools/kind/go.mod`).
+pub const KIND_VERSION: &str = "v0.32.0";
+/// The kustomize overlay upstream's `deploy_atelet` renders on kind
+/// (`hack/install-ate.sh:344`).
+pub const ATELET_KIND_OVERLAY: &str = "manifests/ate-install/kind/atelet";
 /// The registry name nodes and `KO_DOCKER_REPO` use.
 pub const REGISTRY_NAME: &str = "localhost:5001";
 
@@ -35,6 +46,8 @@ pub struct Tools {
     pub ko: PathBuf,
     /// `kubectl` program (also runs the `ate` plugin).
     pub kubectl: PathBuf,
+    /// `git` program (reads the checkout's commit for the fingerprint).
+    pub git: PathBuf,
     /// Kube context.
     pub context: String,
     /// Kubeconfig, when not the default.
@@ -51,6 +64,7 @@ impl Tools {
             docker: "docker".into(),
             ko: "ko".into(),
             kubectl: "kubectl".into(),
+            git: "git".into(),
             context,
             kubeconfig,
             timeout,
@@ -71,6 +85,7 @@ impl Tools {
             &mut self.docker,
             &mut self.ko,
             &mut self.kubectl,
+            &mut self.git,
         ] {
             if let Ok(found) = which::which_in(&*p, Some(&path), &cwd) {
                 *p = found;
@@ -136,20 +151,43 @@ impl Tools {
         ])
     }
 
-    /// `docker run -d --restart=always -p 127.0.0.1:5001:5000 --network bridge --name kind-registry registry:2`.
+    /// `docker run -d --restart=always --label created-by=agent-substrate -p
+    /// 127.0.0.1:5001:5000 -p [::1]:5001:5000 --network bridge --name
+    /// kind-registry registry:3`, as `hack/create-kind-cluster.sh:36-42`
+    /// (the label is what `hack/delete-kind-cluster.sh:41-42` keys on).
     pub fn registry_run(&self) -> Cmd {
         self.cmd(&self.docker).args([
             "run",
             "-d",
             "--restart=always",
+            "--label",
+            REGISTRY_LABEL,
             "-p",
             &format!("{REGISTRY_HOST_PORT}:5000"),
+            "-p",
+            &format!("{REGISTRY_HOST_PORT_V6}:5000"),
             "--network",
             "bridge",
             "--name",
             REGISTRY_CONTAINER,
-            "registry:2",
+            REGISTRY_IMAGE,
         ])
+    }
+
+    /// `docker exec <node> sysctl net.ipv4.conf.all.proxy_arp=1`: gVisor
+    /// loopback pod-to-pod networking needs it
+    /// (`hack/create-kind-cluster.sh:94-98`).
+    pub fn node_proxy_arp(&self, node: &str) -> Cmd {
+        self.cmd(&self.docker)
+            .args(["exec", node, "sysctl", "net.ipv4.conf.all.proxy_arp=1"])
+    }
+
+    /// `kubectl --context=<ctx> apply -f -` with the `local-registry-hosting`
+    /// ConfigMap on standard input (`hack/create-kind-cluster.sh:126-138`).
+    pub fn registry_hosting_configmap(&self) -> Cmd {
+        self.kubectl(["apply", "-f", "-"]).stdin_bytes(format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: local-registry-hosting\n  namespace: kube-public\ndata:\n  localRegistryHosting.v1: |\n    host: \"{REGISTRY_NAME}\"\n    help: \"https://kind.sigs.k8s.io/docs/user/local-registry/\"\n"
+        ))
     }
 
     /// `docker start kind-registry`.
@@ -218,10 +256,100 @@ impl Tools {
         if let Some(k) = &self.kubeconfig {
             c = c.arg(format!("--kubeconfig={}", k.display()));
         }
-        c.env("KO_CONFIG_PATH", substrate_root)
+        ko_env(c, substrate_root, ko_docker_repo)
+            .timeout(self.timeout.max(Duration::from_secs(600)))
+    }
+
+    /// `ko resolve -f -` in the checkout, with ko's environment: the middle
+    /// of upstream's `deploy_atelet` pipeline (`hack/install-ate.sh:344`).
+    /// No `-- --context=...`: only ko's apply, create, delete and run take
+    /// kubectl arguments (`hack/install-ate.sh:113-123`).
+    pub fn ko_resolve_stdin(&self, substrate_root: &Path, ko_docker_repo: &str) -> Cmd {
+        let c = self.cmd(&self.ko).args(["resolve", "-f", "-"]);
+        ko_env(c, substrate_root, ko_docker_repo)
+            .timeout(self.timeout.max(Duration::from_secs(900)))
+    }
+
+    /// `kubectl kustomize <overlay> --load-restrictor LoadRestrictionsNone`
+    /// in the checkout (local rendering: upstream calls it without
+    /// `run_kubectl`, so without a context; `hack/install-ate.sh:344`).
+    pub fn kubectl_kustomize(&self, substrate_root: &Path, overlay: &str) -> Cmd {
+        self.cmd(&self.kubectl)
+            .args([
+                "kustomize",
+                overlay,
+                "--load-restrictor",
+                "LoadRestrictionsNone",
+            ])
+            .cwd(substrate_root)
+    }
+
+    /// `kubectl --context=<ctx> apply -f -` (the manifest on standard input;
+    /// `hack/install-ate.sh:349`).
+    pub fn kubectl_apply_stdin(&self) -> Cmd {
+        self.kubectl(["apply", "-f", "-"])
+    }
+
+    /// `kubectl --context=<ctx> rollout status <what> -n ate-system
+    /// --timeout=120s` (`hack/install-ate.sh:296-300`, `:350`).
+    pub fn kubectl_rollout_status(&self, what: &str) -> Cmd {
+        self.kubectl([
+            "rollout",
+            "status",
+            what,
+            "-n",
+            "ate-system",
+            "--timeout=120s",
+        ])
+        .timeout(self.timeout.max(Duration::from_secs(150)))
+    }
+
+    /// `kubectl --context=<ctx> get pods -n ate-system -l app=atelet -o json`
+    /// (the DaemonSet's pod label, `manifests/ate-install/atelet.yaml:57-61`).
+    pub fn kubectl_atelet_pods(&self) -> Cmd {
+        self.kubectl([
+            "get",
+            "pods",
+            "-n",
+            "ate-system",
+            "-l",
+            "app=atelet",
+            "-o",
+            "json",
+        ])
+    }
+
+    /// `<checkout>/hack/install-ate-kind.sh --deploy-ate-system`, run in the
+    /// checkout with `KUBECTL_CONTEXT` (which `hack/install-ate.sh:100-104`
+    /// passes to every kubectl) and `KO_DOCKER_REPO`; the one upstream
+    /// script the harness runs, as an argument vector.
+    pub fn install_ate_kind(&self, substrate_root: &Path, ko_docker_repo: &str) -> Cmd {
+        let mut c = Cmd::new(substrate_root.join("hack/install-ate-kind.sh"))
+            .arg("--deploy-ate-system")
+            .env("KUBECTL_CONTEXT", &self.context)
             .env("KO_DOCKER_REPO", ko_docker_repo)
             .cwd(substrate_root)
-            .timeout(self.timeout.max(Duration::from_secs(600)))
+            .timeout(self.timeout.max(Duration::from_secs(1800)));
+        if let Some(k) = &self.kubeconfig {
+            c = c.env("KUBECONFIG", k);
+        }
+        c
+    }
+
+    /// `git -C <checkout> rev-parse HEAD`.
+    pub fn git_head(&self, substrate_root: &Path) -> Cmd {
+        self.cmd(&self.git)
+            .arg("-C")
+            .arg(substrate_root)
+            .args(["rev-parse", "HEAD"])
+    }
+
+    /// `git -C <checkout> status --porcelain` (empty: not dirty).
+    pub fn git_status(&self, substrate_root: &Path) -> Cmd {
+        self.cmd(&self.git)
+            .arg("-C")
+            .arg(substrate_root)
+            .args(["status", "--porcelain"])
     }
 
     // ---- kubectl --------------------------------------------------------
@@ -271,9 +399,12 @@ impl Tools {
         c
     }
 
-    /// `kubectl ate version`.
+    /// `kubectl ate --version`: the plugin has no `version` subcommand; its
+    /// cobra root sets `Version` (`cmd/kubectl-ate/internal/cmd/root.go:38`),
+    /// which gives the root a `--version` flag printing `kubectl-ate version
+    /// <version.String()>` (`internal/version/version.go:44`).
     pub fn ate_version(&self) -> Cmd {
-        self.cmd(&self.kubectl).args(["ate", "version"])
+        self.cmd(&self.kubectl).args(["ate", "--version"])
     }
 
     /// `kubectl ate create atespace <a>`.
@@ -320,73 +451,162 @@ impl Tools {
     }
 }
 
-/// An actor's state as `kubectl ate get actor -o json` prints it, in the
-/// names the backend seam uses (`RUNNING`, `SUSPENDED`, ...).
-///
-/// The plugin prints protojson, either one actor or a list (`{"actors":
-/// [...]}`), and the state either as `status.state` or as `status` itself,
-/// with or without the `ACTOR_STATE_` prefix; all shapes are read.
-pub fn parse_actor_state(json: &str, id: &str) -> Result<String, String> {
-    let v: serde_json::Value = serde_json::from_str(json.trim()).map_err(|e| {
-        format!(
-            "`kubectl ate get actor {id} -o json` printed no JSON ({e}): {}",
-            crate::cmd::tail(json.as_bytes())
-        )
-    })?;
-    let actor = match v.get("actors").and_then(|a| a.as_array()) {
-        Some(list) => match list.as_slice() {
-            [one] => one.clone(),
-            [] => return Err(format!("`kubectl ate get actor {id}` listed no actor")),
-            many => many
-                .iter()
-                .find(|a| actor_name(a).as_deref() == Some(id))
-                .cloned()
-                .ok_or_else(|| {
-                    format!(
-                        "`kubectl ate get actor {id}` listed {} actors, none named {id}",
-                        many.len()
-                    )
-                })?,
-        },
-        None => v,
-    };
-    let state = actor
-        .pointer("/status/state")
-        .or_else(|| actor.get("status").filter(|s| s.is_string()))
-        .or_else(|| actor.get("state"))
-        .and_then(|s| s.as_str())
-        .ok_or_else(|| {
-            format!(
-                "no status.state in `kubectl ate get actor {id} -o json`: {}",
-                crate::cmd::tail(json.as_bytes())
-            )
-        })?;
-    Ok(state
-        .strip_prefix("ACTOR_STATE_")
-        .unwrap_or(state)
-        .to_ascii_uppercase())
+/// ko's environment, as upstream's kind install sets it: `KO_CONFIG_PATH`
+/// (the checkout: `.ko.yaml` is read from there), `KO_DOCKER_REPO`, and
+/// `KO_DEFAULTPLATFORMS=linux/<host arch>` (`hack/install-ate-kind.sh:28-30`:
+/// without it `.ko.yaml`'s `defaultPlatforms` builds amd64 and arm64);
+/// the working directory is the checkout (ko:// paths resolve only there).
+fn ko_env(c: Cmd, substrate_root: &Path, ko_docker_repo: &str) -> Cmd {
+    c.env("KO_CONFIG_PATH", substrate_root)
+        .env("KO_DOCKER_REPO", ko_docker_repo)
+        .env("KO_DEFAULTPLATFORMS", format!("linux/{}", go_arch()))
+        .cwd(substrate_root)
 }
 
-/// The seam's state for a state name [`parse_actor_state`] read: upstream
-/// prints `STATUS_RUNNING` ... (`pkg/proto/ateapipb/ateapi.proto`); the bare
-/// names are accepted too.
+/// The host architecture in Go's spelling (`go env GOARCH`).
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// The image digests a `ko resolve` output names for `image:` lines whose
+/// reference contains `name` (e.g. `atelet`): ko resolves each `ko://`
+/// reference to `<repo>/<name>-<hash>@sha256:<digest>`.
+pub fn resolved_digests(manifest: &str, name: &str) -> Vec<String> {
+    let mut out: Vec<String> = manifest
+        .lines()
+        .filter_map(|l| l.trim().trim_start_matches("- ").strip_prefix("image:"))
+        .map(|r| r.trim().trim_matches('"'))
+        .filter(|r| r.contains(name))
+        .filter_map(|r| r.split_once('@').map(|(_, d)| d.to_owned()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every atelet pod's running image digest from `kubectl get pods -o json`:
+/// `(pod, spec digest, running digest)`; the running one is
+/// `status.containerStatuses[name=atelet].imageID` after its `@`.
+pub fn atelet_pod_digests(json: &str) -> Result<Vec<(String, String, String)>, String> {
+    let v: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| format!("`kubectl get pods -l app=atelet -o json` printed no JSON ({e})"))?;
+    let items = v
+        .get("items")
+        .and_then(|i| i.as_array())
+        .ok_or("`kubectl get pods -o json` printed no items")?;
+    let digest = |r: &str| {
+        r.split_once('@')
+            .map(|(_, d)| d.to_owned())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for p in items {
+        let name = p
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("?");
+        let spec = p
+            .pointer("/spec/containers")
+            .and_then(|c| c.as_array())
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c.get("name").and_then(|n| n.as_str()) == Some("atelet"))
+            })
+            .and_then(|c| c.get("image"))
+            .and_then(|i| i.as_str())
+            .unwrap_or("");
+        let running = p
+            .pointer("/status/containerStatuses")
+            .and_then(|c| c.as_array())
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c.get("name").and_then(|n| n.as_str()) == Some("atelet"))
+            })
+            .and_then(|c| c.get("imageID"))
+            .and_then(|i| i.as_str())
+            .unwrap_or("");
+        out.push((name.to_owned(), digest(spec), digest(running)));
+    }
+    Ok(out)
+}
+
+/// The status upstream prints for an actor whose `status` field is absent:
+/// protojson omits zero values, and `STATUS_UNSPECIFIED` is 0
+/// (`pkg/proto/ateapipb/ateapi.proto:107`).
+pub const STATUS_UNSPECIFIED: &str = "STATUS_UNSPECIFIED";
+
+/// An actor's status as `kubectl ate get actor <id> -a <a> -o json` prints
+/// it: always a list, the protojson of `ListActorsResponse`
+/// (`cmd/kubectl-ate/internal/printer/printer.go:57`, `PrintActor` at :129
+/// prints a list of one), `{"actors":[{"actorId":..,"atespace":..,
+/// "status":"STATUS_RUNNING",..}]}`. The actor is found by `actorId` (and
+/// `atespace` when printed); an absent `status` is `STATUS_UNSPECIFIED`.
+/// Any other shape is an error naming what was printed.
+pub fn parse_actor_state(json: &str, atespace: &str, id: &str) -> Result<String, String> {
+    let shown = || crate::cmd::tail(json.as_bytes());
+    let v: serde_json::Value = serde_json::from_str(json.trim()).map_err(|e| {
+        format!(
+            "`kubectl ate get actor {id} -a {atespace} -o json` printed no JSON ({e}): {}",
+            shown()
+        )
+    })?;
+    let list = v.get("actors").and_then(|a| a.as_array()).ok_or_else(|| {
+        format!(
+            "`kubectl ate get actor {id} -a {atespace} -o json` printed no \"actors\" list (upstream prints a ListActorsResponse): {}",
+            shown()
+        )
+    })?;
+    let actor = list
+        .iter()
+        .find(|a| {
+            a.get("actorId").and_then(|x| x.as_str()) == Some(id)
+                && a.get("atespace")
+                    .and_then(|x| x.as_str())
+                    .is_none_or(|x| x == atespace)
+        })
+        .ok_or_else(|| {
+            format!(
+                "`kubectl ate get actor {id} -a {atespace}` listed {} actor(s), none with actorId {id:?} in atespace {atespace:?}: {}",
+                list.len(),
+                shown()
+            )
+        })?;
+    match actor.get("status") {
+        None => Ok(STATUS_UNSPECIFIED.to_owned()),
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(format!(
+            "actor {atespace}/{id}: status is {other}, not one of upstream's STATUS_* names"
+        )),
+    }
+}
+
+/// The seam's state for an upstream status name, exactly as
+/// `pkg/proto/ateapipb/ateapi.proto:106-114` spells them (`STATUS_RUNNING`,
+/// ...). `STATUS_UNSPECIFIED` and anything else stay
+/// [`ActorState::Unknown`] with the raw text.
 pub fn actor_state(name: &str) -> ActorState {
-    match name.strip_prefix("STATUS_").unwrap_or(name) {
-        "RESUMING" => ActorState::Resuming,
-        "RUNNING" => ActorState::Running,
-        "SUSPENDING" => ActorState::Suspending,
-        "SUSPENDED" => ActorState::Suspended,
-        "PAUSING" | "PAUSED" => ActorState::Paused,
+    match name {
+        "STATUS_RESUMING" => ActorState::Resuming,
+        "STATUS_RUNNING" => ActorState::Running,
+        "STATUS_SUSPENDING" => ActorState::Suspending,
+        "STATUS_SUSPENDED" => ActorState::Suspended,
+        "STATUS_PAUSING" | "STATUS_PAUSED" => ActorState::Paused,
         _ => ActorState::Unknown(name.to_owned()),
     }
 }
 
-fn actor_name(a: &serde_json::Value) -> Option<String> {
-    a.pointer("/metadata/name")
-        .or_else(|| a.get("actorId"))
-        .or_else(|| a.get("name"))
-        .and_then(|s| s.as_str())
-        .map(String::from)
+/// Whether a failed `kubectl ate` call's error text says the actor is gone:
+/// ateapi answers `codes.NotFound` with "Actor <id> not found"
+/// (`cmd/ateapi/internal/controlapi/get_actor.go:34`), which the plugin
+/// prints as `... rpc error: code = NotFound desc = Actor <id> not found`.
+pub fn is_actor_not_found(error_text: &str, id: &str) -> bool {
+    error_text.contains("code = NotFound") && error_text.contains(&format!("Actor {id} not found"))
 }
 
 #[cfg(test)]
@@ -487,28 +707,70 @@ mod tests {
     }
 
     #[test]
-    fn actor_state_in_every_shape() {
-        for (json, want) in [
-            (r#"{"status":{"state":"ACTOR_STATE_RUNNING"}}"#, "RUNNING"),
-            (
-                r#"{"actors":[{"actorId":"x","status":"ACTOR_STATE_SUSPENDED"}]}"#,
-                "SUSPENDED",
-            ),
-            (
-                r#"{"actors":[{"metadata":{"name":"y"},"status":{"state":"RUNNING"}},{"metadata":{"name":"x"},"status":{"state":"ACTOR_STATE_RESUMING"}}]}"#,
-                "RESUMING",
-            ),
+    fn actor_status_is_read_from_upstreams_list_shape() {
+        // printer.go:57 prints a ListActorsResponse even for one actor.
+        let one = r#"{"actors":[{"actorId":"x","version":"3","actorTemplateNamespace":"ns","actorTemplateName":"t","status":"STATUS_RUNNING","atespace":"a"}]}"#;
+        assert_eq!(parse_actor_state(one, "a", "x").unwrap(), "STATUS_RUNNING");
+        assert_eq!(actor_state("STATUS_RUNNING"), ActorState::Running);
+        let two = r#"{"actors":[{"actorId":"y","status":"STATUS_RUNNING","atespace":"a"},{"actorId":"x","status":"STATUS_SUSPENDED","atespace":"a"}]}"#;
+        assert_eq!(
+            actor_state(&parse_actor_state(two, "a", "x").unwrap()),
+            ActorState::Suspended
+        );
+        // protojson omits the zero value: no status is STATUS_UNSPECIFIED.
+        let zero = r#"{"actors":[{"actorId":"x","atespace":"a"}]}"#;
+        assert_eq!(
+            parse_actor_state(zero, "a", "x").unwrap(),
+            STATUS_UNSPECIFIED
+        );
+        assert_eq!(
+            actor_state(STATUS_UNSPECIFIED),
+            ActorState::Unknown("STATUS_UNSPECIFIED".into())
+        );
+        for (name, want) in [
+            ("STATUS_RESUMING", ActorState::Resuming),
+            ("STATUS_SUSPENDING", ActorState::Suspending),
+            ("STATUS_PAUSING", ActorState::Paused),
+            ("STATUS_PAUSED", ActorState::Paused),
         ] {
-            assert_eq!(parse_actor_state(json, "x").unwrap(), want, "{json}");
+            assert_eq!(actor_state(name), want, "{name}");
         }
-        let e = parse_actor_state("not json", "x").unwrap_err();
+    }
+
+    #[test]
+    fn shapes_upstream_never_prints_are_errors_naming_the_output() {
+        // The old invented prefix is not upstream's: it must not map.
+        assert_eq!(
+            actor_state("ACTOR_STATE_RUNNING"),
+            ActorState::Unknown("ACTOR_STATE_RUNNING".into())
+        );
+        let e = parse_actor_state("not json", "a", "x").unwrap_err();
         assert!(
             e.contains("printed no JSON") && e.contains("not json"),
             "{e}"
         );
-        let e = parse_actor_state(r#"{"actors":[]}"#, "x").unwrap_err();
-        assert!(e.contains("listed no actor"), "{e}");
-        let e = parse_actor_state(r#"{"metadata":{}}"#, "x").unwrap_err();
-        assert!(e.contains("no status.state"), "{e}");
+        let e = parse_actor_state(r#"{"status":{"state":"RUNNING"}}"#, "a", "x").unwrap_err();
+        assert!(e.contains("no \"actors\" list"), "{e}");
+        let e = parse_actor_state(r#"{"actors":[]}"#, "a", "x").unwrap_err();
+        assert!(e.contains("listed 0 actor(s)"), "{e}");
+        let e = parse_actor_state(r#"{"actors":[{"actorId":"x","atespace":"b"}]}"#, "a", "x")
+            .unwrap_err();
+        assert!(e.contains("in atespace \"a\""), "{e}");
+    }
+
+    #[test]
+    fn ate_version_is_the_root_flag() {
+        assert_eq!(
+            argv(&tools(None).ate_version()),
+            ["kubectl", "ate", "--version"]
+        );
+    }
+
+    #[test]
+    fn not_found_is_read_from_ateapis_text() {
+        let t = "Error: failed to get actor: rpc error: code = NotFound desc = Actor x not found";
+        assert!(is_actor_not_found(t, "x"));
+        assert!(!is_actor_not_found(t, "y"));
+        assert!(!is_actor_not_found("Error: connection refused", "x"));
     }
 }
