@@ -44,7 +44,6 @@ pub use self::context::{Ctx, Skip, Violation};
 use self::lifecycle::{finish_backend, suite_report, write_and_print, Shared};
 use crate::backend::select::{self, PlannedTrial};
 use crate::options;
-use crate::report::Verdict;
 
 type BoxFut = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 type Body = Arc<dyn Fn(Ctx) -> BoxFut + Send + Sync>;
