@@ -547,7 +547,9 @@ impl Engine {
 
     // ---------------------------------------------------------------- templates
 
-    fn validate_spec(spec: &mut TemplateSpec) -> Result<(), EngineError> {
+    /// Checks a `POST /templates` body and fills its defaults (`args`);
+    /// an error names the field, the value and what is allowed.
+    pub fn validate_spec(spec: &mut TemplateSpec) -> Result<(), EngineError> {
         names::validate_template_name(&spec.name)?;
         let bad = |field, value: String, allowed: &str| EngineError::InvalidField {
             field,
