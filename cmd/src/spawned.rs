@@ -117,6 +117,20 @@ impl Spawned {
         Ok(status)
     }
 
+    /// Kills the child at once: `SIGKILL` to its process group, with no
+    /// `SIGTERM` first (crash tests: it gets no chance to clean up), then
+    /// reaps it. A child that has already been reaped just returns its
+    /// status.
+    pub async fn kill(mut self) -> Result<ExitStatus, CmdError> {
+        if !self.inner.is_reaped() {
+            debug!(cmd = %self.cmd, pid = self.pid(), "killing");
+            self.inner.signal_group(Signal::KILL);
+        }
+        let status = self.inner.reap().await.map_err(|err| self.io_error(err))?;
+        debug!(cmd = %self.cmd, %status, "killed");
+        Ok(status)
+    }
+
     fn io_error(&self, err: std::io::Error) -> CmdError {
         CmdError::Io {
             cmd: self.cmd.clone(),

@@ -362,6 +362,24 @@ async fn spawned_terminate_escalates_to_sigkill() {
 }
 
 #[tokio::test]
+async fn spawned_kill_sends_sigkill_alone_to_the_group() {
+    // sleep dies of the first signal it gets: 9, not 15, means no SIGTERM
+    // came first.
+    let spawned = Cmd::new("/bin/sleep").arg("30").spawn().unwrap();
+    let pid = spawned.pid();
+    let status = spawned.kill().await.unwrap();
+    assert_eq!(status.signal(), Some(9));
+    assert!(is_dead(pid));
+
+    let marker = marker(5);
+    let spawned = xargs_sleep(&marker).spawn().unwrap();
+    let (pgid, members) = find_group(&marker).await;
+    assert_eq!(pgid, spawned.pid());
+    assert_eq!(spawned.kill().await.unwrap().signal(), Some(9));
+    assert_all_dead(&members).await;
+}
+
+#[tokio::test]
 async fn timeout_escalates_to_sigkill() {
     let started = Instant::now();
     let err = Cmd::new("/usr/bin/env")

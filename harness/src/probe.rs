@@ -157,6 +157,10 @@ pub struct IdentityWatch {
     pub reads: u64,
     /// Distinct values read, in order of first appearance.
     pub distinct: Vec<WatchValue>,
+    /// Reads whose value was not listed because `distinct` was full (our
+    /// probe; 0 when absent).
+    #[serde(default)]
+    pub distinct_dropped: u64,
     /// Failed reads.
     pub errors: u64,
     /// Reads that returned no bytes.

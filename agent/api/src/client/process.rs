@@ -246,10 +246,11 @@ impl Agent {
         Ok(status)
     }
 
-    /// SIGKILL to its process group, reaped: no chance to clean up (crash
-    /// tests). Its sandboxes stay, recorded in the state dir.
+    /// SIGKILL to its process group (no SIGTERM first), reaped: no chance
+    /// to clean up (crash tests). Its sandboxes stay, recorded in the state
+    /// dir.
     pub async fn kill(self) -> Result<ExitStatus, ProcessError> {
-        Ok(self.child.terminate(Duration::ZERO).await?)
+        Ok(self.child.kill().await?)
     }
 
     /// `POST /detach`, then waits up to `deadline` for the agent to exit,

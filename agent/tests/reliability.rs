@@ -1,12 +1,17 @@
 //! The reliability matrix: the reference agent under concurrent and
 //! repeated use, and under bad input, on real gVisor sandboxes. Each test
-//! starts its own agent on a temp state dir under `target/`, deploys the
-//! probe template, prints its figures on stderr, and ends with
-//! [`assert_no_leaks`]: after SIGTERM no sandbox, process or network
-//! namespace of that agent remains, and the state dir goes away.
+//! starts its own agent through the one client ([`Agent::spawn`]) on a temp
+//! state dir under `target/`, deploys the probe template, prints its
+//! figures on stderr, and ends with [`assert_no_leaks`]: after SIGTERM no
+//! sandbox, process or network namespace of that agent remains, and the
+//! state dir goes away.
 //!
 //! Needs root and runsc. Run with
-//! `cargo test -p ate-harness --test reliability -- --nocapture --test-threads=1`.
+//! `cargo test -p ate-refagent --test reliability -- --show-output`.
+//!
+//! [`Agent::spawn`]: ate_agent_api::client::Agent::spawn
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -14,13 +19,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use ate_harness::cmd::{Cmd, Spawned};
-use ate_harness::fixture::{static_bins, BuildOptions, StaticBins};
-use ate_harness::probe::{Counter, Whoami};
+use ate_agent_api::client::{AgentClient, ApiError, Method};
+use ate_agent_api::{
+    ActorState, ActorView, ErrorKind, IdentityRewrite, Phase, RestoreSource, TemplateSpec,
+    TemplateView,
+};
+use ate_harness::cmd::Cmd;
+use ate_harness::fixture::StaticBins;
+use ate_harness::probe::{unhex, Counter, IdentityWatch, Whoami};
 use ate_harness::router::{actor_host, RouterClient, ACTOR_DOMAIN};
-use reqwest::Method;
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use serde::Deserialize;
+use support::{proc_stat, runsc_ids_of, Guard, ProcStat, TERM_GRACE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Name of the template every test deploys.
 const TEMPLATE: &str = "probe";
@@ -28,175 +38,55 @@ const TEMPLATE: &str = "probe";
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// How long background deletions of checkpointed sandboxes may take.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
-/// Grace for the agent to remove its sandboxes on SIGTERM.
-const TERM_GRACE: Duration = Duration::from_secs(60);
 /// The grace the local backend gives its agent on SIGTERM.
 const HARNESS_GRACE: Duration = Duration::from_secs(30);
 
 // ------------------------------------------------------------------ agent
 
-/// A control API answer, whatever its status.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    text: String,
-    json: Value,
-    elapsed: Duration,
-}
-
-impl Resp {
-    fn error(&self) -> &str {
-        self.json["error"].as_str().unwrap_or("")
-    }
-    fn kind(&self) -> &str {
-        self.json["kind"].as_str().unwrap_or("")
-    }
-}
-
-/// The control API client (cheap to clone into tasks).
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        raw_body: Option<&str>,
-    ) -> anyhow::Result<Resp> {
-        let mut r = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(b) = body {
-            r = r.json(b);
-        }
-        if let Some(b) = raw_body {
-            r = r
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(b.to_owned());
-        }
-        let t0 = Instant::now();
-        let resp = r
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}: no answer from the control API"))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .with_context(|| format!("{method} {path}: cannot read the body"))?;
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Resp {
-            status,
-            text,
-            json,
-            elapsed: t0.elapsed(),
-        })
-    }
-
-    /// Any status.
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Resp> {
-        self.send(method, path, body.as_ref(), None).await
-    }
-
-    /// 2xx required; the body as JSON.
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let r = self.call(method.clone(), path, body).await?;
-        if !(200..300).contains(&r.status) {
-            bail!("{method} {path} answered {}: {}", r.status, r.text.trim());
-        }
-        Ok(r.json)
-    }
-}
-
 /// One `ate-refagent serve` on a temp state dir of its own.
-struct Agent {
-    /// `None` once [`assert_no_leaks`] has stopped it.
-    child: Option<Spawned>,
-    api: Api,
+struct Rig {
+    agent: Guard,
+    api: AgentClient,
     router_addr: SocketAddr,
     instance: String,
     pid: u32,
-    /// The temp dir (state dir = `<dir>/state`, log = `<dir>/agent.log`).
+    /// The temp dir (state dir = `<dir>/state`, log = `<dir>/agent.log`);
+    /// `None` once [`assert_no_leaks`] has removed it.
     dir: Option<tempfile::TempDir>,
     state: PathBuf,
-    log: PathBuf,
     bins: StaticBins,
     /// `ip netns list` before the agent started.
     netns_before: Vec<String>,
 }
 
-impl Agent {
-    async fn start() -> anyhow::Result<Agent> {
-        let t0 = Instant::now();
-        let bins = static_bins(&BuildOptions::default()).await?;
-        eprintln!("static binaries ready in {} ms", t0.elapsed().as_millis());
+impl Rig {
+    async fn start() -> anyhow::Result<Rig> {
+        let bins = support::bins().await?;
         let netns_before = netns_list().await?;
-        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-        std::fs::create_dir_all(&target)?;
-        let target = target.canonicalize()?;
-        let dir = tempfile::Builder::new()
-            .prefix("ate-rel-")
-            .tempdir_in(&target)?;
+        let dir = support::test_dir("ate-rel-")?;
         let state = dir.path().join("state");
-        let log = dir.path().join("agent.log");
-        let mut child = Cmd::new(&bins.agent)
-            .arg("serve")
-            .arg("--state-dir")
-            .arg(&state)
-            .env("NO_COLOR", "1")
-            .stderr_file(std::fs::File::create(&log)?)
-            .spawn()?;
-        let out = child.stdout.take().expect("stdout is piped");
-        let line = tokio::time::timeout(
-            Duration::from_secs(30),
-            BufReader::new(out).lines().next_line(),
-        )
-        .await
-        .context("the agent printed no line within 30 s")??
-        .context("the agent exited before printing its line")?;
-        let line: Value =
-            serde_json::from_str(&line).with_context(|| format!("agent line {line:?}"))?;
-        let addr = |k: &str| -> anyhow::Result<SocketAddr> {
-            line[k]
-                .as_str()
-                .with_context(|| format!("no {k:?} in the agent line {line}"))?
-                .parse()
-                .with_context(|| format!("bad {k:?} in the agent line {line}"))
-        };
-        let control = addr("control")?;
-        let router_addr = addr("router")?;
-        for a in [control, router_addr] {
-            assert!(a.ip().is_loopback(), "agent listens off loopback: {line}");
+        let agent = support::spawn(&bins, &state, &dir.path().join("agent.log")).await?;
+        let line = agent.line().clone();
+        for a in [line.control, line.router] {
+            assert!(a.ip().is_loopback(), "agent listens off loopback: {line:?}");
         }
-        let instance = line["instance"].as_str().context("no instance")?.to_owned();
-        let pid = child.pid();
-        assert_eq!(line["pid"].as_u64(), Some(pid as u64), "{line}");
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(32)
-            .build()?;
+        let pid = agent.pid();
+        assert_eq!(line.pid, pid, "{line:?}");
         eprintln!(
-            "agent pid {pid} instance {instance} control {control} router {router_addr} state {}",
+            "agent pid {pid} instance {} control {} router {} state {}",
+            line.instance,
+            line.control,
+            line.router,
             state.display()
         );
-        Ok(Agent {
-            child: Some(child),
-            api: Api {
-                http,
-                base: format!("http://{control}"),
-            },
-            router_addr,
-            instance,
+        Ok(Rig {
+            api: agent.client().clone(),
+            router_addr: line.router,
+            instance: line.instance,
             pid,
+            agent,
             dir: Some(dir),
             state,
-            log,
             bins,
             netns_before,
         })
@@ -209,69 +99,38 @@ impl Agent {
     /// Deploys the probe template and waits for Ready.
     async fn deploy_probe(&self) -> anyhow::Result<()> {
         let t0 = Instant::now();
-        self.api
-            .ok(
-                Method::POST,
-                "/templates",
-                Some(json!({ "name": TEMPLATE, "binary": self.bins.probe })),
-            )
-            .await?;
-        let mut last = Value::Null;
-        while t0.elapsed() < READY_DEADLINE {
-            last = self
-                .api
-                .ok(Method::GET, &format!("/templates/{TEMPLATE}"), None)
-                .await?;
-            match last["status"]["phase"].as_str() {
-                Some("Ready") => {
-                    eprintln!(
-                        "template {TEMPLATE} Ready after {} ms (timings {})",
-                        t0.elapsed().as_millis(),
-                        last["status"]["timings_ms"]
-                    );
-                    return Ok(());
-                }
-                Some("Failed") => bail!("the probe template failed: {last}"),
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-        bail!("the probe template was not Ready within {READY_DEADLINE:?}; last seen: {last}")
-    }
-
-    async fn atespace(&self, name: &str) -> anyhow::Result<()> {
-        self.api
-            .ok(Method::POST, "/atespaces", Some(json!({ "name": name })))
-            .await
-            .map(drop)
-    }
-
-    async fn create_actor(&self, a: &str, id: &str) -> anyhow::Result<Value> {
         let v = self
             .api
-            .ok(
-                Method::POST,
-                &format!("/atespaces/{a}/actors"),
-                Some(json!({ "id": id, "template": TEMPLATE })),
+            .deploy_template(
+                &TemplateSpec::new(TEMPLATE, &self.bins.probe),
+                READY_DEADLINE,
             )
             .await?;
-        assert_eq!(v["state"], "SUSPENDED", "a new actor starts SUSPENDED: {v}");
+        ensure!(
+            v.status.phase == Phase::Ready,
+            "the probe template failed: {:?}",
+            v.status
+        );
+        eprintln!(
+            "template {TEMPLATE} Ready after {} ms (timings {:?})",
+            t0.elapsed().as_millis(),
+            v.status.timings_ms
+        );
+        Ok(())
+    }
+
+    async fn create_actor(&self, a: &str, id: &str) -> anyhow::Result<ActorView> {
+        let v = self.api.create_actor(a, id, TEMPLATE).await?;
+        assert_eq!(
+            v.state,
+            ActorState::Suspended,
+            "a new actor starts SUSPENDED: {v:?}"
+        );
         Ok(v)
     }
 
-    async fn actor(&self, a: &str, id: &str) -> anyhow::Result<Value> {
-        self.api
-            .ok(Method::GET, &format!("/atespaces/{a}/actors/{id}"), None)
-            .await
-    }
-
     async fn sandboxes(&self) -> anyhow::Result<Vec<String>> {
-        let v = self.api.ok(Method::GET, "/sandboxes", None).await?;
-        let mut ids: Vec<String> = v["sandboxes"]
-            .as_array()
-            .with_context(|| format!("GET /sandboxes: {v}"))?
-            .iter()
-            .filter_map(|s| s.as_str().map(String::from))
-            .collect();
+        let mut ids = self.api.sandboxes().await?;
         ids.sort();
         Ok(ids)
     }
@@ -293,61 +152,9 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-
-    /// The last lines of the agent's log, for failure messages.
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for Agent {
-    /// A test that failed before [`assert_no_leaks`]: stop the agent with
-    /// SIGTERM (so it removes its sandboxes) before the temp dir goes,
-    /// instead of the SIGKILL that dropping the child would send.
-    fn drop(&mut self) {
-        if self.child.is_none() {
-            return;
-        }
-        eprintln!(
-            "agent {} stopped by drop (test failed?); last log lines:\n{}",
-            self.pid,
-            self.log_tail(40)
-        );
-        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let t0 = Instant::now();
-        while t0.elapsed() < TERM_GRACE {
-            match proc_stat(self.pid) {
-                Some(s) if s.state != 'Z' => std::thread::sleep(Duration::from_millis(50)),
-                _ => break,
-            }
-        }
-    }
 }
 
 // ------------------------------------------------------------- leak checks
-
-/// A process as /proc shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ProcStat {
-    state: char,
-    ppid: u32,
-    start: u64,
-}
-
-fn proc_stat(pid: u32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(ProcStat {
-        state: f.first()?.chars().next()?,
-        ppid: f.get(1)?.parse().ok()?,
-        start: f.get(19)?.parse().ok()?,
-    })
-}
 
 fn all_procs() -> HashMap<u32, ProcStat> {
     std::fs::read_dir("/proc")
@@ -412,40 +219,24 @@ async fn netns_list() -> anyhow::Result<Vec<String>> {
     Ok(v)
 }
 
-async fn runsc_ids() -> anyhow::Result<Vec<String>> {
-    let out = Cmd::new("runsc")
-        .args(["list", "-quiet"])
-        .timeout(Duration::from_secs(20))
-        .run()
-        .await?;
-    Ok(out
-        .stdout_str()
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect())
-}
-
 /// The last thing every test does: SIGTERM the agent and check it left
 /// nothing behind — no runsc container with its instance prefix, no
 /// process under it or naming its containers or state dir, no new network
 /// namespace, and (after the temp dir is dropped) no state dir.
-async fn assert_no_leaks(mut agent: Agent) -> anyhow::Result<()> {
-    let prefix = format!("ate-{}-", agent.instance);
-    let marks = vec![prefix.clone(), agent.state.display().to_string()];
-    let running = runsc_ids().await?;
-    let ours_before: Vec<&String> = running.iter().filter(|c| c.starts_with(&prefix)).collect();
-    let procs_before = agent_processes(agent.pid, &marks);
+async fn assert_no_leaks(mut rig: Rig) -> anyhow::Result<()> {
+    let prefix = format!("ate-{}-", rig.instance);
+    let marks = vec![prefix.clone(), rig.state.display().to_string()];
+    let ours_before = runsc_ids_of(&rig.instance).await?;
+    let procs_before = agent_processes(rig.pid, &marks);
 
-    let child = agent.child.take().expect("the agent is running");
+    let agent = rig.agent.take();
     let t0 = Instant::now();
-    let status = child.terminate(TERM_GRACE).await?;
+    // An unclean exit (or none within the grace, then SIGKILL) is an error
+    // quoting the agent's log.
+    let status = agent.stop(TERM_GRACE).await.with_context(|| {
+        format!("the agent did not exit cleanly within {TERM_GRACE:?} of SIGTERM")
+    })?;
     let term_ms = t0.elapsed().as_millis();
-    assert!(
-        status.success(),
-        "the agent did not exit cleanly within {TERM_GRACE:?} of SIGTERM: {status}; log:\n{}",
-        agent.log_tail(30)
-    );
 
     if t0.elapsed() > HARNESS_GRACE {
         eprintln!(
@@ -453,20 +244,16 @@ async fn assert_no_leaks(mut agent: Agent) -> anyhow::Result<()> {
              grants it before SIGKILL (harness/src/backend/local.rs)"
         );
     }
-    let left: Vec<String> = runsc_ids()
-        .await?
-        .into_iter()
-        .filter(|c| c.starts_with(&prefix))
-        .collect();
+    let left = runsc_ids_of(&rig.instance).await?;
     assert!(
         left.is_empty(),
         "runsc still lists containers of instance {prefix} after SIGTERM: {left:?}"
     );
     assert!(
-        !Path::new(&format!("/proc/{}", agent.pid)).exists(),
+        !Path::new(&format!("/proc/{}", rig.pid)).exists(),
         "the agent's pid {} is still in /proc after it was reaped: {:?}",
-        agent.pid,
-        proc_stat(agent.pid)
+        rig.pid,
+        proc_stat(rig.pid)
     );
     let survivors: Vec<&(u32, u64, String)> = procs_before
         .iter()
@@ -476,29 +263,24 @@ async fn assert_no_leaks(mut agent: Agent) -> anyhow::Result<()> {
         survivors.is_empty(),
         "processes of the agent outlived it: {survivors:?}"
     );
-    let now = agent_processes(agent.pid, &marks);
+    let now = agent_processes(rig.pid, &marks);
     assert!(
         now.is_empty(),
         "processes under pid {} or naming {marks:?} remain: {now:?}",
-        agent.pid
+        rig.pid
     );
     let netns_after = netns_list().await?;
     assert_eq!(
-        netns_after, agent.netns_before,
+        netns_after, rig.netns_before,
         "`ip netns list` changed while the agent ran (it must create none)"
     );
-    let records: Vec<String> = std::fs::read_dir(agent.state.join("sandboxes"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let records = list_dir(&rig.state.join("sandboxes"));
     assert!(
         records.is_empty(),
         "sandbox records left in the state dir after SIGTERM: {records:?}"
     );
 
-    let dir = agent.dir.take().expect("the temp dir is there");
+    let dir = rig.dir.take().expect("the temp dir is there");
     let path = dir.path().to_path_buf();
     drop(dir);
     assert!(
@@ -510,7 +292,7 @@ async fn assert_no_leaks(mut agent: Agent) -> anyhow::Result<()> {
         "no leaks: agent pid {} exited {status} {term_ms} ms after SIGTERM; runsc listed {} container(s) of {prefix} before, 0 after; \
          {} process(es) under the agent or naming its containers/state dir before ({:?}), 0 after; \
          ip netns list {:?} before and after; no sandbox records; temp dir {} removed",
-        agent.pid,
+        rig.pid,
         ours_before.len(),
         procs_before.len(),
         procs_before
@@ -543,6 +325,18 @@ fn p50_max(v: &[u64]) -> (u64, u64) {
     (s[s.len().div_ceil(2) - 1], s[s.len() - 1])
 }
 
+/// The names in a directory, sorted (none when it cannot be read).
+fn list_dir(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 async fn whoami(r: &RouterClient, a: &str, id: &str) -> anyhow::Result<Whoami> {
     let w: Whoami = r.get_json(a, id, "/whoami").await?;
     Ok(w)
@@ -563,9 +357,14 @@ impl RawResp {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
+}
+
+/// The router's error body. Its kinds (`invalid-host`, `timeout`, ...)
+/// are the router's own, not the control API's [`ErrorKind`].
+#[derive(Debug, Deserialize)]
+struct RouterError {
+    error: String,
+    kind: String,
 }
 
 /// `GET path` over a fresh TCP connection, the request written byte for
@@ -631,81 +430,84 @@ async fn raw_get(addr: SocketAddr, host: Option<&str>, path: &str) -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_resumes_of_one_actor_make_one_sandbox() -> anyhow::Result<()> {
     const CALLS: usize = 20;
-    let agent = Agent::start().await?;
-    agent.deploy_probe().await?;
-    agent.atespace("rel").await?;
-    agent.create_actor("rel", "solo").await?;
+    let rig = Rig::start().await?;
+    rig.deploy_probe().await?;
+    rig.api.create_atespace("rel").await?;
+    rig.create_actor("rel", "solo").await?;
 
     let mut set = tokio::task::JoinSet::new();
     let gate = std::sync::Arc::new(tokio::sync::Barrier::new(CALLS));
     for _ in 0..CALLS {
-        let api = agent.api.clone();
+        let api = rig.api.clone();
         let gate = gate.clone();
         set.spawn(async move {
             gate.wait().await;
-            api.call(Method::POST, "/atespaces/rel/actors/solo/resume", None)
-                .await
+            api.resume("rel", "solo").await
         });
     }
-    let mut answers = Vec::new();
+    let mut oks: Vec<ActorView> = Vec::new();
+    let mut refused: Vec<(u16, ErrorKind, String)> = Vec::new();
     while let Some(r) = set.join_next().await {
-        answers.push(r??);
+        match r? {
+            Ok(v) => oks.push(v),
+            Err(ApiError::Api {
+                status,
+                kind,
+                message,
+                ..
+            }) => refused.push((status, kind, message)),
+            Err(e) => return Err(e).context("a concurrent resume got no answer"),
+        }
     }
     let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
-    for r in &answers {
-        *statuses.entry(r.status).or_default() += 1;
+    for s in oks
+        .iter()
+        .map(|_| 200)
+        .chain(refused.iter().map(|(s, _, _)| *s))
+    {
+        *statuses.entry(s).or_default() += 1;
     }
-    let oks: Vec<&Resp> = answers.iter().filter(|r| r.status == 200).collect();
-    let others: Vec<&Resp> = answers.iter().filter(|r| r.status != 200).collect();
     assert_eq!(
         oks.len(),
         1,
         "exactly one of {CALLS} concurrent resumes must restore; statuses {statuses:?}"
     );
-    assert_eq!(others.len(), CALLS - 1, "statuses {statuses:?}");
-    for r in &others {
+    assert_eq!(refused.len(), CALLS - 1, "statuses {statuses:?}");
+    for (status, kind, message) in &refused {
         assert!(
-            r.status == 409
-                && r.kind() == "wrong-state"
-                && r.error()
-                    .contains("cannot resume actor rel/solo: it is RUNNING"),
-            "a losing concurrent resume must be 409 wrong-state \"... it is RUNNING\"; got {} {}",
-            r.status,
-            r.text
+            *status == 409
+                && *kind == ErrorKind::WrongState
+                && message.contains("cannot resume actor rel/solo: it is RUNNING"),
+            "a losing concurrent resume must be 409 wrong-state \"... it is RUNNING\"; got {status} {kind}: {message}"
         );
     }
-    let cid = oks[0].json["sandbox"]
-        .as_str()
-        .with_context(|| format!("the 200 resume names no sandbox: {}", oks[0].text))?
-        .to_owned();
+    let cid = oks[0]
+        .sandbox
+        .clone()
+        .with_context(|| format!("the 200 resume names no sandbox: {:?}", oks[0]))?;
 
-    let sandboxes = agent.settle_sandboxes(std::slice::from_ref(&cid)).await?;
-    let prefix = format!("ate-{}-", agent.instance);
-    let listed: Vec<String> = runsc_ids()
-        .await?
-        .into_iter()
-        .filter(|c| c.starts_with(&prefix))
-        .collect();
+    let sandboxes = rig.settle_sandboxes(std::slice::from_ref(&cid)).await?;
+    let listed = runsc_ids_of(&rig.instance).await?;
     assert_eq!(
         listed,
         vec![cid.clone()],
         "runsc must list exactly the actor's one sandbox for this agent"
     );
-    let v = agent.actor("rel", "solo").await?;
-    assert_eq!(v["state"], "RUNNING", "{v}");
-    assert_eq!(v["sandbox"], cid.as_str(), "{v}");
+    let v = rig.api.actor("rel", "solo").await?;
+    assert_eq!(v.state, ActorState::Running, "{v:?}");
+    assert_eq!(v.sandbox.as_deref(), Some(cid.as_str()), "{v:?}");
     assert_eq!(
-        v["restores"], 1,
-        "20 concurrent resumes must restore once: {v}"
+        v.restores, 1,
+        "20 concurrent resumes must restore once: {v:?}"
     );
-    let w = whoami(&agent.router(), "rel", "solo").await?;
+    let w = whoami(&rig.router(), "rel", "solo").await?;
     assert_eq!(w.file, "solo", "whoami through the router: {w:?}");
 
     eprintln!(
         "concurrent resumes of one actor: calls {CALLS}, statuses {statuses:?}, sandboxes {sandboxes:?} (runsc: {listed:?}), restores {}, whoami {:?}",
-        v["restores"], w.file
+        v.restores, w.file
     );
-    assert_no_leaks(agent).await
+    assert_no_leaks(rig).await
 }
 
 /// 2. Sixteen actors resumed at once: all 200, each reads its own ID, all
@@ -713,60 +515,49 @@ async fn concurrent_resumes_of_one_actor_make_one_sandbox() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_resumes_of_16_actors_each_read_their_own_id() -> anyhow::Result<()> {
     const N: usize = 16;
-    let agent = Agent::start().await?;
-    agent.deploy_probe().await?;
-    agent.atespace("rel").await?;
+    let rig = Rig::start().await?;
+    rig.deploy_probe().await?;
+    rig.api.create_atespace("rel").await?;
     let ids: Vec<String> = (0..N).map(|i| format!("actor-{i:02}")).collect();
     for id in &ids {
-        agent.create_actor("rel", id).await?;
+        rig.create_actor("rel", id).await?;
     }
 
     let gate = std::sync::Arc::new(tokio::sync::Barrier::new(N));
     let mut set = tokio::task::JoinSet::new();
     let wall = Instant::now();
     for id in ids.clone() {
-        let api = agent.api.clone();
+        let api = rig.api.clone();
         let gate = gate.clone();
         set.spawn(async move {
             gate.wait().await;
-            let r = api
-                .call(
-                    Method::POST,
-                    &format!("/atespaces/rel/actors/{id}/resume"),
-                    None,
-                )
-                .await;
-            (id, r)
+            let t0 = Instant::now();
+            let r = api.resume("rel", &id).await;
+            (id, t0.elapsed(), r)
         });
     }
-    let mut per: BTreeMap<String, Resp> = BTreeMap::new();
+    let mut per: BTreeMap<String, (Duration, Result<ActorView, ApiError>)> = BTreeMap::new();
     while let Some(j) = set.join_next().await {
-        let (id, r) = j?;
-        per.insert(id, r?);
+        let (id, elapsed, r) = j?;
+        per.insert(id, (elapsed, r));
     }
     let wall_ms = millis(wall.elapsed());
     let failed: Vec<String> = per
         .iter()
-        .filter(|(_, r)| r.status != 200)
-        .map(|(id, r)| format!("{id}: {} {}", r.status, r.text))
+        .filter_map(|(id, (_, r))| r.as_ref().err().map(|e| format!("{id}: {e}")))
         .collect();
     assert!(failed.is_empty(), "concurrent resumes failed: {failed:?}");
-    let ms: Vec<u64> = per.values().map(|r| millis(r.elapsed)).collect();
-    let agent_ms: Vec<u64> = per
-        .values()
-        .filter_map(|r| r.json["last_resume_ms"].as_u64())
-        .collect();
-    let cids: BTreeSet<String> = per
-        .values()
-        .filter_map(|r| r.json["sandbox"].as_str().map(String::from))
-        .collect();
+    let views: Vec<&ActorView> = per.values().filter_map(|(_, r)| r.as_ref().ok()).collect();
+    let ms: Vec<u64> = per.values().map(|(e, _)| millis(*e)).collect();
+    let agent_ms: Vec<u64> = views.iter().filter_map(|v| v.last_resume_ms).collect();
+    let cids: BTreeSet<String> = views.iter().filter_map(|v| v.sandbox.clone()).collect();
     assert_eq!(
         cids.len(),
         N,
         "{N} actors must run in {N} distinct sandboxes: {cids:?}"
     );
 
-    let router = agent.router();
+    let router = rig.router();
     let mut set = tokio::task::JoinSet::new();
     for id in ids.clone() {
         let router = router.clone();
@@ -787,7 +578,7 @@ async fn concurrent_resumes_of_16_actors_each_read_their_own_id() -> anyhow::Res
     );
     let distinct: BTreeSet<&String> = seen.values().collect();
     assert_eq!(distinct.len(), N, "IDs read are not all distinct: {seen:?}");
-    let listed = agent
+    let listed = rig
         .settle_sandboxes(&cids.iter().cloned().collect::<Vec<_>>())
         .await?;
 
@@ -799,7 +590,7 @@ async fn concurrent_resumes_of_16_actors_each_read_their_own_id() -> anyhow::Res
         distinct.len(),
         listed.len()
     );
-    assert_no_leaks(agent).await
+    assert_no_leaks(rig).await
 }
 
 /// 3. Twenty-five suspend/resume cycles of one actor beside a neighbour
@@ -808,12 +599,12 @@ async fn concurrent_resumes_of_16_actors_each_read_their_own_id() -> anyhow::Res
 async fn twenty_five_cycles_keep_own_id_and_own_state() -> anyhow::Result<()> {
     const CYCLES: u64 = 25;
     const NEIGHBOUR_COUNT: u64 = 100;
-    let agent = Agent::start().await?;
-    agent.deploy_probe().await?;
-    agent.atespace("rel").await?;
-    agent.create_actor("rel", "cycler").await?;
-    agent.create_actor("rel", "neighbour").await?;
-    let router = agent.router();
+    let rig = Rig::start().await?;
+    rig.deploy_probe().await?;
+    rig.api.create_atespace("rel").await?;
+    rig.create_actor("rel", "cycler").await?;
+    rig.create_actor("rel", "neighbour").await?;
+    let router = rig.router();
 
     // The neighbour: resumed on demand by its first request, counter 100.
     for i in 1..=NEIGHBOUR_COUNT {
@@ -821,7 +612,7 @@ async fn twenty_five_cycles_keep_own_id_and_own_state() -> anyhow::Result<()> {
         assert_eq!(c.counter, i, "neighbour counter");
     }
 
-    let api = &agent.api;
+    let api = &rig.api;
     let main_loop = async {
         let mut suspend_ms = Vec::new();
         let mut resume_ms = Vec::new();
@@ -833,11 +624,12 @@ async fn twenty_five_cycles_keep_own_id_and_own_state() -> anyhow::Result<()> {
                 c.counter
             );
             let t = Instant::now();
-            let v = api
-                .ok(Method::POST, "/atespaces/rel/actors/cycler/suspend", None)
-                .await?;
+            let v = api.suspend("rel", "cycler").await?;
             suspend_ms.push(millis(t.elapsed()));
-            ensure!(v["state"] == "SUSPENDED", "cycle {k}: after suspend {v}");
+            ensure!(
+                v.state == ActorState::Suspended,
+                "cycle {k}: after suspend {v:?}"
+            );
             let t = Instant::now();
             let w = whoami(&router, "rel", "cycler").await?;
             resume_ms.push(millis(t.elapsed()));
@@ -863,12 +655,7 @@ async fn twenty_five_cycles_keep_own_id_and_own_state() -> anyhow::Result<()> {
     let neighbour_loop = async {
         let mut cycles = 0;
         for k in 1..=CYCLES {
-            api.ok(
-                Method::POST,
-                "/atespaces/rel/actors/neighbour/suspend",
-                None,
-            )
-            .await?;
+            api.suspend("rel", "neighbour").await?;
             let w = whoami(&router, "rel", "neighbour").await?;
             ensure!(
                 w.file == "neighbour",
@@ -895,20 +682,17 @@ async fn twenty_five_cycles_keep_own_id_and_own_state() -> anyhow::Result<()> {
     let neighbour_cycles = neighbour?;
     let wall_ms = millis(wall.elapsed());
 
-    let v = agent.actor("rel", "cycler").await?;
+    let v = rig.api.actor("rel", "cycler").await?;
     assert_eq!(
-        v["restores"],
+        v.restores,
         CYCLES + 1,
-        "one golden restore then {CYCLES} own: {v}"
+        "one golden restore then {CYCLES} own: {v:?}"
     );
-    assert_eq!(v["last_restore_from"], "own", "{v}");
-    let n = agent.actor("rel", "neighbour").await?;
-    assert_eq!(n["restores"], CYCLES + 1, "{n}");
-    let running: Vec<String> = [&v, &n]
-        .iter()
-        .filter_map(|x| x["sandbox"].as_str().map(String::from))
-        .collect();
-    agent.settle_sandboxes(&running).await?;
+    assert_eq!(v.last_restore_from, Some(RestoreSource::Own), "{v:?}");
+    let n = rig.api.actor("rel", "neighbour").await?;
+    assert_eq!(n.restores, CYCLES + 1, "{n:?}");
+    let running: Vec<String> = [&v, &n].iter().filter_map(|x| x.sandbox.clone()).collect();
+    rig.settle_sandboxes(&running).await?;
 
     let (sp50, smax) = p50_max(&suspend_ms);
     let (rp50, rmax) = p50_max(&resume_ms);
@@ -916,7 +700,7 @@ async fn twenty_five_cycles_keep_own_id_and_own_state() -> anyhow::Result<()> {
         "cycles: {CYCLES} (neighbour {neighbour_cycles} alongside, counter {NEIGHBOUR_COUNT}); wall {wall_ms} ms; \
          suspend ms p50 {sp50} max {smax}: {suspend_ms:?}; resume (routed whoami, on demand) ms p50 {rp50} max {rmax}: {resume_ms:?}"
     );
-    assert_no_leaks(agent).await
+    assert_no_leaks(rig).await
 }
 
 /// 4. At least 10,000 atomic host rewrites of `actor-id` while the actor
@@ -924,34 +708,30 @@ async fn twenty_five_cycles_keep_own_id_and_own_state() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_atomic_rewrites_are_never_torn() -> anyhow::Result<()> {
     const WANT: u64 = 10_000;
-    let agent = Agent::start().await?;
-    agent.deploy_probe().await?;
-    agent.atespace("rel").await?;
+    let rig = Rig::start().await?;
+    rig.deploy_probe().await?;
+    rig.api.create_atespace("rel").await?;
     let id = "atomic";
     let other = format!("{id}-rewritten");
-    agent.create_actor("rel", id).await?;
-    agent
-        .api
-        .ok(
-            Method::POST,
-            &format!("/atespaces/rel/actors/{id}/resume"),
-            None,
-        )
-        .await?;
-    let router = agent.router();
-    let path = format!("/atespaces/rel/actors/{id}/identity/rewrite");
+    rig.create_actor("rel", id).await?;
+    rig.api.resume("rel", id).await?;
+    let router = rig.router();
 
     // Does this agent honour `times`? With times = 1 it writes once (plus
     // the final own ID); without it, it rewrites for the whole for_ms.
-    let probe = agent
+    let probe = rig
         .api
-        .ok(
-            Method::POST,
-            &path,
-            Some(json!({ "values": [id], "for_ms": 300, "times": 1 })),
+        .rewrite_identity(
+            "rel",
+            id,
+            &IdentityRewrite {
+                values: vec![id.into()],
+                for_ms: 300,
+                times: Some(1),
+            },
         )
         .await?;
-    let probe_writes = probe["writes"].as_u64().context("writes")?;
+    let probe_writes = probe.writes;
     let has_times = probe_writes <= 2;
     eprintln!(
         "rewrite hook: {{times: 1, for_ms: 300}} made {probe_writes} write(s): `times` is {}",
@@ -962,9 +742,8 @@ async fn ten_thousand_atomic_rewrites_are_never_torn() -> anyhow::Result<()> {
         }
     );
 
-    let api = agent.api.clone();
-    let values = json!([id, other]);
-    let writer_path = path.clone();
+    let api = rig.api.clone();
+    let values = vec![id.to_owned(), other.clone()];
     let writer = tokio::spawn(async move {
         let mut total = 0u64;
         let mut calls = 0u32;
@@ -977,12 +756,19 @@ async fn ten_thousand_atomic_rewrites_are_never_torn() -> anyhow::Result<()> {
                 );
             }
             let body = if has_times {
-                json!({ "values": values, "for_ms": 30000, "times": WANT })
+                IdentityRewrite {
+                    values: values.clone(),
+                    for_ms: 30000,
+                    times: Some(WANT),
+                }
             } else {
-                json!({ "values": values, "for_ms": 4000 })
+                IdentityRewrite {
+                    values: values.clone(),
+                    for_ms: 4000,
+                    times: None,
+                }
             };
-            let r = api.ok(Method::POST, &writer_path, Some(body)).await?;
-            total += r["writes"].as_u64().context("writes")?;
+            total += api.rewrite_identity("rel", id, &body).await?.writes;
             calls += 1;
         }
         Ok::<_, anyhow::Error>((total, calls, t0.elapsed()))
@@ -997,25 +783,22 @@ async fn ten_thousand_atomic_rewrites_are_never_torn() -> anyhow::Result<()> {
     let mut watches = 0;
     while !writer.is_finished() {
         ensure!(watches < 8, "the rewrites outlasted 8 watches of 10 s");
-        let w: Value = router
-            .get("rel", id, "/identity-watch?ms=10000")
-            .await?
-            .ok()?
-            .json()?;
+        let w: IdentityWatch = router
+            .get_json("rel", id, "/identity-watch?ms=10000")
+            .await?;
         watches += 1;
-        reads += w["reads"].as_u64().unwrap_or(0);
-        errors += w["errors"].as_u64().unwrap_or(0);
-        empty += w["empty_reads"].as_u64().unwrap_or(0);
-        dropped += w["distinct_dropped"].as_u64().unwrap_or(0);
+        reads += w.reads;
+        errors += w.errors;
+        empty += w.empty_reads;
+        dropped += w.distinct_dropped;
         if first_error.is_none() {
-            first_error = w["first_error"].as_str().map(String::from);
+            first_error = w.first_error;
         }
-        for d in w["distinct"].as_array().into_iter().flatten() {
-            let bytes = ate_harness::probe::unhex(d["value_hex"].as_str().unwrap_or(""))
-                .unwrap_or_default();
+        for d in &w.distinct {
+            let bytes = unhex(&d.value_hex).unwrap_or_default();
             *seen
                 .entry(String::from_utf8_lossy(&bytes).into_owned())
-                .or_default() += d["count"].as_u64().unwrap_or(0);
+                .or_default() += d.count;
         }
     }
     let (writes, calls, write_time) = writer.await??;
@@ -1054,103 +837,216 @@ async fn ten_thousand_atomic_rewrites_are_never_torn() -> anyhow::Result<()> {
         w.file, id,
         "after the rewrites the actor reads its own ID again"
     );
-    assert_no_leaks(agent).await
+    assert_no_leaks(rig).await
+}
+
+/// What a bad call sends.
+#[derive(Debug)]
+enum Send {
+    /// A request the client can spell (a well-formed call the agent must
+    /// refuse): through its typed method.
+    Client(Call),
+    /// Bytes the client would never send (a bad name in the path, a body
+    /// that is not a valid request): through `send_raw`, as given.
+    Raw {
+        method: Method,
+        path: String,
+        body: Option<Vec<u8>>,
+    },
+}
+
+/// One typed call of the client.
+#[derive(Debug)]
+enum Call {
+    CreateTemplate(TemplateSpec),
+    Template(String),
+    DeleteTemplate(String),
+    CreateAtespace(String),
+    DeleteAtespace(String),
+    CreateActor {
+        atespace: String,
+        id: String,
+        template: String,
+    },
+    Actors(String),
+    Actor(String, String),
+    Resume(String, String),
+    Suspend(String, String),
+    DeleteActor(String, String),
+    Rewrite(String, String, IdentityRewrite),
+}
+
+/// What a refused call answered: status, the kind of the agent's error
+/// body (`None`: not an error body), its message, and the whole answer
+/// for failure messages.
+struct Answer {
+    status: u16,
+    kind: Option<ErrorKind>,
+    message: String,
+    text: String,
+}
+
+impl Send {
+    async fn send(&self, api: &AgentClient) -> anyhow::Result<Answer> {
+        let call = match self {
+            Send::Raw { method, path, body } => {
+                let r = api.send_raw(method.clone(), path, body.clone()).await?;
+                let e = r.error_body();
+                return Ok(Answer {
+                    status: r.status,
+                    kind: e.as_ref().map(|e| e.kind),
+                    message: e.map(|e| e.error).unwrap_or_default(),
+                    text: r.body,
+                });
+            }
+            Send::Client(c) => c,
+        };
+        let r = match call {
+            Call::CreateTemplate(spec) => api.create_template(spec).await.map(|v| format!("{v:?}")),
+            Call::Template(n) => api.template(n).await.map(|v| format!("{v:?}")),
+            Call::DeleteTemplate(n) => api.delete_template(n).await.map(|v| format!("{v:?}")),
+            Call::CreateAtespace(n) => api.create_atespace(n).await.map(|v| format!("{v:?}")),
+            Call::DeleteAtespace(n) => api.delete_atespace(n).await.map(|v| format!("{v:?}")),
+            Call::CreateActor {
+                atespace,
+                id,
+                template,
+            } => api
+                .create_actor(atespace, id, template)
+                .await
+                .map(|v| format!("{v:?}")),
+            Call::Actors(a) => api.actors(a).await.map(|v| format!("{v:?}")),
+            Call::Actor(a, id) => api.actor(a, id).await.map(|v| format!("{v:?}")),
+            Call::Resume(a, id) => api.resume(a, id).await.map(|v| format!("{v:?}")),
+            Call::Suspend(a, id) => api.suspend(a, id).await.map(|v| format!("{v:?}")),
+            Call::DeleteActor(a, id) => api.delete_actor(a, id).await.map(|v| format!("{v:?}")),
+            Call::Rewrite(a, id, rw) => api
+                .rewrite_identity(a, id, rw)
+                .await
+                .map(|v| format!("{v:?}")),
+        };
+        let text = match &r {
+            Ok(v) => format!("accepted: {v}"),
+            Err(e) => e.to_string(),
+        };
+        Ok(match r {
+            Err(ApiError::Api {
+                status,
+                kind,
+                message,
+                ..
+            }) => Answer {
+                status,
+                kind: Some(kind),
+                message,
+                text,
+            },
+            Err(ApiError::NotAnErrorBody { status, .. }) => Answer {
+                status,
+                kind: None,
+                message: String::new(),
+                text,
+            },
+            Ok(_) => Answer {
+                status: 200,
+                kind: None,
+                message: String::new(),
+                text,
+            },
+            Err(e) => return Err(e).context("the agent did not answer"),
+        })
+    }
 }
 
 /// One bad control API call: its exact status, kind and a fragment of its
 /// message.
 struct Bad {
     what: String,
-    method: Method,
-    path: String,
-    body: Option<Value>,
-    raw_body: Option<String>,
+    send: Send,
     status: u16,
-    kind: &'static str,
+    kind: ErrorKind,
     fragment: String,
 }
 
 fn bad(
     what: impl Into<String>,
-    method: Method,
-    path: impl Into<String>,
-    body: Option<Value>,
+    send: Send,
     status: u16,
-    kind: &'static str,
+    kind: ErrorKind,
     fragment: impl Into<String>,
 ) -> Bad {
     Bad {
         what: what.into(),
-        method,
-        path: path.into(),
-        body,
-        raw_body: None,
+        send,
         status,
         kind,
         fragment: fragment.into(),
     }
 }
 
+fn raw(method: Method, path: impl Into<String>, body: Option<&[u8]>) -> Send {
+    Send::Raw {
+        method,
+        path: path.into(),
+        body: body.map(<[u8]>::to_vec),
+    }
+}
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
+
 /// Everything a bad call could have changed: templates, atespaces, every
 /// atespace's actors, sandboxes, and the agent's template and actor dirs.
-async fn world(agent: &Agent) -> anyhow::Result<Value> {
-    let api = &agent.api;
-    let templates = api.ok(Method::GET, "/templates", None).await?;
-    let atespaces = api.ok(Method::GET, "/atespaces", None).await?;
-    let mut actors = serde_json::Map::new();
-    for a in atespaces["atespaces"].as_array().into_iter().flatten() {
-        let a = a.as_str().unwrap_or_default();
-        actors.insert(
-            a.to_owned(),
-            api.ok(Method::GET, &format!("/atespaces/{a}/actors"), None)
-                .await?,
-        );
+#[derive(Debug, PartialEq)]
+struct World {
+    templates: Vec<TemplateView>,
+    atespaces: Vec<String>,
+    actors: BTreeMap<String, Vec<ActorView>>,
+    sandboxes: Vec<String>,
+    template_dirs: Vec<String>,
+    actor_dirs: BTreeMap<String, Vec<String>>,
+}
+
+async fn world(rig: &Rig) -> anyhow::Result<World> {
+    let api = &rig.api;
+    let atespaces = api.atespaces().await?;
+    let mut actors = BTreeMap::new();
+    for a in &atespaces {
+        actors.insert(a.clone(), api.actors(a).await?);
     }
-    let list = |p: PathBuf| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&p)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    };
     let mut actor_dirs = BTreeMap::new();
-    for a in list(agent.state.join("actors")) {
-        actor_dirs.insert(a.clone(), list(agent.state.join("actors").join(&a)));
+    for a in list_dir(&rig.state.join("actors")) {
+        actor_dirs.insert(a.clone(), list_dir(&rig.state.join("actors").join(&a)));
     }
-    Ok(json!({
-        "templates": templates,
-        "atespaces": atespaces,
-        "actors": actors,
-        "sandboxes": agent.sandboxes().await?,
-        "template_dirs": list(agent.state.join("templates")),
-        "actor_dirs": actor_dirs,
-    }))
+    Ok(World {
+        templates: api.templates().await?,
+        atespaces,
+        actors,
+        sandboxes: rig.sandboxes().await?,
+        template_dirs: list_dir(&rig.state.join("templates")),
+        actor_dirs,
+    })
 }
 
 /// 5. Bad input is rejected with the exact status and a message naming the
 ///    problem, and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_is_rejected_exactly_and_changes_nothing() -> anyhow::Result<()> {
-    let agent = Agent::start().await?;
-    agent.deploy_probe().await?;
-    agent.atespace("rel").await?;
-    agent.create_actor("rel", "steady").await?;
-    agent.create_actor("rel", "idle").await?;
-    let v = agent
-        .api
-        .ok(Method::POST, "/atespaces/rel/actors/steady/resume", None)
-        .await?;
-    let steady_cid = v["sandbox"].as_str().context("sandbox")?.to_owned();
-    let router = agent.router();
+    use ErrorKind::{AlreadyExists, Invalid, NotFound, WrongState};
+    let rig = Rig::start().await?;
+    rig.deploy_probe().await?;
+    rig.api.create_atespace("rel").await?;
+    rig.create_actor("rel", "steady").await?;
+    rig.create_actor("rel", "idle").await?;
+    let v = rig.api.resume("rel", "steady").await?;
+    let steady_cid = v.sandbox.context("sandbox")?;
+    let router = rig.router();
     for k in 1..=3 {
         let c: Counter = router.post_json("rel", "steady", "/counter").await?;
         assert_eq!(c.counter, k);
     }
-    agent
-        .settle_sandboxes(std::slice::from_ref(&steady_cid))
+    rig.settle_sandboxes(std::slice::from_ref(&steady_cid))
         .await?;
 
     // ---- the control API table
@@ -1177,28 +1073,32 @@ async fn bad_input_is_rejected_exactly_and_changes_nothing() -> anyhow::Result<(
             LABEL.into()
         }
     };
+    let create_actor = |a: &str, id: &str, template: &str| {
+        Send::Client(Call::CreateActor {
+            atespace: a.into(),
+            id: id.into(),
+            template: template.into(),
+        })
+    };
     let mut cases: Vec<Bad> = Vec::new();
     for (label, v) in &names {
         cases.push(bad(
             format!("atespace name {label}"),
-            Method::POST,
-            "/atespaces",
-            Some(json!({ "name": v })),
+            Send::Client(Call::CreateAtespace(v.clone())),
             400,
-            "invalid",
+            Invalid,
             format!("invalid atespace {v:?}: {}", rule(v)),
         ));
         cases.push(bad(
             format!("actor id {label}"),
-            Method::POST,
-            "/atespaces/rel/actors",
-            Some(json!({ "id": v, "template": TEMPLATE })),
+            create_actor("rel", v, TEMPLATE),
             400,
-            "invalid",
+            Invalid,
             format!("invalid actor id {v:?}: {}", rule(v)),
         ));
     }
-    // Names in the path (percent-encoded where needed).
+    // Names in the path (percent-encoded where needed): the client would
+    // not spell these, so they go raw.
     for (path, field, value) in [
         ("/atespaces/Rel/actors", "atespace", "Rel"),
         ("/atespaces/rel/actors/Steady", "actor id", "Steady"),
@@ -1213,312 +1113,290 @@ async fn bad_input_is_rejected_exactly_and_changes_nothing() -> anyhow::Result<(
         };
         cases.push(bad(
             format!("{field} {value:?} in the path"),
-            method,
-            path,
-            None,
+            raw(method, path, None),
             400,
-            "invalid",
+            Invalid,
             format!("invalid {field} {value:?}: {LABEL}"),
         ));
     }
     cases.push(bad(
         "reserved atespace",
-        Method::POST,
-        "/atespaces",
-        Some(json!({ "name": "ate-golden" })),
+        Send::Client(Call::CreateAtespace(s("ate-golden"))),
         400,
-        "invalid",
+        Invalid,
         "ate-golden is reserved for golden actors",
     ));
     // Template specs.
-    let probe = agent.bins.probe.display().to_string();
-    let not_exec = agent.dir.as_ref().unwrap().path().join("not-executable");
+    let probe = rig.bins.probe.clone();
+    let not_exec = rig.dir.as_ref().unwrap().path().join("not-executable");
     std::fs::write(&not_exec, b"#!/bin/false\n")?;
-    let not_exec = not_exec.display().to_string();
-    for (what, body, fragment) in [
+    let spec = |name: &str, binary: &Path| TemplateSpec::new(name, binary);
+    for (what, spec, fragment) in [
         (
             "missing binary",
-            json!({ "name": "t-missing", "binary": "/nonexistent/ate-probe" }),
-            "invalid binary \"/nonexistent/ate-probe\": must exist".to_string(),
+            spec("t-missing", Path::new("/nonexistent/ate-probe")),
+            s("invalid binary \"/nonexistent/ate-probe\": must exist"),
         ),
         (
             "relative binary path",
-            json!({ "name": "t-relative", "binary": "ate-probe" }),
-            "invalid binary \"ate-probe\": must be an absolute path".into(),
+            spec("t-relative", Path::new("ate-probe")),
+            s("invalid binary \"ate-probe\": must be an absolute path"),
         ),
         (
             "binary not executable",
-            json!({ "name": "t-noexec", "binary": not_exec }),
-            format!("invalid binary {not_exec:?}: must be an executable regular file"),
+            spec("t-noexec", &not_exec),
+            format!(
+                "invalid binary {:?}: must be an executable regular file",
+                not_exec.display().to_string()
+            ),
         ),
         (
             "binary is a directory",
-            json!({ "name": "t-dir", "binary": "/tmp" }),
-            "invalid binary \"/tmp\": must be an executable regular file".into(),
+            spec("t-dir", Path::new("/tmp")),
+            s("invalid binary \"/tmp\": must be an executable regular file"),
         ),
         (
             "port 0",
-            json!({ "name": "t-port0", "binary": probe, "port": 0 }),
-            "invalid port \"0\": must be 1..=65535".into(),
-        ),
-        (
-            "port 70000",
-            json!({ "name": "t-port70000", "binary": probe, "port": 70000 }),
-            "invalid request body".into(),
+            TemplateSpec {
+                port: 0,
+                ..spec("t-port0", &probe)
+            },
+            s("invalid port \"0\": must be 1..=65535"),
         ),
         (
             "relative args[0]",
-            json!({ "name": "t-args", "binary": probe, "args": ["ate-probe"] }),
-            "invalid args[0] \"ate-probe\": must be an absolute path inside the image".into(),
+            TemplateSpec {
+                args: vec![s("ate-probe")],
+                ..spec("t-args", &probe)
+            },
+            s("invalid args[0] \"ate-probe\": must be an absolute path inside the image"),
         ),
         (
             "env without =",
-            json!({ "name": "t-env", "binary": probe, "env": ["NOEQUALS"] }),
-            "invalid env \"NOEQUALS\": entries must be KEY=VALUE".into(),
+            TemplateSpec {
+                env: vec![s("NOEQUALS")],
+                ..spec("t-env", &probe)
+            },
+            s("invalid env \"NOEQUALS\": entries must be KEY=VALUE"),
         ),
         (
             "uppercase template name",
-            json!({ "name": "Probe", "binary": probe }),
-            "invalid template name \"Probe\": must be a DNS-1123 subdomain".into(),
-        ),
-        (
-            "no binary field",
-            json!({ "name": "t-nobinary" }),
-            "invalid request body".into(),
+            spec("Probe", &probe),
+            s("invalid template name \"Probe\": must be a DNS-1123 subdomain"),
         ),
     ] {
         cases.push(bad(
             format!("template: {what}"),
-            Method::POST,
-            "/templates",
-            Some(body),
+            Send::Client(Call::CreateTemplate(spec)),
             400,
-            "invalid",
+            Invalid,
             fragment,
         ));
     }
-    let mut not_json = bad(
-        "template: body is not JSON",
-        Method::POST,
-        "/templates",
-        None,
-        400,
-        "invalid",
-        "invalid request body",
-    );
-    not_json.raw_body = Some("{not json".into());
-    cases.push(not_json);
+    // Bodies no `TemplateSpec` can express: deliberately bad bytes.
+    let probe_json = serde_json::to_string(&probe)?;
+    for (what, body) in [
+        (
+            "port 70000",
+            format!(r#"{{"name": "t-port70000", "binary": {probe_json}, "port": 70000}}"#),
+        ),
+        ("no binary field", s(r#"{"name": "t-nobinary"}"#)),
+        ("body is not JSON", s("{not json")),
+    ] {
+        cases.push(bad(
+            format!("template: {what}"),
+            raw(Method::POST, "/templates", Some(body.as_bytes())),
+            400,
+            Invalid,
+            "invalid request body",
+        ));
+    }
     // Conflicts and wrong states.
-    for (what, method, path, body, kind, fragment) in [
+    for (what, send, kind, fragment) in [
         (
             "duplicate template",
-            Method::POST,
-            "/templates",
-            Some(json!({ "name": TEMPLATE, "binary": probe })),
-            "already-exists",
+            Send::Client(Call::CreateTemplate(spec(TEMPLATE, &probe))),
+            AlreadyExists,
             "template \"probe\" already exists",
         ),
         (
             "duplicate atespace",
-            Method::POST,
-            "/atespaces",
-            Some(json!({ "name": "rel" })),
-            "already-exists",
+            Send::Client(Call::CreateAtespace(s("rel"))),
+            AlreadyExists,
             "atespace \"rel\" already exists",
         ),
         (
             "duplicate actor",
-            Method::POST,
-            "/atespaces/rel/actors",
-            Some(json!({ "id": "steady", "template": TEMPLATE })),
-            "already-exists",
+            create_actor("rel", "steady", TEMPLATE),
+            AlreadyExists,
             "actor \"rel/steady\" already exists",
         ),
         (
             "delete a RUNNING actor",
-            Method::DELETE,
-            "/atespaces/rel/actors/steady",
-            None,
-            "wrong-state",
+            Send::Client(Call::DeleteActor(s("rel"), s("steady"))),
+            WrongState,
             "cannot delete actor rel/steady: it is RUNNING",
         ),
         (
             "resume a RUNNING actor",
-            Method::POST,
-            "/atespaces/rel/actors/steady/resume",
-            None,
-            "wrong-state",
+            Send::Client(Call::Resume(s("rel"), s("steady"))),
+            WrongState,
             "cannot resume actor rel/steady: it is RUNNING",
         ),
         (
             "suspend a SUSPENDED actor",
-            Method::POST,
-            "/atespaces/rel/actors/idle/suspend",
-            None,
-            "wrong-state",
+            Send::Client(Call::Suspend(s("rel"), s("idle"))),
+            WrongState,
             "cannot suspend actor rel/idle: it is SUSPENDED",
         ),
         (
             "rewrite a SUSPENDED actor's identity",
-            Method::POST,
-            "/atespaces/rel/actors/idle/identity/rewrite",
-            Some(json!({ "values": ["x"], "for_ms": 10 })),
-            "wrong-state",
+            Send::Client(Call::Rewrite(
+                s("rel"),
+                s("idle"),
+                IdentityRewrite {
+                    values: vec![s("x")],
+                    for_ms: 10,
+                    times: None,
+                },
+            )),
+            WrongState,
             "it is SUSPENDED; only a RUNNING actor's identity can be rewritten",
         ),
         (
             "delete a non-empty atespace",
-            Method::DELETE,
-            "/atespaces/rel",
-            None,
-            "wrong-state",
+            Send::Client(Call::DeleteAtespace(s("rel"))),
+            WrongState,
             "cannot delete atespace rel: it is not empty",
         ),
         (
             "delete a template in use",
-            Method::DELETE,
-            "/templates/probe",
-            None,
-            "wrong-state",
+            Send::Client(Call::DeleteTemplate(s("probe"))),
+            WrongState,
             "cannot delete template probe: it is in use by actor rel/",
         ),
     ] {
-        cases.push(bad(what, method, path, body, 409, kind, fragment));
+        cases.push(bad(what, send, 409, kind, fragment));
     }
-    for (what, body, fragment) in [
-        (
-            "rewrite with for_ms 0",
-            json!({ "values": ["x"], "for_ms": 0 }),
-            "for_ms 1..=30000",
-        ),
+    for (what, values, for_ms, fragment) in [
+        ("rewrite with for_ms 0", vec![s("x")], 0, "for_ms 1..=30000"),
         (
             "rewrite with no values",
-            json!({ "values": [], "for_ms": 10 }),
+            vec![],
+            10,
             "1 or more values of 1..=255 bytes",
         ),
     ] {
         cases.push(bad(
             what,
-            Method::POST,
-            "/atespaces/rel/actors/steady/identity/rewrite",
-            Some(body),
+            Send::Client(Call::Rewrite(
+                s("rel"),
+                s("steady"),
+                IdentityRewrite {
+                    values,
+                    for_ms,
+                    times: None,
+                },
+            )),
             400,
-            "invalid",
+            Invalid,
             fragment,
         ));
     }
     // Unknown things.
-    for (what, method, path, body, fragment) in [
+    for (what, call, fragment) in [
         (
             "unknown template",
-            Method::GET,
-            "/templates/nope",
-            None,
+            Call::Template(s("nope")),
             "template \"nope\" not found",
         ),
         (
             "delete unknown template",
-            Method::DELETE,
-            "/templates/nope",
-            None,
+            Call::DeleteTemplate(s("nope")),
             "template \"nope\" not found",
         ),
         (
             "unknown atespace",
-            Method::GET,
-            "/atespaces/nope/actors",
-            None,
+            Call::Actors(s("nope")),
             "atespace \"nope\" not found",
         ),
         (
             "delete unknown atespace",
-            Method::DELETE,
-            "/atespaces/nope",
-            None,
+            Call::DeleteAtespace(s("nope")),
             "atespace \"nope\" not found",
         ),
         (
             "actor of unknown atespace",
-            Method::GET,
-            "/atespaces/nope/actors/steady",
-            None,
+            Call::Actor(s("nope"), s("steady")),
             "atespace \"nope\" not found",
         ),
         (
             "unknown actor",
-            Method::GET,
-            "/atespaces/rel/actors/nope",
-            None,
+            Call::Actor(s("rel"), s("nope")),
             "actor \"rel/nope\" not found",
         ),
         (
             "resume unknown actor",
-            Method::POST,
-            "/atespaces/rel/actors/nope/resume",
-            None,
+            Call::Resume(s("rel"), s("nope")),
             "actor \"rel/nope\" not found",
         ),
         (
             "suspend unknown actor",
-            Method::POST,
-            "/atespaces/rel/actors/nope/suspend",
-            None,
+            Call::Suspend(s("rel"), s("nope")),
             "actor \"rel/nope\" not found",
         ),
         (
             "delete unknown actor",
-            Method::DELETE,
-            "/atespaces/rel/actors/nope",
-            None,
+            Call::DeleteActor(s("rel"), s("nope")),
             "actor \"rel/nope\" not found",
         ),
         (
             "create actor in unknown atespace",
-            Method::POST,
-            "/atespaces/nope/actors",
-            Some(json!({ "id": "x", "template": TEMPLATE })),
+            Call::CreateActor {
+                atespace: s("nope"),
+                id: s("x"),
+                template: s(TEMPLATE),
+            },
             "atespace \"nope\" not found",
         ),
         (
             "create actor of unknown template",
-            Method::POST,
-            "/atespaces/rel/actors",
-            Some(json!({ "id": "x", "template": "nope" })),
+            Call::CreateActor {
+                atespace: s("rel"),
+                id: s("x"),
+                template: s("nope"),
+            },
             "template \"nope\" not found",
         ),
     ] {
-        cases.push(bad(what, method, path, body, 404, "not-found", fragment));
+        cases.push(bad(what, Send::Client(call), 404, NotFound, fragment));
     }
 
     let mut rows = Vec::new();
     for c in &cases {
-        let before = world(&agent).await?;
-        let r = agent
-            .api
-            .send(
-                c.method.clone(),
-                &c.path,
-                c.body.as_ref(),
-                c.raw_body.as_deref(),
-            )
-            .await?;
+        let before = world(&rig).await?;
+        let r = c
+            .send
+            .send(&rig.api)
+            .await
+            .with_context(|| c.what.clone())?;
         assert!(
-            r.status == c.status && r.kind() == c.kind && r.error().contains(&c.fragment),
-            "{}: {} {} must answer {} kind {:?} with a message containing {:?}; got {} {}",
+            r.status == c.status && r.kind == Some(c.kind) && r.message.contains(&c.fragment),
+            "{}: {:?} must answer {} kind {} with a message containing {:?}; got {} {:?}: {}",
             c.what,
-            c.method,
-            c.path,
+            c.send,
             c.status,
             c.kind,
             c.fragment,
             r.status,
+            r.kind,
             r.text
         );
-        let after = world(&agent).await?;
+        let after = world(&rig).await?;
         assert_eq!(
             before, after,
-            "{}: {} {} was rejected but changed the agent's state",
-            c.what, c.method, c.path
+            "{}: {:?} was rejected but changed the agent's state",
+            c.what, c.send
         );
         rows.push(format!("{} {} {}", r.status, c.kind, c.what));
     }
@@ -1597,9 +1475,9 @@ async fn bad_input_is_rejected_exactly_and_changes_nothing() -> anyhow::Result<(
         },
         HostCase {
             what: "IPv4 literal with port",
-            host: Some(format!("{}", agent.router_addr)),
+            host: Some(format!("{}", rig.router_addr)),
             status: 400,
-            fragment: format!("host \"{}\" is an ip address", agent.router_addr),
+            fragment: format!("host \"{}\" is an ip address", rig.router_addr),
         },
         HostCase {
             what: "IPv6 literal",
@@ -1639,13 +1517,13 @@ async fn bad_input_is_rejected_exactly_and_changes_nothing() -> anyhow::Result<(
         },
     ];
     for c in &host_cases {
-        let before = world(&agent).await?;
-        let r = raw_get(agent.router_addr, c.host.as_deref(), "/whoami").await?;
+        let before = world(&rig).await?;
+        let r = raw_get(rig.router_addr, c.host.as_deref(), "/whoami").await?;
         if c.status == 200 {
-            let w = r.json();
+            let w = serde_json::from_str::<Whoami>(&r.body).ok();
             assert!(
                 r.status == 200
-                    && w["file"] == "steady"
+                    && w.as_ref().is_some_and(|w| w.file == "steady")
                     && r.header("x-ate-actor") == Some("rel/steady"),
                 "Host {:?} ({}) must route to rel/steady; got {} x-ate-actor {:?} {}",
                 c.host,
@@ -1655,8 +1533,8 @@ async fn bad_input_is_rejected_exactly_and_changes_nothing() -> anyhow::Result<(
                 r.body
             );
         } else {
-            let j = r.json();
-            let msg = j["error"].as_str().unwrap_or("");
+            let e = serde_json::from_str::<RouterError>(&r.body).ok();
+            let msg = e.as_ref().map(|e| e.error.as_str()).unwrap_or("");
             assert!(
                 r.status == c.status && msg.contains(&c.fragment),
                 "Host {:?} ({}) must answer {} with a message containing {:?}; got {} {}",
@@ -1672,9 +1550,15 @@ async fn bad_input_is_rejected_exactly_and_changes_nothing() -> anyhow::Result<(
             } else {
                 "not-found"
             };
-            assert_eq!(j["kind"], want_kind, "Host {:?}: {}", c.host, r.body);
+            assert_eq!(
+                e.as_ref().map(|e| e.kind.as_str()),
+                Some(want_kind),
+                "Host {:?}: {}",
+                c.host,
+                r.body
+            );
         }
-        let after = world(&agent).await?;
+        let after = world(&rig).await?;
         assert_eq!(
             before, after,
             "Host {:?} ({}) changed the agent's state",
@@ -1684,15 +1568,17 @@ async fn bad_input_is_rejected_exactly_and_changes_nothing() -> anyhow::Result<(
     }
 
     // The actors are as they were.
-    let s = agent.actor("rel", "steady").await?;
+    let st = rig.api.actor("rel", "steady").await?;
     assert!(
-        s["state"] == "RUNNING" && s["sandbox"] == steady_cid.as_str() && s["restores"] == 1,
-        "steady changed: {s}"
+        st.state == ActorState::Running
+            && st.sandbox.as_deref() == Some(steady_cid.as_str())
+            && st.restores == 1,
+        "steady changed: {st:?}"
     );
-    let i = agent.actor("rel", "idle").await?;
+    let i = rig.api.actor("rel", "idle").await?;
     assert!(
-        i["state"] == "SUSPENDED" && i["restores"] == 0,
-        "idle changed: {i}"
+        i.state == ActorState::Suspended && i.restores == 0,
+        "idle changed: {i:?}"
     );
     let c: Counter = router.get_json("rel", "steady", "/counter").await?;
     assert_eq!(c.counter, 3, "steady's in-memory counter changed");
@@ -1705,5 +1591,10 @@ async fn bad_input_is_rejected_exactly_and_changes_nothing() -> anyhow::Result<(
         host_cases.len(),
         rows.join("\n  ")
     );
-    assert_no_leaks(agent).await
+    assert_eq!(
+        (cases.len(), host_cases.len()),
+        (59, 17),
+        "the bad-input table lost or gained cases"
+    );
+    assert_no_leaks(rig).await
 }
