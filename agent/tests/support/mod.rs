@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ate_agent_api::client::{Agent, AgentOptions};
-use ate_harness::cmd::Cmd;
 use ate_harness::fixture::{static_bins, BuildOptions, StaticBins};
 
 /// How long the agent has to print its start-up line.
@@ -141,17 +140,7 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
 
 /// `runsc list -quiet`: every container ID runsc lists.
 pub async fn runsc_ids() -> anyhow::Result<Vec<String>> {
-    let out = Cmd::new("runsc")
-        .args(["list", "-quiet"])
-        .timeout(Duration::from_secs(20))
-        .run()
-        .await?;
-    Ok(out
-        .stdout_str()
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect())
+    ate_harness::backend::local::runsc_list(std::path::Path::new("runsc")).await
 }
 
 /// The container IDs of agent instance `instance` that runsc lists.

@@ -187,20 +187,7 @@ pub(crate) async fn remove_container(runsc: &Path, cid: &str) -> Result<()> {
     }
 }
 
-pub(crate) async fn runsc_list(runsc: &Path) -> Result<Vec<String>> {
-    let out = Cmd::new(runsc)
-        .args(["list", "-quiet"])
-        .timeout(Duration::from_secs(20))
-        .run()
-        .await?;
-    Ok(out
-        .stdout_str()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect())
-}
+pub(crate) use ate_harness::backend::local::runsc_list;
 
 pub(crate) async fn runsc_state(runsc: &Path, cid: &str) -> Result<String> {
     let out = Cmd::new(runsc)

@@ -676,7 +676,7 @@ impl Backend for LocalBackend {
 }
 
 /// `runsc list -quiet`: the container IDs runsc knows.
-async fn runsc_list(runsc: &Path) -> Result<Vec<String>> {
+pub async fn runsc_list(runsc: &Path) -> Result<Vec<String>> {
     let out = Cmd::new(runsc)
         .args(["list", "-quiet"])
         .timeout(Duration::from_secs(20))
