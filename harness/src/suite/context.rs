@@ -75,13 +75,10 @@ impl Ctx {
     /// The backend's host access. Trials declared with
     /// [`super::Needs::host`] run only where it exists.
     pub fn host(&self) -> anyhow::Result<&dyn HostAccess> {
-        self.setup.backend.host().ok_or_else(|| {
-            Skip(format!(
-                "backend {} cannot see the host its actors run on",
-                self.setup.backend.name()
-            ))
-            .into()
-        })
+        self.setup
+            .backend
+            .host()
+            .ok_or_else(|| Skip(super::trial::no_host(self.setup.backend.name())).into())
     }
 
     /// The probe template's golden snapshot.

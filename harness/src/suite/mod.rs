@@ -174,9 +174,7 @@ impl Suite {
                 let name = def.name;
                 let skip = match &missing {
                     Some(reason) => Some(format!("prerequisite missing: {reason}")),
-                    None if def.needs.host && !sees_host => Some(format!(
-                        "backend {backend_name} cannot see the host its actors run on, which this trial needs"
-                    )),
+                    None if def.needs.host && !sees_host => Some(trial::no_host(backend_name)),
                     None => None,
                 };
                 let (shared, rt) = (shared.clone(), rt.clone());

@@ -17,6 +17,11 @@ use crate::backend::BackendError;
 use crate::error_chain;
 use crate::report::{TrialRecord, Verdict};
 
+/// Why a trial that needs the actors' host is skipped on `backend`.
+pub(crate) fn no_host(backend: &str) -> String {
+    format!("backend {backend} cannot see the host its actors run on, which this trial needs")
+}
+
 /// A fresh record of `def`, verdict to be decided.
 pub(crate) fn record(shared: &Shared, def: &TrialDef) -> TrialRecord {
     TrialRecord::new(shared.suite, def.name, def.covers, Verdict::Pass)
@@ -92,10 +97,7 @@ pub(crate) async fn run(shared: Arc<Shared>, def: TrialDef) -> Result<Completion
         }
         Ok(setup) if def.needs.host && setup.backend.host().is_none() => {
             rec.verdict = Verdict::Skip;
-            rec.message = Some(format!(
-                "backend {} cannot see the host its actors run on, which this trial needs",
-                setup.backend.name()
-            ));
+            rec.message = Some(no_host(setup.backend.name()));
         }
         Ok(setup) => run_body(&shared, &def, setup, &mut rec).await,
     }
