@@ -4,28 +4,22 @@
 //! kind), so server and client cannot drift. Nothing here reaches runsc
 //! except `runsc --version` at start-up of the spawned agent.
 
+mod support;
+
 use std::time::Duration;
 
 use ate_agent_api::client::{Agent, AgentClient, AgentOptions, ApiError, Method};
 use ate_agent_api::{ErrorKind, Fault, Phase, TemplateSpec};
 use ate_refagent::api::{self, ApiState};
-use ate_refagent::engine::{Engine, EngineConfig};
-use ate_refagent::runsc::Runsc;
+use ate_refagent::engine::Engine;
 
 /// An in-process agent whose runsc does not exist: a golden boot fails.
 async fn serve() -> (AgentClient, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = EngineConfig {
-        state_dir: dir.path().to_path_buf(),
-        runsc: Runsc {
-            program: "/nonexistent/runsc-must-not-be-called".into(),
-            ..Runsc::default()
-        },
-        helper_bin: std::env::current_exe().unwrap(),
-        golden_health_timeout: Duration::from_secs(1),
-        runsc_debug: false,
-        fault: None,
-    };
+    let cfg = support::in_process_config(
+        dir.path().to_path_buf(),
+        "/nonexistent/runsc-must-not-be-called".into(),
+    );
     let (engine, _) = Engine::open(cfg).await.unwrap();
     let c = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = c.local_addr().unwrap();
@@ -142,17 +136,7 @@ async fn a_wait_that_runs_out_reports_the_last_status() {
     let fake = dir.path().join("runsc-that-hangs");
     std::fs::write(&fake, "#!/bin/sh\nexec sleep 3\n").unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let cfg = EngineConfig {
-        state_dir: dir.path().join("state"),
-        runsc: Runsc {
-            program: fake.clone(),
-            ..Runsc::default()
-        },
-        helper_bin: std::env::current_exe().unwrap(),
-        golden_health_timeout: Duration::from_secs(1),
-        runsc_debug: false,
-        fault: None,
-    };
+    let cfg = support::in_process_config(dir.path().join("state"), fake.clone());
     let (engine, _) = Engine::open(cfg).await.unwrap();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let c = AgentClient::new(l.local_addr().unwrap());

@@ -3,14 +3,14 @@
 //! may reach runsc: each is rejected before anything starts, and nothing
 //! changes state (checked by listing afterwards).
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ate_refagent::api::{self, ApiState};
-use ate_refagent::engine::{Engine, EngineConfig};
+use ate_refagent::engine::Engine;
 use ate_refagent::router;
-use ate_refagent::runsc::Runsc;
 use serde_json::{json, Value};
 
 struct Served {
@@ -22,19 +22,12 @@ struct Served {
 
 async fn serve() -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = EngineConfig {
-        state_dir: dir.path().to_path_buf(),
-        // Never called by these tests: a program that does not exist makes
-        // any accidental call fail loudly.
-        runsc: Runsc {
-            program: "/nonexistent/runsc-must-not-be-called".into(),
-            ..Runsc::default()
-        },
-        helper_bin: std::env::current_exe().unwrap(),
-        golden_health_timeout: Duration::from_secs(1),
-        runsc_debug: false,
-        fault: None,
-    };
+    // Never called by these tests: a program that does not exist makes
+    // any accidental call fail loudly.
+    let cfg = support::in_process_config(
+        dir.path().to_path_buf(),
+        "/nonexistent/runsc-must-not-be-called".into(),
+    );
     let (engine, orphans) = Engine::open(cfg).await.unwrap();
     assert!(orphans.is_empty());
     let c = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

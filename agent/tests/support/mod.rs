@@ -14,6 +14,24 @@ use anyhow::Context;
 use ate_agent_api::client::{Agent, AgentOptions};
 use ate_harness::fixture::{static_bins, BuildOptions, StaticBins};
 
+/// An engine for an in-process agent (API tests): state in `state_dir`,
+/// `runsc` as given (tests that must never call it pass a path that does
+/// not exist, so any accidental call fails loudly), the test binary as the
+/// relay helper, a 1 s golden health deadline, healthy.
+pub fn in_process_config(state_dir: PathBuf, runsc: PathBuf) -> ate_refagent::engine::EngineConfig {
+    ate_refagent::engine::EngineConfig {
+        state_dir,
+        runsc: ate_refagent::runsc::Runsc {
+            program: runsc,
+            ..ate_refagent::runsc::Runsc::default()
+        },
+        helper_bin: std::env::current_exe().unwrap(),
+        golden_health_timeout: Duration::from_secs(1),
+        runsc_debug: false,
+        fault: None,
+    }
+}
+
 /// How long the agent has to print its start-up line.
 pub const SPAWN_DEADLINE: Duration = Duration::from_secs(30);
 /// Grace for the agent to remove its sandboxes on SIGTERM.
