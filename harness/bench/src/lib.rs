@@ -27,7 +27,7 @@
 //! restore, one agent resume, alternating which goes first) for the
 //! agent/raw ratio, the router's on-demand path (a
 //! suspended actor's first `GET /whoami`: first byte and complete
-//! response) and warm `/whoami` round-trips (p50/p95/p99). [`run`] returns
+//! response), the first routed request right after an API resume, and warm `/whoami` round-trips (p50/p95/p99). [`run`] returns
 //! a [`Report`]; [`render_table`] prints it as one Markdown table and
 //! [`write_json`] writes it.
 //!

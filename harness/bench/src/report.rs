@@ -105,6 +105,13 @@ pub struct OnDemand {
     pub golden_first_byte: Stats,
     /// The same, complete response.
     pub golden_complete: Stats,
+    /// An actor just resumed through the API (its restore done): the
+    /// first routed request right after, first response byte. This is
+    /// what a client pays on top of the resume (the relay into the
+    /// sandbox, unless the agent has it ready).
+    pub after_resume_first_byte: Stats,
+    /// The same, complete response.
+    pub after_resume_complete: Stats,
 }
 
 /// Interleaved pairs: a raw restore and an agent resume one after the
@@ -264,14 +271,22 @@ pub fn write_json(report: &Report, out: &Path) -> Result<()> {
     std::fs::write(out, text + "\n").with_context(|| format!("cannot write {}", out.display()))
 }
 
-/// The issue's targets, for this run.
+/// The targets (issue 12's, on 2 cores with runsc 20240729 or newer), for
+/// this run. A target is reported, never asserted: the bench prints where
+/// each stands.
 pub(crate) fn targets(m: &Measured) -> Vec<Target> {
+    let below = |what: &str, value: f64, limit: f64| Target {
+        what: what.into(),
+        value,
+        limit,
+        met: value < limit,
+    };
     let mut t = vec![Target {
-        what: "agent restore / raw runsc restore, p50 vs p50 (interleaved pairs, API resume call)"
+        what: "agent resume / raw runsc restore, p50 vs p50 (interleaved pairs, API resume call)"
             .into(),
         value: m.ratio.paired_api_resume,
-        limit: 1.10,
-        met: m.ratio.paired_api_resume <= 1.10,
+        limit: 1.05,
+        met: m.ratio.paired_api_resume <= 1.05,
     }];
     let fan64 = m
         .fanout
@@ -280,31 +295,33 @@ pub(crate) fn targets(m: &Measured) -> Vec<Target> {
         .map(|r| r.wall_ms / 1000.0)
         .fold(f64::INFINITY, f64::min);
     if fan64.is_finite() {
-        t.push(Target {
-            what: "64 actors from one golden through the agent, wall s (best mode)".into(),
-            value: fan64,
-            limit: 15.0,
-            met: fan64 < 15.0,
-        });
+        t.push(below(
+            "64 actors from one golden through the agent, wall s (best mode)",
+            fan64,
+            10.0,
+        ));
     }
-    t.push(Target {
-        what: "warm /whoami through the router, p50 ms".into(),
-        value: m.warm.p50_ms,
-        limit: 20.0,
-        met: m.warm.p50_ms < 20.0,
-    });
+    t.push(below(
+        "first routed request right after a resume (restore done), complete, p50 ms",
+        m.on_demand.after_resume_complete.p50_ms,
+        20.0,
+    ));
+    t.push(below(
+        "warm /whoami through the router, p50 ms",
+        m.warm.p50_ms,
+        20.0,
+    ));
     let unique = m
         .fanout
         .iter()
         .filter(|r| r.path == "agent")
         .map(|r| r.disk_unique_bytes)
         .fold(0.0, f64::max);
-    t.push(Target {
-        what: "per-actor unique disk bytes (agent), must stay below one rootfs copy".into(),
-        value: unique,
-        limit: m.golden.rootfs_bytes as f64,
-        met: unique < m.golden.rootfs_bytes as f64,
-    });
+    t.push(below(
+        "per-actor unique disk bytes (agent), must stay below one rootfs copy",
+        unique,
+        m.golden.rootfs_bytes as f64,
+    ));
     t
 }
 
@@ -430,6 +447,14 @@ pub fn render_table(r: &Report) -> String {
     rows.push(lat(
         "router on demand, fresh actor (golden): complete",
         &od.golden_complete,
+    ));
+    rows.push(lat(
+        "first routed request right after an API resume: first byte",
+        &od.after_resume_first_byte,
+    ));
+    rows.push(lat(
+        "first routed request right after an API resume: complete",
+        &od.after_resume_complete,
     ));
     rows.push(lat("warm `/whoami` through the router", &r.warm_whoami));
 

@@ -230,7 +230,7 @@ pub(crate) struct Measured {
     instance: String,
     pub(crate) golden: GoldenInfo,
     pub(crate) fanout: Vec<FanoutRow>,
-    on_demand: OnDemand,
+    pub(crate) on_demand: OnDemand,
     pub(crate) warm: Stats,
     paired: Paired,
     pub(crate) ratio: Ratio,
@@ -811,6 +811,7 @@ impl Ctx {
         api.create_atespace(a).await?;
         let mut own = (Vec::new(), Vec::new());
         let mut fresh = (Vec::new(), Vec::new());
+        let mut after = (Vec::new(), Vec::new());
         let mut ids = Vec::new();
         for i in 0..self.opts.on_demand_samples {
             // Own snapshot: create, resume, suspend, then the first request.
@@ -842,6 +843,17 @@ impl Ctx {
             fresh.0.push(first);
             fresh.1.push(complete);
             ids.push(id);
+
+            // Just resumed through the API: the first routed request right
+            // after the resume answered (the restore is done; what is left
+            // is the path into the sandbox).
+            let id = format!("resumed-{i}");
+            api.create_actor(a, &id, TEMPLATE).await?;
+            api.resume(a, &id).await?;
+            let (first, complete) = self.routed_first_request(a, &id).await?;
+            after.0.push(first);
+            after.1.push(complete);
+            ids.push(id);
         }
         self.remove_actors(a, &ids, self.opts.concurrency).await?;
         Ok(OnDemand {
@@ -849,6 +861,8 @@ impl Ctx {
             own_complete: Stats::of(&own.1),
             golden_first_byte: Stats::of(&fresh.0),
             golden_complete: Stats::of(&fresh.1),
+            after_resume_first_byte: Stats::of(&after.0),
+            after_resume_complete: Stats::of(&after.1),
         })
     }
 
