@@ -52,8 +52,12 @@ fn main() -> std::process::ExitCode {
     let tests = vec![
         trial("a_full_run_makes_exactly_these_calls", full_run),
         trial(
-            "the_dry_run_plans_the_commands_a_real_run_makes",
+            "the_dry_run_plans_every_step_a_real_run_makes",
             dry_run_matches_real_run,
+        ),
+        trial(
+            "placeholders_match_only_what_they_stand_for",
+            placeholders_match_only_what_they_stand_for,
         ),
         trial(
             "a_missing_cluster_is_created_only_when_asked",
@@ -500,6 +504,70 @@ fn planned_lines(steps: &[Step]) -> Vec<String> {
         .collect()
 }
 
+/// A step as one comparable line: a command's argv (program by file
+/// name), an API call's method and path, a registry request's method and
+/// purpose (its upload URL is the registry's answer), a local step's
+/// purpose.
+fn step_shape(step: &Step) -> String {
+    match step {
+        Step::Command { .. } => format!("run {}", planned_lines(std::slice::from_ref(step))[0]),
+        Step::Api(c) => format!("api {} {}", c.method, c.path),
+        Step::Registry(c) => format!("oci {} ({})", c.method, c.purpose),
+        Step::Local { purpose } => format!("local {purpose}"),
+    }
+}
+
+/// Whether `real` is `dry` with each `<placeholder>` of `dry` standing for
+/// some text: the literal pieces between placeholders appear in `real` in
+/// order, the first at its start and the last at its end.
+fn placeholders_match(dry: &str, real: &str) -> bool {
+    let mut pieces = Vec::new();
+    let mut rest = dry;
+    while let Some(open) = rest.find('<') {
+        match rest[open..].find('>') {
+            Some(close) => {
+                pieces.push(&rest[..open]);
+                rest = &rest[open + close + 1..];
+            }
+            None => break,
+        }
+    }
+    pieces.push(rest);
+    if pieces.len() == 1 {
+        return dry == real;
+    }
+    let (first, last) = (pieces[0], pieces[pieces.len() - 1]);
+    if !real.starts_with(first) || !real[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut at = first.len();
+    let end = real.len() - last.len();
+    for piece in &pieces[1..pieces.len() - 1] {
+        match real[at..end].find(piece) {
+            Some(i) => at += i + piece.len(),
+            None => return false,
+        }
+    }
+    true
+}
+
+async fn placeholders_match_only_what_they_stand_for() {
+    assert!(placeholders_match("api GET /a/<x>/b", "api GET /a/pod-1/b"));
+    assert!(placeholders_match(
+        "local pack <p> into",
+        "local pack /t/probe into"
+    ));
+    assert!(!placeholders_match(
+        "api GET /a/<x>/b",
+        "api GET /a/pod-1/c"
+    ));
+    assert!(!placeholders_match(
+        "run kind get clusters",
+        "run kind get nodes"
+    ));
+    assert!(!placeholders_match("oci PUT (<d>)", "oci POST (x)"));
+}
+
 async fn dry_run_matches_real_run() {
     let reg = registry::TestRegistry::start().await.unwrap();
     let w = World::new(reused_cluster()).await;
@@ -520,6 +588,35 @@ async fn dry_run_matches_real_run() {
     let real = KindBackend::start(opts).await.unwrap();
     drive(&real).await;
     assert_eq!(planned, w.tools.call_lines());
+    // Not only the commands: every step the real run recorded (commands,
+    // API calls, registry requests, local work), in order, is in the dry
+    // run's plan, with the dry run's placeholders standing for what only
+    // the real run knows. A step made by the real run and missing from the
+    // dry run fails here.
+    let (dry_steps, real_steps) = (dry.plan().steps(), real.plan().steps());
+    let dry_shapes: Vec<String> = dry_steps.iter().map(step_shape).collect();
+    let real_shapes: Vec<String> = real_steps.iter().map(step_shape).collect();
+    assert_eq!(
+        dry_shapes.len(),
+        real_shapes.len(),
+        "dry:\n{}\nreal:\n{}",
+        dry_shapes.join("\n"),
+        real_shapes.join("\n")
+    );
+    for (d, r) in dry_shapes.iter().zip(&real_shapes) {
+        assert!(
+            placeholders_match(d, r),
+            "dry run step\n  {d}\nis not the real run's\n  {r}"
+        );
+    }
+    for kind in [
+        "api GET", "api WS", "oci HEAD", "oci POST", "oci PUT", "local",
+    ] {
+        assert!(
+            real_shapes.iter().any(|s| s.starts_with(kind)),
+            "the real run recorded no {kind} step"
+        );
+    }
     // The registry requests and API calls are planned too.
     let steps = dry.plan().steps();
     assert!(steps.iter().any(
