@@ -1294,6 +1294,45 @@ async fn the_rendered_probe_manifest_validates_against_upstreams_crds() {
         .is_some());
 }
 
+/// Upstream's probe WorkerPool at the pinned commit
+/// (`internal/e2e/fixtures/probe/probe.yaml.tmpl:29-31` at 86e138f6):
+/// `replicas: 3`, worker image `ko://.../cmd/ateom-gvisor`. With fewer
+/// workers a suite restoring two actors while a third resumes gets "no free
+/// workers available" (`cmd/ateapi/internal/controlapi/workflow_resume.go:174`);
+/// `docs/upstream.md`, mismatch 15.
+const UPSTREAM_PROBE_POOL_REPLICAS: i64 = 3;
+/// See [`UPSTREAM_PROBE_POOL_REPLICAS`].
+const UPSTREAM_PROBE_POOL_ATEOM_IMAGE: &str =
+    "ko://github.com/agent-substrate/substrate/cmd/ateom-gvisor";
+
+#[test]
+fn the_probe_worker_pool_keeps_upstreams_replicas_and_worker_image() {
+    let docs = ate_docs(&rendered_probe());
+    let pools: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "WorkerPool").collect();
+    assert_eq!(pools.len(), 1, "{docs:#?}");
+    let spec = &pools[0]["spec"];
+    assert_eq!(
+        spec["replicas"].as_i64(),
+        Some(UPSTREAM_PROBE_POOL_REPLICAS),
+        "the probe's WorkerPool drifted from upstream's probe pool: {spec:#}"
+    );
+    assert_eq!(
+        spec["ateomImage"], UPSTREAM_PROBE_POOL_ATEOM_IMAGE,
+        "{spec:#}"
+    );
+    // The pool the template runs on is this one.
+    let template = docs.iter().find(|d| d["kind"] == "ActorTemplate").unwrap();
+    assert_eq!(
+        pools[0]["metadata"]["labels"]["workload"], "probe-s1",
+        "{:#}",
+        pools[0]
+    );
+    assert_eq!(
+        template["metadata"]["namespace"],
+        pools[0]["metadata"]["namespace"]
+    );
+}
+
 #[tokio::test]
 async fn the_fake_api_server_rejects_what_upstreams_schema_rejects() {
     let (_fake, client, _dir) = fake_and_client().await;
