@@ -30,7 +30,7 @@ use ate_harness::backend::kind::{KindBackend, KindOptions};
 use ate_harness::backend::{ActorState, Backend};
 use ate_harness::run_id::RunId;
 use fake_kube::{FakeKube, PodState, ProbeStandIn};
-use fake_tools::{FakeTools, State};
+use fake_tools::{FakeTools, State, INSTALL_SCRIPT};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::json;
 
@@ -102,6 +102,14 @@ fn main() -> std::process::ExitCode {
         trial(
             "deploy_agent_fails_naming_both_digests_when_a_pod_runs_another",
             deploy_agent_digest_mismatch,
+        ),
+        trial(
+            "install_runs_the_checkouts_script_as_an_argument_vector",
+            install_runs_the_script,
+        ),
+        trial(
+            "a_failed_install_shows_the_scripts_output",
+            install_failure_shows_output,
         ),
     ];
     libtest_mimic::run(&args, tests).exit_code()
@@ -1257,4 +1265,98 @@ async fn actor_already_gone() {
         "{lines:#?}"
     );
     assert!(w.records_left().is_empty(), "{:?}", w.records_left());
+}
+
+/// `--install` runs the checkout's `hack/install-ate-kind.sh
+/// --deploy-ate-system` (upstream CI's install, `pr-workflow.yaml:88-91`)
+/// as an argument vector: no shell, cwd the checkout, the context and
+/// registry in its environment; before the preflight that checks its work.
+async fn install_runs_the_script() {
+    let w = World::new(reused_cluster()).await;
+    let script = w.tools.link_install_script(&w.root);
+    let mut opts = w.options("localhost:5001");
+    opts.install = true;
+    let backend = KindBackend::start(opts).await.unwrap();
+    let calls = w.tools.calls();
+    let installs: Vec<_> = calls.iter().filter(|c| c.tool == INSTALL_SCRIPT).collect();
+    assert_eq!(installs.len(), 1, "{:#?}", w.tools.call_lines());
+    let c = installs[0];
+    assert_eq!(c.args, ["--deploy-ate-system"]);
+    assert_eq!(c.cwd, w.root);
+    let env = |k: &str| c.env.get(k).map(String::as_str);
+    assert_eq!(env("KUBECTL_CONTEXT"), Some(CONTEXT));
+    assert_eq!(env("KO_DOCKER_REPO"), Some("localhost:5001"));
+    let kubeconfig = w.kubeconfig.display().to_string();
+    assert_eq!(env("KUBECONFIG"), Some(kubeconfig.as_str()));
+    assert!(w.tools.state().installed);
+    w.assert_no_shell();
+    // The plan names the script itself as the program.
+    let planned = backend
+        .plan()
+        .steps()
+        .into_iter()
+        .find_map(|s| match s {
+            Step::Command { argv, cwd, .. } if argv[0].ends_with(INSTALL_SCRIPT) => {
+                Some((argv, cwd))
+            }
+            _ => None,
+        })
+        .expect("the install step");
+    assert_eq!(
+        planned.0,
+        [
+            script.display().to_string(),
+            "--deploy-ate-system".to_owned()
+        ]
+    );
+    assert_eq!(planned.1.as_deref(), Some(w.root.as_path()));
+    // After the cluster is found, before the preflight.
+    let lines = w.tools.call_lines();
+    let at = |l: &str| {
+        lines
+            .iter()
+            .position(|x| x == l)
+            .unwrap_or_else(|| panic!("no {l:?} in {lines:#?}"))
+    };
+    let install = at(&format!("{INSTALL_SCRIPT} --deploy-ate-system"));
+    assert!(
+        at("kind get clusters") < install && install < at("kind version"),
+        "{lines:#?}"
+    );
+    backend.teardown().await.unwrap();
+}
+
+/// A failing install stops the run before the preflight, and its error
+/// carries the script's output (captured, its tail shown) and status.
+async fn install_failure_shows_output() {
+    let w = World::new(State {
+        install_failure: Some(
+            "deploying ate-system\nerror: timed out waiting for deployment/ate-controller\n".into(),
+        ),
+        ..reused_cluster()
+    })
+    .await;
+    w.tools.link_install_script(&w.root);
+    let mut opts = w.options("localhost:5001");
+    opts.install = true;
+    let err = KindBackend::start(opts)
+        .await
+        .err()
+        .expect("the install fails");
+    let msg = format!("{err:#}");
+    for want in [
+        "install Agent Substrate from the checkout",
+        "hack/install-ate-kind.sh",
+        "error: timed out waiting for deployment/ate-controller",
+        "fake install-ate-kind.sh: the install failed",
+    ] {
+        assert!(msg.contains(want), "no {want:?} in:\n{msg}");
+    }
+    assert!(!w.tools.state().installed);
+    let lines = w.tools.call_lines();
+    assert!(
+        !lines.iter().any(|l| l == "kind version"),
+        "the preflight ran: {lines:#?}"
+    );
+    w.assert_no_shell();
 }
