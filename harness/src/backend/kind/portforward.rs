@@ -329,13 +329,13 @@ pub fn pick_target(
 /// The Service a recording executor answers with: upstream's
 /// `atenet-router` Service as shipped (`manifests/ate-install/atenet-router.yaml:199-211`
 /// at 86e138f6: selector `app=atenet-router`, port 80 named `http`,
-/// targetPort `http`), in the namespace and name asked for.
+/// targetPort 8080), in the namespace and name asked for.
 fn stand_in_service(namespace: &str, service: &str, svc_port: i32) -> Service {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": service, "namespace": namespace},
         "spec": {
             "selector": {"app": "atenet-router"},
-            "ports": [{"name": "http", "port": svc_port, "targetPort": "http"}]
+            "ports": [{"name": "http", "port": svc_port, "targetPort": 8080}]
         }
     }))
     .expect("a valid Service")
