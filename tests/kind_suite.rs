@@ -412,14 +412,27 @@ fn declared_waivers_turn_kind_host_skips_into_waived() {
             serde_json::from_slice(&std::fs::read(report.join("suites/identity.json")).unwrap())
                 .unwrap();
         let md = std::fs::read_to_string(report.join("report.md")).unwrap();
-        (stderr, json, md)
+        let merged: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+        (stderr, json, md, merged)
     };
-    let (stderr, _, _) = run(false);
+    let (stderr, _, md, merged) = run(false);
+    // Without waivers the host-only statements are plain skips.
+    assert_eq!(
+        merged["contract"][8]["verdict"], "skip",
+        "{:#}",
+        merged["contract"][8]
+    );
+    assert!(
+        md.lines()
+            .any(|l| l.starts_with("| ID-9 |") && l.contains("| *skipped* |")),
+        "{md}"
+    );
     assert!(
         stderr.contains("3 trial(s) skipped without a waiver"),
         "{stderr}"
     );
-    let (stderr, json, md) = run(true);
+    let (stderr, json, md, merged) = run(true);
     assert!(!stderr.contains("skipped without a waiver"), "{stderr}");
     let trials = json["trials"].as_array().unwrap();
     let waived: Vec<&serde_json::Value> = trials
@@ -441,4 +454,27 @@ fn declared_waivers_turn_kind_host_skips_into_waived() {
         md.contains("*waived* (ID-9: the kind backend cannot watch"),
         "{md}"
     );
+    // The statements only those trials cover are *waived* in the
+    // per-statement table and in report.json, with the reason; not skips.
+    for (i, id) in [(7, "ID-8"), (8, "ID-9"), (12, "ID-13")] {
+        let row = &merged["contract"][i];
+        assert_eq!(row["id"], id);
+        assert_eq!(row["verdict"], "waived", "{row:#}");
+        let reasons: Vec<&str> = row["waivers"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            reasons.len() == 1 && reasons[0].starts_with(&format!("{id}: ")),
+            "{row:#}"
+        );
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {id} |")))
+            .unwrap_or_else(|| panic!("no {id} row in:\n{md}"));
+        assert!(line.contains(&format!("| *waived* ({id}: ")), "{line}");
+        assert!(!line.contains("*skip"), "{line}");
+    }
 }

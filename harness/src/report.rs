@@ -232,9 +232,13 @@ pub enum ContractVerdict {
     Pass,
     /// A covering trial failed.
     Fail,
-    /// No covering trial failed, but at least one was skipped: the
-    /// statement was not fully checked.
+    /// No covering trial failed, but at least one was skipped without a
+    /// waiver: the statement was not fully checked.
     Skip,
+    /// No covering trial failed, and every skipped one was skipped under a
+    /// declared waiver (`--waive`, `--waivers`; the reasons are in
+    /// [`ContractRow::waivers`]): not checked, on purpose.
+    Waived,
     /// No trial of this run covers the statement.
     NotCovered,
 }
@@ -248,6 +252,10 @@ pub struct ContractRow {
     pub title: String,
     /// Covering trials: (suite, trial, verdict).
     pub trials: Vec<(String, String, Verdict)>,
+    /// The waivers of the covering trials skipped under one:
+    /// `suite/trial` → the waiver (`ID-9: reason`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub waivers: BTreeMap<String, String>,
     /// The statement's verdict.
     pub verdict: ContractVerdict,
 }
@@ -386,18 +394,32 @@ impl RunReport {
         let contract = CONTRACT
             .iter()
             .map(|(id, title)| {
-                let trials: Vec<_> = suites
+                let covering: Vec<_> = suites
                     .iter()
                     .flat_map(|s| s.trials.iter().map(move |t| (s, t)))
                     .filter(|(_, t)| t.covers.iter().any(|c| c.trim() == *id))
+                    .collect();
+                let trials: Vec<_> = covering
+                    .iter()
                     .map(|(s, t)| (s.suite.clone(), t.name.clone(), t.verdict))
                     .collect();
+                let waivers: BTreeMap<String, String> = covering
+                    .iter()
+                    .filter(|(_, t)| t.verdict == Verdict::Skip)
+                    .filter_map(|(s, t)| {
+                        let w = t.waived.clone()?;
+                        Some((format!("{}/{}", s.suite, t.name), w))
+                    })
+                    .collect();
                 let has = |v| trials.iter().any(|t| t.2 == v);
+                let skips = trials.iter().filter(|t| t.2 == Verdict::Skip).count();
                 let verdict = if trials.is_empty() {
                     ContractVerdict::NotCovered
                 } else if has(Verdict::Fail) {
                     ContractVerdict::Fail
-                } else if has(Verdict::Skip) {
+                } else if skips > 0 && skips == waivers.len() {
+                    ContractVerdict::Waived
+                } else if skips > 0 {
                     ContractVerdict::Skip
                 } else {
                     ContractVerdict::Pass
@@ -406,6 +428,7 @@ impl RunReport {
                     id: (*id).to_owned(),
                     title: (*title).to_owned(),
                     trials,
+                    waivers,
                     verdict,
                 }
             })
@@ -522,6 +545,15 @@ fn problems(run: &RunReport) -> (Vec<String>, Vec<String>) {
                 row.id,
                 list(Verdict::Skip)
             )),
+            ContractVerdict::Waived => soft.push(format!(
+                "{} not checked, waived: {}",
+                row.id,
+                row.waivers
+                    .iter()
+                    .map(|(t, w)| format!("{t} ({w})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
             ContractVerdict::NotCovered => {
                 soft.push(format!("{} not covered by any trial in this run", row.id))
             }
@@ -548,10 +580,12 @@ fn problems(run: &RunReport) -> (Vec<String>, Vec<String>) {
                         t.name,
                         first_line(t.message.as_deref().unwrap_or("(no reason recorded)"))
                     );
-                    if fail_on_skip {
-                        hard.push(p);
-                    } else {
-                        soft.push(p);
+                    // A declared waiver keeps a skip from failing the
+                    // run, as it does for the suite's own verdict.
+                    match &t.waived {
+                        Some(w) => soft.push(format!("{p} (waived: {w})")),
+                        None if fail_on_skip => hard.push(p),
+                        None => soft.push(p),
                     }
                 }
             }
@@ -1034,6 +1068,7 @@ fn contract_word(v: ContractVerdict) -> &'static str {
         ContractVerdict::Pass => "pass",
         ContractVerdict::Fail => "**FAIL**",
         ContractVerdict::Skip => "*skipped*",
+        ContractVerdict::Waived => "*waived*",
         ContractVerdict::NotCovered => "*not covered*",
     }
 }
@@ -1132,16 +1167,32 @@ pub fn markdown_report(run: &RunReport) -> String {
         } else {
             r.trials
                 .iter()
-                .map(|(su, t, v)| format!("{} {}", code(&format!("{su}/{t}")), trial_word(*v)))
+                .map(|(su, t, v)| {
+                    let name = format!("{su}/{t}");
+                    let word = match r.waivers.get(&name) {
+                        Some(_) if *v == Verdict::Skip => "*waived*",
+                        _ => trial_word(*v),
+                    };
+                    format!("{} {word}", code(&name))
+                })
                 .collect::<Vec<_>>()
                 .join("<br>")
         };
+        let verdict = match r.verdict {
+            ContractVerdict::Waived => {
+                let reasons: BTreeSet<&str> = r.waivers.values().map(String::as_str).collect();
+                format!(
+                    "*waived* ({})",
+                    cell(&reasons.into_iter().collect::<Vec<_>>().join("; "))
+                )
+            }
+            other => contract_word(other).to_owned(),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {verdict} | {} |",
             cell(&r.id),
             cell(&r.title),
-            contract_word(r.verdict),
             trials
         );
     }
@@ -1627,6 +1678,76 @@ mod tests {
         assert_eq!(v("ID-3"), ContractVerdict::Skip);
         assert_eq!(v("ID-4"), ContractVerdict::NotCovered);
         assert_eq!(run.verdict, RunVerdict::Fail);
+    }
+
+    #[test]
+    fn a_statement_whose_skips_are_all_waived_is_waived_in_json_and_markdown() {
+        let mut waived = trial("w", &["ID-9"], Verdict::Skip);
+        waived.waived = Some("ID-9: no host access into kind nodes".into());
+        let mut also = trial("w2", &["ID-8"], Verdict::Skip);
+        also.waived = Some("ID-8: no host access".into());
+        let mut s = suite(vec![
+            waived,
+            also,
+            trial("u", &["ID-8"], Verdict::Skip),
+            trial("p", &["ID-9"], Verdict::Pass),
+        ]);
+        s.fail_on_skip = true;
+        let run = RunReport::from_suites(vec![s]);
+        let row = |id: &str| run.contract.iter().find(|r| r.id == id).unwrap();
+        assert_eq!(row("ID-9").verdict, ContractVerdict::Waived);
+        // One unwaived skip keeps the statement a plain skip.
+        assert_eq!(row("ID-8").verdict, ContractVerdict::Skip);
+        // An unwaived skip under fail_on_skip still fails the run.
+        assert_eq!(run.verdict, RunVerdict::Fail);
+
+        let json = serde_json::to_value(&run).unwrap();
+        let id9 = &json["contract"][8];
+        assert_eq!(id9["id"], "ID-9");
+        assert_eq!(id9["verdict"], "waived");
+        assert_eq!(
+            id9["waivers"]["s/w"],
+            "ID-9: no host access into kind nodes"
+        );
+
+        let md = markdown_report(&run);
+        let line = |id: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| {id} |")))
+                .unwrap()
+                .to_owned()
+        };
+        let id9 = line("ID-9");
+        assert!(
+            id9.contains("| *waived* (ID-9: no host access into kind nodes) |"),
+            "{id9}"
+        );
+        assert!(id9.contains("`s/w` *waived*"), "{id9}");
+        assert!(id9.contains("`s/p` pass"), "{id9}");
+        let id8 = line("ID-8");
+        assert!(id8.contains("| *skipped* |"), "{id8}");
+        assert!(
+            id8.contains("`s/w2` *waived*") && id8.contains("`s/u` *skip*"),
+            "{id8}"
+        );
+    }
+
+    #[test]
+    fn waived_skips_alone_do_not_fail_a_fail_on_skip_run() {
+        let mut w = trial("w", &["ID-9"], Verdict::Skip);
+        w.waived = Some("ID-9: reason".into());
+        let mut s = suite(vec![w]);
+        s.fail_on_skip = true;
+        let run = RunReport::from_suites(vec![s]);
+        // Not checked, so not PASS either: incomplete, with the waiver.
+        assert_eq!(run.verdict, RunVerdict::Incomplete);
+        let problems = gate(&run).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("ID-9 not checked, waived: s/w (ID-9: reason)")),
+            "{problems:?}"
+        );
     }
 
     #[test]

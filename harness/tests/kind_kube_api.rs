@@ -10,13 +10,15 @@ mod fake_kube;
 use std::future::Future;
 use std::time::Duration;
 
+use ate_harness::backend::kind::exec::Executor;
 use ate_harness::backend::kind::kube::{
-    connect, golden_plan, preflight, preflight_check_names, preflight_cluster, preflight_plan,
-    wait_golden, GoldenWaitError, KubeTarget, API_CHECK, NOT_CHECKED_UNREACHABLE,
+    connect, preflight, preflight_check_names, preflight_cluster, wait_golden, wait_golden_with,
+    GoldenWaitError, KubeTarget, API_CHECK, CHECKED_AT_RUN_TIME, NOT_CHECKED_UNREACHABLE,
+    STAND_IN_GOLDEN_ACTOR_ID,
 };
+use ate_harness::backend::kind::plan::{ApiCall, Step};
 use ate_harness::backend::kind::portforward::{
-    pick_target, router_plan, ForwardError, RouterForward, ROUTER_NAMESPACE, ROUTER_PORT,
-    ROUTER_SERVICE,
+    pick_target, ForwardError, RouterForward, ROUTER_NAMESPACE, ROUTER_PORT, ROUTER_SERVICE,
 };
 use fake_kube::{closed_port, wait_until, write_kubeconfig, FakeKube, PodState, ProbeStandIn};
 use http_body_util::{BodyExt, Full};
@@ -278,17 +280,29 @@ async fn router() -> Router {
 }
 
 async fn start_forward(r: &Router) -> RouterForward {
+    start_forward_with(&Executor::real_with_client(r.client.clone())).await
+}
+
+async fn start_forward_with(exec: &Executor) -> RouterForward {
     within(
         "RouterForward::start",
-        RouterForward::start(
-            r.client.clone(),
-            ROUTER_NAMESPACE,
-            ROUTER_SERVICE,
-            ROUTER_PORT,
-        ),
+        RouterForward::start(exec, ROUTER_NAMESPACE, ROUTER_SERVICE, ROUTER_PORT),
     )
     .await
     .expect("start the router forward")
+    .expect("a real executor gives a forward")
+}
+
+/// The API calls of a plan, as `METHOD path`.
+fn api_lines(exec: &Executor) -> Vec<String> {
+    exec.plan()
+        .steps()
+        .iter()
+        .filter_map(|s| match s {
+            Step::Api(ApiCall { method, path, .. }) => Some(format!("{method} {path}")),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A reqwest client that opens a new connection per request.
@@ -318,7 +332,8 @@ async fn get_whoami(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_start_resolves_named_target_port_through_the_api() {
     let r = router().await;
-    let fwd = start_forward(&r).await;
+    let exec = Executor::real_with_client(r.client.clone());
+    let fwd = start_forward_with(&exec).await;
     assert_eq!(fwd.pod(), "atenet-router-abc");
     assert!(fwd.local_addr().ip().is_loopback());
     assert_ne!(fwd.local_addr().port(), 0);
@@ -336,15 +351,36 @@ async fn forward_start_resolves_named_target_port_through_the_api() {
             "GET /api/v1/namespaces/ate-system/pods?labelSelector=app=atenet-router",
         ]
     );
-    let plan = router_plan(ROUTER_NAMESPACE, ROUTER_SERVICE, ROUTER_PORT);
+    // The executor recorded exactly those calls, then the forward's
+    // WebSocket to the pod and port they resolved to.
     assert_eq!(
-        plan[0].path,
-        "/api/v1/namespaces/ate-system/services/atenet-router"
+        api_lines(&exec),
+        [
+            "GET /api/v1/namespaces/ate-system/services/atenet-router",
+            "GET /api/v1/namespaces/ate-system/pods?labelSelector=app=atenet-router",
+            "WS /api/v1/namespaces/ate-system/pods/atenet-router-abc/portforward?ports=8080",
+        ]
     );
-    assert!(plan[1]
-        .path
-        .starts_with("/api/v1/namespaces/ate-system/pods?labelSelector="));
-    assert_eq!(plan[2].method, "WS");
+    // A recording executor records the same calls for upstream's Service
+    // (its stand-in), with a stand-in pod, and opens nothing.
+    let dry = Executor::recording();
+    let none = RouterForward::start(&dry, ROUTER_NAMESPACE, ROUTER_SERVICE, ROUTER_PORT)
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    assert_eq!(
+        api_lines(&dry),
+        [
+            "GET /api/v1/namespaces/ate-system/services/atenet-router",
+            "GET /api/v1/namespaces/ate-system/pods?labelSelector=app=atenet-router",
+            "WS /api/v1/namespaces/ate-system/pods/<ready pod>/portforward?ports=8080",
+        ]
+    );
+    assert_eq!(
+        r.fake.requests().len(),
+        2,
+        "the recording executor called the API"
+    );
     fwd.stop().await;
 }
 
@@ -358,14 +394,8 @@ async fn forward_start_errors_come_from_the_service_and_pods() {
         Some(ROUTER_SELECTOR),
         json!([{"port": 80, "targetPort": "web"}]),
     );
-    let start = || {
-        RouterForward::start(
-            r.client.clone(),
-            ROUTER_NAMESPACE,
-            ROUTER_SERVICE,
-            ROUTER_PORT,
-        )
-    };
+    let exec = Executor::real_with_client(r.client.clone());
+    let start = || RouterForward::start(&exec, ROUTER_NAMESPACE, ROUTER_SERVICE, ROUTER_PORT);
     let err = within("start", start()).await.unwrap_err();
     assert!(
         matches!(err, ForwardError::NamedPortNotFound { .. }),
@@ -697,10 +727,40 @@ async fn golden_wait_returns_the_id_and_the_phase_history() {
     let times: Vec<Duration> = ready.phase_history.iter().map(|(_, t)| *t).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     assert!(ready.waited >= *times.last().unwrap());
-    // Six GETs, one per poll; the plan names that call.
+    // Six GETs, one per poll.
     let path = FakeKube::actor_template_path("conf-x", "probe");
     assert_eq!(fake.requests().iter().filter(|r| r.path == path).count(), 6);
-    assert_eq!(golden_plan("conf-x", "probe")[0].path, path);
+
+    // Through an executor the wait is one recorded step naming that call,
+    // the same for a real and a recording executor; the recording one
+    // answers the stand-in golden actor and calls nothing.
+    fake.script_actor_template(
+        "conf-x",
+        "probe",
+        vec![json!({
+            "phase": "Ready",
+            "goldenActorID": GOLDEN_ID,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "GoldenReady"}]
+        })],
+    );
+    let real = Executor::real_with_client(client.clone());
+    let ready = wait_golden_with(&real, "conf-x", "probe", STEP, Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!(ready.golden_actor_id, GOLDEN_ID);
+    let before = fake.requests().len();
+    let dry = Executor::recording();
+    let stand_in = wait_golden_with(&dry, "conf-x", "probe", STEP, Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!(stand_in.golden_actor_id, STAND_IN_GOLDEN_ACTOR_ID);
+    assert_eq!(
+        fake.requests().len(),
+        before,
+        "the recording executor called the API"
+    );
+    assert_eq!(api_lines(&real), [format!("GET {path}")]);
+    assert_eq!(api_lines(&dry), api_lines(&real));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -837,7 +897,8 @@ fn failed(checks: &[ate_harness::backend::kind::kube::Check]) -> Vec<String> {
 async fn preflight_all_good_and_its_calls_match_the_plan() {
     let (fake, client, _dir) = fake_and_client().await;
     fake.put_healthy_system();
-    let checks = preflight_cluster(&client, STEP).await;
+    let exec = Executor::real_with_client(client);
+    let checks = preflight_cluster(&exec, STEP).await;
     assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
     let names: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
     assert_eq!(names, preflight_check_names());
@@ -854,9 +915,24 @@ async fn preflight_all_good_and_its_calls_match_the_plan() {
             }
         })
         .collect();
-    let mut planned: Vec<String> = preflight_plan().into_iter().map(|c| c.path).collect();
+    let mut planned: Vec<String> = api_lines(&exec)
+        .into_iter()
+        .map(|l| l.trim_start_matches("GET ").to_owned())
+        .collect();
     // The API call comes first; the others run concurrently.
     assert_eq!(made[0], planned[0]);
+    // A recording executor plans the same calls, in the order the real
+    // one recorded them, makes none, and answers every check passed.
+    let dry = Executor::recording();
+    let stand_ins = preflight_cluster(&dry, STEP).await;
+    assert_eq!(api_lines(&dry), api_lines(&exec));
+    assert!(
+        stand_ins
+            .iter()
+            .all(|c| c.ok && c.detail == CHECKED_AT_RUN_TIME),
+        "{stand_ins:#?}"
+    );
+    assert_eq!(fake.requests().len(), made.len());
     made.sort();
     planned.sort();
     assert_eq!(made, planned);
@@ -867,7 +943,7 @@ async fn preflight_reports_a_deployment_not_ready() {
     let (fake, client, _dir) = fake_and_client().await;
     fake.put_healthy_system();
     fake.put_deployment("ate-system", "ate-controller", 1, 0);
-    let checks = preflight_cluster(&client, STEP).await;
+    let checks = preflight_cluster(&Executor::real_with_client(client.clone()), STEP).await;
     assert_eq!(
         failed(&checks),
         ["deployment ate-system/ate-controller ready"]
@@ -883,7 +959,7 @@ async fn preflight_reports_every_missing_piece() {
     assert!(
         fake.remove("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/workerpools.ate.dev")
     );
-    let checks = preflight_cluster(&client, STEP).await;
+    let checks = preflight_cluster(&Executor::real_with_client(client.clone()), STEP).await;
     assert_eq!(failed(&checks), ["crd workerpools.ate.dev exists"]);
     assert!(checks
         .iter()
@@ -900,7 +976,7 @@ async fn preflight_reports_every_missing_piece() {
     fake.put_statefulset("ate-system", "valkey-cluster", 3, 2);
     assert!(fake
         .remove("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sandboxconfigs.ate.dev"));
-    let checks = preflight_cluster(&client, STEP).await;
+    let checks = preflight_cluster(&Executor::real_with_client(client.clone()), STEP).await;
     assert_eq!(
         failed(&checks),
         [
@@ -927,7 +1003,7 @@ async fn preflight_against_a_closed_port_fails_fast_naming_the_server() {
     };
     let deadline = Duration::from_secs(5);
     let started = std::time::Instant::now();
-    let checks = preflight(&target, deadline).await;
+    let checks = preflight(&Executor::real(), &target, deadline).await;
     assert!(
         started.elapsed() < deadline + Duration::from_secs(2),
         "{:?}",
@@ -967,7 +1043,7 @@ async fn preflight_honours_its_deadline_when_the_api_never_answers() {
     .unwrap();
     let deadline = Duration::from_millis(500);
     let started = std::time::Instant::now();
-    let checks = preflight_cluster(&client, deadline).await;
+    let checks = preflight_cluster(&Executor::real_with_client(client.clone()), deadline).await;
     let elapsed = started.elapsed();
     hold.abort();
     assert!(
@@ -1129,7 +1205,7 @@ current-context: kind-kind
     connect(&target)
         .await
         .expect("https client with client certificates");
-    let checks = preflight(&target, Duration::from_secs(5)).await;
+    let checks = preflight(&Executor::real(), &target, Duration::from_secs(5)).await;
     assert!(!checks[0].ok);
     assert!(checks[0].detail.contains(&server), "{:?}", checks[0]);
 }
@@ -1216,6 +1292,45 @@ async fn the_rendered_probe_manifest_validates_against_upstreams_crds() {
     assert!(fake
         .get("/apis/ate.dev/v1alpha1/namespaces/ate-conf-s1/actortemplates/probe")
         .is_some());
+}
+
+/// Upstream's probe WorkerPool at the pinned commit
+/// (`internal/e2e/fixtures/probe/probe.yaml.tmpl:29-31` at 86e138f6):
+/// `replicas: 3`, worker image `ko://.../cmd/ateom-gvisor`. With fewer
+/// workers a suite restoring two actors while a third resumes gets "no free
+/// workers available" (`cmd/ateapi/internal/controlapi/workflow_resume.go:174`);
+/// `docs/upstream.md`, mismatch 15.
+const UPSTREAM_PROBE_POOL_REPLICAS: i64 = 3;
+/// See [`UPSTREAM_PROBE_POOL_REPLICAS`].
+const UPSTREAM_PROBE_POOL_ATEOM_IMAGE: &str =
+    "ko://github.com/agent-substrate/substrate/cmd/ateom-gvisor";
+
+#[test]
+fn the_probe_worker_pool_keeps_upstreams_replicas_and_worker_image() {
+    let docs = ate_docs(&rendered_probe());
+    let pools: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "WorkerPool").collect();
+    assert_eq!(pools.len(), 1, "{docs:#?}");
+    let spec = &pools[0]["spec"];
+    assert_eq!(
+        spec["replicas"].as_i64(),
+        Some(UPSTREAM_PROBE_POOL_REPLICAS),
+        "the probe's WorkerPool drifted from upstream's probe pool: {spec:#}"
+    );
+    assert_eq!(
+        spec["ateomImage"], UPSTREAM_PROBE_POOL_ATEOM_IMAGE,
+        "{spec:#}"
+    );
+    // The pool the template runs on is this one.
+    let template = docs.iter().find(|d| d["kind"] == "ActorTemplate").unwrap();
+    assert_eq!(
+        pools[0]["metadata"]["labels"]["workload"], "probe-s1",
+        "{:#}",
+        pools[0]
+    );
+    assert_eq!(
+        template["metadata"]["namespace"],
+        pools[0]["metadata"]["namespace"]
+    );
 }
 
 #[tokio::test]

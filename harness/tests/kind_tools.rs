@@ -30,7 +30,7 @@ use ate_harness::backend::kind::{KindBackend, KindOptions};
 use ate_harness::backend::{ActorState, Backend};
 use ate_harness::run_id::RunId;
 use fake_kube::{FakeKube, PodState, ProbeStandIn};
-use fake_tools::{FakeTools, State};
+use fake_tools::{FakeTools, State, INSTALL_SCRIPT};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::json;
 
@@ -52,8 +52,12 @@ fn main() -> std::process::ExitCode {
     let tests = vec![
         trial("a_full_run_makes_exactly_these_calls", full_run),
         trial(
-            "the_dry_run_plans_the_commands_a_real_run_makes",
+            "the_dry_run_plans_every_step_a_real_run_makes",
             dry_run_matches_real_run,
+        ),
+        trial(
+            "placeholders_match_only_what_they_stand_for",
+            placeholders_match_only_what_they_stand_for,
         ),
         trial(
             "a_missing_cluster_is_created_only_when_asked",
@@ -98,6 +102,14 @@ fn main() -> std::process::ExitCode {
         trial(
             "deploy_agent_fails_naming_both_digests_when_a_pod_runs_another",
             deploy_agent_digest_mismatch,
+        ),
+        trial(
+            "install_runs_the_checkouts_script_as_an_argument_vector",
+            install_runs_the_script,
+        ),
+        trial(
+            "a_failed_install_shows_the_scripts_output",
+            install_failure_shows_output,
         ),
     ];
     libtest_mimic::run(&args, tests).exit_code()
@@ -500,6 +512,70 @@ fn planned_lines(steps: &[Step]) -> Vec<String> {
         .collect()
 }
 
+/// A step as one comparable line: a command's argv (program by file
+/// name), an API call's method and path, a registry request's method and
+/// purpose (its upload URL is the registry's answer), a local step's
+/// purpose.
+fn step_shape(step: &Step) -> String {
+    match step {
+        Step::Command { .. } => format!("run {}", planned_lines(std::slice::from_ref(step))[0]),
+        Step::Api(c) => format!("api {} {}", c.method, c.path),
+        Step::Registry(c) => format!("oci {} ({})", c.method, c.purpose),
+        Step::Local { purpose } => format!("local {purpose}"),
+    }
+}
+
+/// Whether `real` is `dry` with each `<placeholder>` of `dry` standing for
+/// some text: the literal pieces between placeholders appear in `real` in
+/// order, the first at its start and the last at its end.
+fn placeholders_match(dry: &str, real: &str) -> bool {
+    let mut pieces = Vec::new();
+    let mut rest = dry;
+    while let Some(open) = rest.find('<') {
+        match rest[open..].find('>') {
+            Some(close) => {
+                pieces.push(&rest[..open]);
+                rest = &rest[open + close + 1..];
+            }
+            None => break,
+        }
+    }
+    pieces.push(rest);
+    if pieces.len() == 1 {
+        return dry == real;
+    }
+    let (first, last) = (pieces[0], pieces[pieces.len() - 1]);
+    if !real.starts_with(first) || !real[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut at = first.len();
+    let end = real.len() - last.len();
+    for piece in &pieces[1..pieces.len() - 1] {
+        match real[at..end].find(piece) {
+            Some(i) => at += i + piece.len(),
+            None => return false,
+        }
+    }
+    true
+}
+
+async fn placeholders_match_only_what_they_stand_for() {
+    assert!(placeholders_match("api GET /a/<x>/b", "api GET /a/pod-1/b"));
+    assert!(placeholders_match(
+        "local pack <p> into",
+        "local pack /t/probe into"
+    ));
+    assert!(!placeholders_match(
+        "api GET /a/<x>/b",
+        "api GET /a/pod-1/c"
+    ));
+    assert!(!placeholders_match(
+        "run kind get clusters",
+        "run kind get nodes"
+    ));
+    assert!(!placeholders_match("oci PUT (<d>)", "oci POST (x)"));
+}
+
 async fn dry_run_matches_real_run() {
     let reg = registry::TestRegistry::start().await.unwrap();
     let w = World::new(reused_cluster()).await;
@@ -520,6 +596,35 @@ async fn dry_run_matches_real_run() {
     let real = KindBackend::start(opts).await.unwrap();
     drive(&real).await;
     assert_eq!(planned, w.tools.call_lines());
+    // Not only the commands: every step the real run recorded (commands,
+    // API calls, registry requests, local work), in order, is in the dry
+    // run's plan, with the dry run's placeholders standing for what only
+    // the real run knows. A step made by the real run and missing from the
+    // dry run fails here.
+    let (dry_steps, real_steps) = (dry.plan().steps(), real.plan().steps());
+    let dry_shapes: Vec<String> = dry_steps.iter().map(step_shape).collect();
+    let real_shapes: Vec<String> = real_steps.iter().map(step_shape).collect();
+    assert_eq!(
+        dry_shapes.len(),
+        real_shapes.len(),
+        "dry:\n{}\nreal:\n{}",
+        dry_shapes.join("\n"),
+        real_shapes.join("\n")
+    );
+    for (d, r) in dry_shapes.iter().zip(&real_shapes) {
+        assert!(
+            placeholders_match(d, r),
+            "dry run step\n  {d}\nis not the real run's\n  {r}"
+        );
+    }
+    for kind in [
+        "api GET", "api WS", "oci HEAD", "oci POST", "oci PUT", "local",
+    ] {
+        assert!(
+            real_shapes.iter().any(|s| s.starts_with(kind)),
+            "the real run recorded no {kind} step"
+        );
+    }
     // The registry requests and API calls are planned too.
     let steps = dry.plan().steps();
     assert!(steps.iter().any(
@@ -1160,4 +1265,98 @@ async fn actor_already_gone() {
         "{lines:#?}"
     );
     assert!(w.records_left().is_empty(), "{:?}", w.records_left());
+}
+
+/// `--install` runs the checkout's `hack/install-ate-kind.sh
+/// --deploy-ate-system` (upstream CI's install, `pr-workflow.yaml:88-91`)
+/// as an argument vector: no shell, cwd the checkout, the context and
+/// registry in its environment; before the preflight that checks its work.
+async fn install_runs_the_script() {
+    let w = World::new(reused_cluster()).await;
+    let script = w.tools.link_install_script(&w.root);
+    let mut opts = w.options("localhost:5001");
+    opts.install = true;
+    let backend = KindBackend::start(opts).await.unwrap();
+    let calls = w.tools.calls();
+    let installs: Vec<_> = calls.iter().filter(|c| c.tool == INSTALL_SCRIPT).collect();
+    assert_eq!(installs.len(), 1, "{:#?}", w.tools.call_lines());
+    let c = installs[0];
+    assert_eq!(c.args, ["--deploy-ate-system"]);
+    assert_eq!(c.cwd, w.root);
+    let env = |k: &str| c.env.get(k).map(String::as_str);
+    assert_eq!(env("KUBECTL_CONTEXT"), Some(CONTEXT));
+    assert_eq!(env("KO_DOCKER_REPO"), Some("localhost:5001"));
+    let kubeconfig = w.kubeconfig.display().to_string();
+    assert_eq!(env("KUBECONFIG"), Some(kubeconfig.as_str()));
+    assert!(w.tools.state().installed);
+    w.assert_no_shell();
+    // The plan names the script itself as the program.
+    let planned = backend
+        .plan()
+        .steps()
+        .into_iter()
+        .find_map(|s| match s {
+            Step::Command { argv, cwd, .. } if argv[0].ends_with(INSTALL_SCRIPT) => {
+                Some((argv, cwd))
+            }
+            _ => None,
+        })
+        .expect("the install step");
+    assert_eq!(
+        planned.0,
+        [
+            script.display().to_string(),
+            "--deploy-ate-system".to_owned()
+        ]
+    );
+    assert_eq!(planned.1.as_deref(), Some(w.root.as_path()));
+    // After the cluster is found, before the preflight.
+    let lines = w.tools.call_lines();
+    let at = |l: &str| {
+        lines
+            .iter()
+            .position(|x| x == l)
+            .unwrap_or_else(|| panic!("no {l:?} in {lines:#?}"))
+    };
+    let install = at(&format!("{INSTALL_SCRIPT} --deploy-ate-system"));
+    assert!(
+        at("kind get clusters") < install && install < at("kind version"),
+        "{lines:#?}"
+    );
+    backend.teardown().await.unwrap();
+}
+
+/// A failing install stops the run before the preflight, and its error
+/// carries the script's output (captured, its tail shown) and status.
+async fn install_failure_shows_output() {
+    let w = World::new(State {
+        install_failure: Some(
+            "deploying ate-system\nerror: timed out waiting for deployment/ate-controller\n".into(),
+        ),
+        ..reused_cluster()
+    })
+    .await;
+    w.tools.link_install_script(&w.root);
+    let mut opts = w.options("localhost:5001");
+    opts.install = true;
+    let err = KindBackend::start(opts)
+        .await
+        .err()
+        .expect("the install fails");
+    let msg = format!("{err:#}");
+    for want in [
+        "install Agent Substrate from the checkout",
+        "hack/install-ate-kind.sh",
+        "error: timed out waiting for deployment/ate-controller",
+        "fake install-ate-kind.sh: the install failed",
+    ] {
+        assert!(msg.contains(want), "no {want:?} in:\n{msg}");
+    }
+    assert!(!w.tools.state().installed);
+    let lines = w.tools.call_lines();
+    assert!(
+        !lines.iter().any(|l| l == "kind version"),
+        "the preflight ran: {lines:#?}"
+    );
+    w.assert_no_shell();
 }

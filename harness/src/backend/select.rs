@@ -194,30 +194,36 @@ pub fn dry_run(
         .build()
         .expect("tokio runtime");
     let run = &opts.run_id;
-    let planned = rt.block_on(async {
-        let backend = KindBackend::start(kind_options(opts, k)).await?;
-        let golden = backend.deploy_probe(opts.golden_timeout).await?;
-        let atespace = run.atespace();
-        backend.create_atespace(&atespace).await?;
-        let actor = run.unique("<actor>");
-        backend.plan().push(Step::local(format!(
-            "each trial, for each actor it uses (named <base>-{run}), makes these steps:"
-        )));
-        backend
-            .create_actor(&atespace, &actor, &golden.template)
-            .await?;
-        backend.resume(&atespace, &actor).await?;
-        backend.plan().push(Step::local(format!(
+    // The backend's logs during the dry run tell of stand-in answers, not
+    // of a cluster: they carry the span's name.
+    let span = tracing::info_span!("dry_run", answers = "stand-in");
+    let planned = rt.block_on(tracing::Instrument::instrument(
+        async {
+            let backend = KindBackend::start(kind_options(opts, k)).await?;
+            let golden = backend.deploy_probe(opts.golden_timeout).await?;
+            let atespace = run.atespace();
+            backend.create_atespace(&atespace).await?;
+            let actor = run.unique("<actor>");
+            backend.plan().push(Step::local(format!(
+                "each trial, for each actor it uses (named <base>-{run}), makes these steps:"
+            )));
+            backend
+                .create_actor(&atespace, &actor, &golden.template)
+                .await?;
+            backend.resume(&atespace, &actor).await?;
+            backend.plan().push(Step::local(format!(
             "GET /whoami (and the trial's other requests) through the router forward with Host: {}",
             crate::router::actor_host(&actor, &atespace)
         )));
-        backend.suspend(&atespace, &actor).await?;
-        backend.delete_actor(&atespace, &actor).await?;
-        backend.plan().push(Step::local("after the last trial:"));
-        backend.delete_atespace(&atespace).await?;
-        backend.teardown().await?;
-        Ok::<_, anyhow::Error>(backend.plan().clone())
-    });
+            backend.suspend(&atespace, &actor).await?;
+            backend.delete_actor(&atespace, &actor).await?;
+            backend.plan().push(Step::local("after the last trial:"));
+            backend.delete_atespace(&atespace).await?;
+            backend.teardown().await?;
+            Ok::<_, anyhow::Error>(backend.plan().clone())
+        },
+        span,
+    ));
     match planned {
         Ok(plan) => {
             println!(

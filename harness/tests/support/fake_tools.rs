@@ -19,7 +19,19 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Tool names the test binary answers to.
-pub const TOOLS: &[&str] = &["kind", "docker", "ko", "kubectl", "kubectl-ate", "git"];
+pub const TOOLS: &[&str] = &[
+    "kind",
+    "docker",
+    "ko",
+    "kubectl",
+    "kubectl-ate",
+    "git",
+    INSTALL_SCRIPT,
+];
+
+/// The checkout's install script (`hack/install-ate-kind.sh`): a fake
+/// checkout links it to this fake with [`FakeTools::link_install_script`].
+pub const INSTALL_SCRIPT: &str = "install-ate-kind.sh";
 
 /// The commit the fake `git rev-parse HEAD` prints.
 pub const FAKE_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -81,6 +93,13 @@ pub struct State {
     /// Lines the fake `git status --porcelain` prints (empty: clean).
     #[serde(default)]
     pub git_status: Vec<String>,
+    /// When set, the fake install script prints this on standard output
+    /// and fails (exit 3), the way a failing `hack/install-ate.sh` step does.
+    #[serde(default)]
+    pub install_failure: Option<String>,
+    /// Set by a successful `hack/install-ate-kind.sh --deploy-ate-system`.
+    #[serde(default)]
+    pub installed: bool,
 }
 
 /// The digest the fake `ko resolve` uses unless the state names one.
@@ -118,6 +137,19 @@ impl FakeTools {
         let fakes = FakeTools { dir, _tmp: tmp };
         fakes.set_state(state);
         fakes
+    }
+
+    /// Makes `<checkout>/hack/install-ate-kind.sh` this fake: a symlink to
+    /// its hard link here, so the fake (`/proc/self/exe` resolves the
+    /// symlink) records into this directory while its `argv[0]` is the
+    /// checkout's path.
+    pub fn link_install_script(&self, checkout: &Path) -> PathBuf {
+        let hack = checkout.join("hack");
+        std::fs::create_dir_all(&hack).expect("hack dir");
+        let script = hack.join(INSTALL_SCRIPT);
+        std::os::unix::fs::symlink(self.dir.join(INSTALL_SCRIPT), &script)
+            .expect("link the install script");
+        script
     }
 
     /// Replaces the fakes' state.
@@ -246,6 +278,7 @@ fn answer(name: &str, call: &Call, st: &mut State) -> Answer {
         "ko" => ko(&a, call, st),
         "kubectl" => kubectl(&a, call, st),
         "kubectl-ate" => ate(&a, st),
+        INSTALL_SCRIPT => install_script(&a, st),
         "git" => match a.as_slice() {
             ["-C", _, "rev-parse", "HEAD"] => ok(format!("{FAKE_COMMIT}\n")),
             ["-C", _, "status", "--porcelain"] => ok(st
@@ -256,6 +289,33 @@ fn answer(name: &str, call: &Call, st: &mut State) -> Answer {
             _ => fail(format!("fake git: unexpected arguments {a:?}\n")),
         },
         _ => fail("unknown fake\n"),
+    }
+}
+
+/// `hack/install-ate-kind.sh` hands its arguments to `hack/install-ate.sh`
+/// (`hack/install-ate-kind.sh:38` at 86e138f6), which prints its usage and
+/// exits 1 without any (`hack/install-ate.sh:498-501`).
+fn install_script(a: &[&str], st: &mut State) -> Answer {
+    match a {
+        ["--deploy-ate-system"] => match &st.install_failure {
+            Some(out) => (
+                3,
+                out.clone(),
+                "fake install-ate-kind.sh: the install failed\n".into(),
+            ),
+            None => {
+                st.installed = true;
+                ok("ate-system deployed\n")
+            }
+        },
+        [] => (
+            1,
+            String::new(),
+            "Usage: hack/install-ate.sh [flags]\n".into(),
+        ),
+        other => fail(format!(
+            "fake install-ate-kind.sh: unexpected arguments {other:?}\n"
+        )),
     }
 }
 

@@ -11,7 +11,10 @@ use super::KindBackend;
 impl KindBackend {
     pub(super) async fn ensure_cluster(&self) -> Result<()> {
         let name = &self.opts.cluster;
+        // Stand-in: the named cluster is there, unless the run may create
+        // one (then the dry run plans the creation).
         let listed = self
+            .exec
             .run(
                 &format!("is there a kind cluster named {name}?"),
                 self.tools.kind_get_clusters(),
@@ -28,9 +31,7 @@ impl KindBackend {
             .filter(|l| !l.is_empty())
             .collect();
         if clusters.contains(&name.as_str()) {
-            if !self.opts.dry_run {
-                info!(cluster = %name, "reusing the kind cluster");
-            }
+            info!(cluster = %name, "reusing the kind cluster");
             return Ok(());
         }
         if !self.opts.create_cluster {
@@ -39,48 +40,59 @@ impl KindBackend {
                 if clusters.is_empty() { "none".to_owned() } else { clusters.join(", ") }
             );
         }
+        // Stand-in: no such container (`docker inspect` fails), so the dry
+        // run plans creating it.
         let inspected = self
-            .run(
+            .exec
+            .run_or(
                 "is the local registry container kind-registry running?",
                 self.tools.registry_inspect(),
-                "",
+                || {
+                    anyhow::bail!(
+                        "no container {} (assumed absent)",
+                        super::tools::REGISTRY_CONTAINER
+                    )
+                },
             )
             .await;
         match inspected.as_deref().map(str::trim) {
             Ok("true") => {}
             // There, but stopped: someone else's; started, never removed.
-            // (A dry run plans the other case: it knows of no container.)
-            Ok(_) if !self.opts.dry_run => {
-                self.run(
-                    "start the stopped local registry kind-registry",
-                    self.tools.registry_start(),
-                    "",
-                )
-                .await?;
+            Ok(_) => {
+                self.exec
+                    .run(
+                        "start the stopped local registry kind-registry",
+                        self.tools.registry_start(),
+                        "",
+                    )
+                    .await?;
             }
             // Not there: this run makes it. Marked before it runs, so an
             // interrupt or failure midway still removes it.
-            _ => {
+            Err(_) => {
                 self.update(|st| st.created_registry = true);
-                self.run(
-                    "start the local registry kind-registry on 127.0.0.1:5001",
-                    self.tools.registry_run(),
-                    "",
-                )
-                .await?;
+                self.exec
+                    .run(
+                        "start the local registry kind-registry on 127.0.0.1:5001",
+                        self.tools.registry_run(),
+                        "",
+                    )
+                    .await?;
             }
         }
         let config = self.opts.fixtures_dir.join("kind/cluster.yaml");
         // Marked before it runs, for the same reason (`kind delete cluster`
         // of a missing cluster succeeds).
         self.update(|st| st.created_cluster = true);
-        self.run(
-            &format!("create the kind cluster {name} (this run deletes it at the end)"),
-            self.tools.kind_create_cluster(name, &config),
-            "",
-        )
-        .await?;
+        self.exec
+            .run(
+                &format!("create the kind cluster {name} (this run deletes it at the end)"),
+                self.tools.kind_create_cluster(name, &config),
+                "",
+            )
+            .await?;
         if let Err(e) = self
+            .exec
             .run(
                 "connect kind-registry to the kind network",
                 self.tools.registry_connect(),
@@ -92,7 +104,9 @@ impl KindBackend {
             // cannot pull.
             warn!("{e:#}");
         }
+        // Stand-in: kind's one control-plane node, as the fixture makes.
         let nodes = self
+            .exec
             .run(
                 "list the cluster's nodes",
                 self.tools.kind_get_nodes(name),
@@ -100,31 +114,37 @@ impl KindBackend {
             )
             .await?;
         for node in nodes.lines().map(str::trim).filter(|n| !n.is_empty()) {
-            self.run(
-                &format!("make the registry config directory on node {node}"),
-                self.tools.node_registry_dir(node),
-                "",
-            )
-            .await?;
-            self.run(
-                &format!("point node {node} at kind-registry:5000 for localhost:5001"),
-                self.tools.node_registry_hosts(node),
-                "",
-            )
-            .await?;
-            self.run(
-                &format!("enable proxy ARP on node {node} (gVisor loopback pod-to-pod networking)"),
-                self.tools.node_proxy_arp(node),
-                "",
-            )
-            .await?;
+            self.exec
+                .run(
+                    &format!("make the registry config directory on node {node}"),
+                    self.tools.node_registry_dir(node),
+                    "",
+                )
+                .await?;
+            self.exec
+                .run(
+                    &format!("point node {node} at kind-registry:5000 for localhost:5001"),
+                    self.tools.node_registry_hosts(node),
+                    "",
+                )
+                .await?;
+            self.exec
+                .run(
+                    &format!(
+                        "enable proxy ARP on node {node} (gVisor loopback pod-to-pod networking)"
+                    ),
+                    self.tools.node_proxy_arp(node),
+                    "",
+                )
+                .await?;
         }
-        self.run(
-            "document the local registry (ConfigMap kube-public/local-registry-hosting)",
-            self.tools.registry_hosting_configmap(),
-            "",
-        )
-        .await?;
+        self.exec
+            .run(
+                "document the local registry (ConfigMap kube-public/local-registry-hosting)",
+                self.tools.registry_hosting_configmap(),
+                "",
+            )
+            .await?;
         Ok(())
     }
 }

@@ -19,6 +19,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use tokio::time::{timeout_at, Instant};
 
+use futures_util::FutureExt as _;
+
+use super::exec::{Executor, NotConnected};
 use super::plan::ApiCall;
 
 /// The namespace the Agent Substrate system components run in.
@@ -193,45 +196,18 @@ pub fn preflight_check_names() -> Vec<String> {
     names
 }
 
-/// The API calls [`preflight_cluster`] makes, in check order.
-pub fn preflight_plan() -> Vec<ApiCall> {
-    let mut calls = vec![ApiCall::new(
-        "GET",
-        "/api/v1/namespaces?limit=1",
-        format!(
-            "the API server answers (list namespaces) within {} s",
-            API_ANSWER_WITHIN.as_secs()
-        ),
-    )];
-    for d in SYSTEM_DEPLOYMENTS {
-        calls.push(ApiCall::new(
-            "GET",
-            format!("/apis/apps/v1/namespaces/{SYSTEM_NAMESPACE}/deployments/{d}"),
-            format!("deployment {SYSTEM_NAMESPACE}/{d} has all its replicas ready"),
-        ));
-    }
-    calls.push(ApiCall::new(
-        "GET",
-        format!("/apis/apps/v1/namespaces/{SYSTEM_NAMESPACE}/daemonsets/{SYSTEM_DAEMONSET}"),
-        format!("daemonset {SYSTEM_NAMESPACE}/{SYSTEM_DAEMONSET} is ready on every node"),
-    ));
-    calls.push(ApiCall::new(
-        "GET",
-        format!("/apis/apps/v1/namespaces/{SYSTEM_NAMESPACE}/statefulsets/{SYSTEM_STATEFULSET}"),
-        format!("statefulset {SYSTEM_NAMESPACE}/{SYSTEM_STATEFULSET} has all its replicas ready"),
-    ));
-    for c in SYSTEM_CRDS {
-        calls.push(ApiCall::new(
-            "GET",
-            format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c}"),
-            format!("crd {c} is installed"),
-        ));
-    }
-    calls
+/// What a recording executor answers for every cluster check: passed, the
+/// detail saying it is read at run time.
+pub const CHECKED_AT_RUN_TIME: &str = "<checked at run time>";
+
+fn get(path: String, purpose: String) -> ApiCall {
+    ApiCall::new("GET", path, purpose)
 }
 
-/// Runs every preflight check against the cluster, all of them (none stops
-/// at the first failure), within `deadline` for the whole call.
+/// Runs every preflight check against the cluster through `exec` (one
+/// recorded API call each), all of them (none stops at the first
+/// failure), within `deadline` for the whole call. A recording executor
+/// answers every check passed ([`CHECKED_AT_RUN_TIME`]).
 ///
 /// Checks, in order: the API answers a namespace list (within `deadline`
 /// and [`API_ANSWER_WITHIN`]); the Deployments in [`SYSTEM_DEPLOYMENTS`]
@@ -239,30 +215,45 @@ pub fn preflight_plan() -> Vec<ApiCall> {
 /// DaemonSet `atelet` is ready on every node it is scheduled on (at least
 /// one); the CRDs in [`SYSTEM_CRDS`] exist. When the API check fails, the
 /// others are reported failed with [`NOT_CHECKED_UNREACHABLE`].
-pub async fn preflight_cluster(client: &Client, deadline: Duration) -> Vec<Check> {
+pub async fn preflight_cluster(exec: &Executor, deadline: Duration) -> Vec<Check> {
     let started = Instant::now();
     let end = started + deadline;
     let api_end = end.min(started + API_ANSWER_WITHIN);
+    let not_connected = |name: String| move |e: NotConnected| Check::fail(name, e.to_string());
 
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let api_check =
-        match timeout_at(api_end, namespaces.list(&ListParams::default().limit(1))).await {
-            Ok(Ok(_)) => Check::pass(
-                API_CHECK,
-                format!("answered in {} ms", started.elapsed().as_millis()),
-            ),
-            Ok(Err(e)) => Check::fail(
-                API_CHECK,
-                format!("list namespaces failed: {}", describe_kube_error(&e)),
-            ),
-            Err(_) => Check::fail(
-                API_CHECK,
+    let api_check = exec
+        .api(
+            get(
+                "/api/v1/namespaces?limit=1".into(),
                 format!(
-                    "no answer to list namespaces within {}",
-                    fmt_secs(api_end - started)
+                    "the API server answers (list namespaces) within {} s",
+                    API_ANSWER_WITHIN.as_secs()
                 ),
             ),
-        };
+            |client| async move {
+                let namespaces: Api<Namespace> = Api::all(client);
+                match timeout_at(api_end, namespaces.list(&ListParams::default().limit(1))).await {
+                    Ok(Ok(_)) => Check::pass(
+                        API_CHECK,
+                        format!("answered in {} ms", started.elapsed().as_millis()),
+                    ),
+                    Ok(Err(e)) => Check::fail(
+                        API_CHECK,
+                        format!("list namespaces failed: {}", describe_kube_error(&e)),
+                    ),
+                    Err(_) => Check::fail(
+                        API_CHECK,
+                        format!(
+                            "no answer to list namespaces within {}",
+                            fmt_secs(api_end - started)
+                        ),
+                    ),
+                }
+            },
+            || Check::pass(API_CHECK, CHECKED_AT_RUN_TIME),
+        )
+        .await
+        .unwrap_or_else(not_connected(API_CHECK.to_string()));
     if !api_check.ok {
         let mut checks = vec![api_check];
         checks.extend(
@@ -281,68 +272,140 @@ pub async fn preflight_cluster(client: &Client, deadline: Duration) -> Vec<Check
         )
     };
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
     let deployment_checks = futures_util::future::join_all(SYSTEM_DEPLOYMENTS.iter().map(|d| {
-        let deployments = deployments.clone();
         let late = &late;
-        async move {
-            let name = deployment_check_name(d);
-            match timeout_at(end, deployments.get_opt(d)).await {
-                Err(_) => Check::fail(name, late("get deployment")),
-                Ok(Err(e)) => Check::fail(
-                    name,
-                    format!("could not read it: {}", describe_kube_error(&e)),
-                ),
-                Ok(Ok(None)) => Check::fail(name, format!("not found in {SYSTEM_NAMESPACE}")),
-                Ok(Ok(Some(dep))) => deployment_readiness(name, &dep),
-            }
-        }
+        let name = deployment_check_name(d);
+        exec.api(
+            get(
+                format!("/apis/apps/v1/namespaces/{SYSTEM_NAMESPACE}/deployments/{d}"),
+                format!("deployment {SYSTEM_NAMESPACE}/{d} has all its replicas ready"),
+            ),
+            {
+                let name = name.clone();
+                move |client| async move {
+                    let deployments: Api<Deployment> = Api::namespaced(client, SYSTEM_NAMESPACE);
+                    match timeout_at(end, deployments.get_opt(d)).await {
+                        Err(_) => Check::fail(name, late("get deployment")),
+                        Ok(Err(e)) => Check::fail(
+                            name,
+                            format!("could not read it: {}", describe_kube_error(&e)),
+                        ),
+                        Ok(Ok(None)) => {
+                            Check::fail(name, format!("not found in {SYSTEM_NAMESPACE}"))
+                        }
+                        Ok(Ok(Some(dep))) => deployment_readiness(name, &dep),
+                    }
+                }
+            },
+            {
+                let name = name.clone();
+                move || Check::pass(name, CHECKED_AT_RUN_TIME)
+            },
+        )
+        .map(move |r| r.unwrap_or_else(not_connected(name)))
     }));
 
-    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let daemonset_check = async {
+    let daemonset_check = {
         let name = daemonset_check_name(SYSTEM_DAEMONSET);
-        match timeout_at(end, daemonsets.get_opt(SYSTEM_DAEMONSET)).await {
-            Err(_) => Check::fail(name, late("get daemonset")),
-            Ok(Err(e)) => Check::fail(
-                name,
-                format!("could not read it: {}", describe_kube_error(&e)),
-            ),
-            Ok(Ok(None)) => Check::fail(name, format!("not found in {SYSTEM_NAMESPACE}")),
-            Ok(Ok(Some(ds))) => daemonset_readiness(name, &ds),
-        }
-    };
-
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let statefulset_check = async {
-        let name = statefulset_check_name(SYSTEM_STATEFULSET);
-        match timeout_at(end, statefulsets.get_opt(SYSTEM_STATEFULSET)).await {
-            Err(_) => Check::fail(name, late("get statefulset")),
-            Ok(Err(e)) => Check::fail(
-                name,
-                format!("could not read it: {}", describe_kube_error(&e)),
-            ),
-            Ok(Ok(None)) => Check::fail(name, format!("not found in {SYSTEM_NAMESPACE}")),
-            Ok(Ok(Some(sts))) => statefulset_readiness(name, &sts),
-        }
-    };
-
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd_checks = futures_util::future::join_all(SYSTEM_CRDS.iter().map(|c| {
-        let crds = crds.clone();
-        let late = &late;
-        async move {
-            let name = crd_check_name(c);
-            match timeout_at(end, crds.get_opt(c)).await {
-                Err(_) => Check::fail(name, late("get crd")),
-                Ok(Err(e)) => Check::fail(
-                    name,
-                    format!("could not read crd {c}: {}", describe_kube_error(&e)),
+        exec.api(
+            get(
+                format!(
+                    "/apis/apps/v1/namespaces/{SYSTEM_NAMESPACE}/daemonsets/{SYSTEM_DAEMONSET}"
                 ),
-                Ok(Ok(None)) => Check::fail(name, format!("crd {c} is not installed")),
-                Ok(Ok(Some(_))) => Check::pass(name, "installed"),
-            }
-        }
+                format!("daemonset {SYSTEM_NAMESPACE}/{SYSTEM_DAEMONSET} is ready on every node"),
+            ),
+            {
+                let name = name.clone();
+                let late = &late;
+                move |client| async move {
+                    let daemonsets: Api<DaemonSet> = Api::namespaced(client, SYSTEM_NAMESPACE);
+                    match timeout_at(end, daemonsets.get_opt(SYSTEM_DAEMONSET)).await {
+                        Err(_) => Check::fail(name, late("get daemonset")),
+                        Ok(Err(e)) => Check::fail(
+                            name,
+                            format!("could not read it: {}", describe_kube_error(&e)),
+                        ),
+                        Ok(Ok(None)) => {
+                            Check::fail(name, format!("not found in {SYSTEM_NAMESPACE}"))
+                        }
+                        Ok(Ok(Some(ds))) => daemonset_readiness(name, &ds),
+                    }
+                }
+            },
+            {
+                let name = name.clone();
+                move || Check::pass(name, CHECKED_AT_RUN_TIME)
+            },
+        )
+        .map(move |r| r.unwrap_or_else(not_connected(name)))
+    };
+
+    let statefulset_check = {
+        let name = statefulset_check_name(SYSTEM_STATEFULSET);
+        exec.api(
+            get(
+                format!(
+                    "/apis/apps/v1/namespaces/{SYSTEM_NAMESPACE}/statefulsets/{SYSTEM_STATEFULSET}"
+                ),
+                format!(
+                    "statefulset {SYSTEM_NAMESPACE}/{SYSTEM_STATEFULSET} has all its replicas ready"
+                ),
+            ),
+            {
+                let name = name.clone();
+                let late = &late;
+                move |client| async move {
+                    let statefulsets: Api<StatefulSet> = Api::namespaced(client, SYSTEM_NAMESPACE);
+                    match timeout_at(end, statefulsets.get_opt(SYSTEM_STATEFULSET)).await {
+                        Err(_) => Check::fail(name, late("get statefulset")),
+                        Ok(Err(e)) => Check::fail(
+                            name,
+                            format!("could not read it: {}", describe_kube_error(&e)),
+                        ),
+                        Ok(Ok(None)) => {
+                            Check::fail(name, format!("not found in {SYSTEM_NAMESPACE}"))
+                        }
+                        Ok(Ok(Some(sts))) => statefulset_readiness(name, &sts),
+                    }
+                }
+            },
+            {
+                let name = name.clone();
+                move || Check::pass(name, CHECKED_AT_RUN_TIME)
+            },
+        )
+        .map(move |r| r.unwrap_or_else(not_connected(name)))
+    };
+
+    let crd_checks = futures_util::future::join_all(SYSTEM_CRDS.iter().map(|c| {
+        let late = &late;
+        let name = crd_check_name(c);
+        exec.api(
+            get(
+                format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c}"),
+                format!("crd {c} is installed"),
+            ),
+            {
+                let name = name.clone();
+                move |client| async move {
+                    let crds: Api<CustomResourceDefinition> = Api::all(client);
+                    match timeout_at(end, crds.get_opt(c)).await {
+                        Err(_) => Check::fail(name, late("get crd")),
+                        Ok(Err(e)) => Check::fail(
+                            name,
+                            format!("could not read crd {c}: {}", describe_kube_error(&e)),
+                        ),
+                        Ok(Ok(None)) => Check::fail(name, format!("crd {c} is not installed")),
+                        Ok(Ok(Some(_))) => Check::pass(name, "installed"),
+                    }
+                }
+            },
+            {
+                let name = name.clone();
+                move || Check::pass(name, CHECKED_AT_RUN_TIME)
+            },
+        )
+        .map(move |r| r.unwrap_or_else(not_connected(name)))
     }));
 
     let (deployment_checks, daemonset_check, statefulset_check, crd_checks) = tokio::join!(
@@ -359,37 +422,28 @@ pub async fn preflight_cluster(client: &Client, deadline: Duration) -> Vec<Check
     checks
 }
 
-/// Loads the kubeconfig, connects and runs [`preflight_cluster`], all within
-/// `deadline`. A kubeconfig that cannot be loaded fails the API check with
-/// that error; a failed API check names the server URL, the kubeconfig and
-/// the context.
-pub async fn preflight(t: &KubeTarget, deadline: Duration) -> Vec<Check> {
-    let unreachable = |detail: String| {
-        let mut checks = vec![Check::fail(API_CHECK, detail)];
+/// Connects `exec` to `t` (kubeconfig + context) and runs
+/// [`preflight_cluster`], all within `deadline`. A kubeconfig that cannot
+/// be loaded fails the API check with that error; a failed API check names
+/// the server URL, the kubeconfig and the context.
+pub async fn preflight(exec: &Executor, t: &KubeTarget, deadline: Duration) -> Vec<Check> {
+    if let Err(e) = exec.connect(t).await {
+        let mut checks = vec![Check::fail(API_CHECK, format!("{e:#}"))];
         checks.extend(
             preflight_check_names()
                 .into_iter()
                 .skip(1)
                 .map(|n| Check::fail(n, NOT_CHECKED_UNREACHABLE)),
         );
-        checks
-    };
-    let config = match load_config(t).await {
-        Ok(c) => c,
-        Err(e) => return unreachable(format!("{e:#}")),
-    };
-    let server = config.cluster_url.to_string();
-    let client = match Client::try_from(config) {
-        Ok(c) => c,
-        Err(e) => {
-            return unreachable(format!(
-                "could not build a client for server {server}: {}",
-                describe_kube_error(&e)
-            ))
-        }
-    };
-    let mut checks = preflight_cluster(&client, deadline).await;
+        return checks;
+    }
+    let mut checks = Box::pin(preflight_cluster(exec, deadline)).await;
     if let Some(api) = checks.first_mut().filter(|c| !c.ok) {
+        // Only to name the server: the kubeconfig loaded a moment ago.
+        let server = match Box::pin(load_config(t)).await {
+            Ok(c) => c.cluster_url.to_string(),
+            Err(_) => "(unknown)".to_string(),
+        };
         api.detail = format!(
             "server {server} (kubeconfig {}, {}): {}",
             t.kubeconfig_display(),
@@ -740,14 +794,48 @@ pub async fn wait_golden(
     })
 }
 
-/// The API call [`wait_golden`] makes (repeatedly, every poll interval).
-pub fn golden_plan(namespace: &str, name: &str) -> Vec<ApiCall> {
-    vec![ApiCall::new(
+/// What a recording executor answers for the golden wait: the fields the
+/// real one reads, named.
+pub const STAND_IN_GOLDEN_ACTOR_ID: &str = "<status.goldenActorID>";
+/// See [`STAND_IN_GOLDEN_ACTOR_ID`].
+pub const STAND_IN_GOLDEN_SNAPSHOT: &str = "<status.goldenSnapshot>";
+
+/// [`wait_golden`] through `exec`: one recorded step for the whole wait
+/// (the same `GET`, every `poll`). A recording executor answers a golden
+/// actor [`STAND_IN_GOLDEN_ACTOR_ID`] with snapshot
+/// [`STAND_IN_GOLDEN_SNAPSHOT`].
+pub async fn wait_golden_with(
+    exec: &Executor,
+    namespace: &str,
+    name: &str,
+    deadline: Duration,
+    poll: Duration,
+) -> anyhow::Result<GoldenReady> {
+    let call = ApiCall::new(
         "GET",
         format!("/apis/ate.dev/v1alpha1/namespaces/{namespace}/actortemplates/{name}"),
         format!(
             "poll until ActorTemplate {namespace}/{name} is Ready (phase Ready, condition \
              Ready=True, status.goldenActorID set)"
         ),
-    )]
+    );
+    let ready = exec
+        .api(
+            call,
+            |client| async move {
+                wait_golden(&client, namespace, name, deadline, poll)
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+            || {
+                Ok(GoldenReady {
+                    golden_actor_id: STAND_IN_GOLDEN_ACTOR_ID.to_owned(),
+                    golden_snapshot: Some(STAND_IN_GOLDEN_SNAPSHOT.to_owned()),
+                    phase_history: Vec::new(),
+                    waited: Duration::ZERO,
+                })
+            },
+        )
+        .await?;
+    ready
 }

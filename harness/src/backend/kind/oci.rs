@@ -6,7 +6,8 @@
 //! binary gives the same bytes and digests every time, whatever its path,
 //! mtime or owner on disk. [`push`] uploads it to a plain-HTTP registry
 //! (kind's `localhost:5001`) with monolithic blob uploads and tags the
-//! manifest; [`push_plan`] lists the same requests for a dry run.
+//! manifest, every request through the backend's executor ([`push_with`]),
+//! so a dry run records the same requests and makes none.
 //! [`repo_from_ko_docker_repo`] reads `KO_DOCKER_REPO` the way ko does for
 //! a registry host with an optional path.
 //!
@@ -25,6 +26,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info};
 
+use super::exec::Executor;
 use super::plan::ApiCall;
 use crate::fixture::{self, FixtureError, Linkage};
 
@@ -308,6 +310,24 @@ pub struct BuiltImage {
 }
 
 impl BuiltImage {
+    /// What a recording executor answers for the image build: no bytes,
+    /// digests `<layer digest>`, `<config digest>` and
+    /// `sha256:<manifest digest>` (the reference is read at run time).
+    pub fn stand_in() -> BuiltImage {
+        let blob = |media_type, digest: &str| Blob {
+            media_type,
+            digest: digest.to_owned(),
+            bytes: Vec::new(),
+        };
+        BuiltImage {
+            layer: blob(LAYER_MEDIA_TYPE, "<layer digest>"),
+            config: blob(CONFIG_MEDIA_TYPE, "<config digest>"),
+            manifest: blob(MANIFEST_MEDIA_TYPE, "sha256:<manifest digest>"),
+            diff_id: "<diff id>".to_owned(),
+            architecture: "<architecture>",
+        }
+    }
+
     /// The gzip'd tar layer.
     pub fn layer(&self) -> &Blob {
         &self.layer
@@ -543,17 +563,31 @@ pub async fn push(
     tag: &str,
     image: &BuiltImage,
 ) -> Result<PushedImage, OciError> {
+    push_with(&Executor::real(), http, repo, tag, image).await
+}
+
+/// [`push`] with every request recorded by `exec` (a [`Step::Registry`](super::plan::Step)
+/// each, before it is made). A recording executor answers every `HEAD`
+/// "not there" (404), so the plan shows the uploads, every upload's
+/// `Location` as `<Location of the POST>`, and every other request done.
+pub async fn push_with(
+    exec: &Executor,
+    http: &reqwest::Client,
+    repo: &Repo,
+    tag: &str,
+    image: &BuiltImage,
+) -> Result<PushedImage, OciError> {
     check_tag(tag)?;
     let started = std::time::Instant::now();
-    let registry = Registry { http, repo };
+    let registry = Registry { exec, http, repo };
     let mut uploaded_blobs = Vec::new();
     let mut skipped_blobs = Vec::new();
-    for blob in [image.layer(), image.config()] {
-        if registry.has_blob(blob).await? {
+    for (what, blob) in [("layer", image.layer()), ("config", image.config())] {
+        if registry.has_blob(what, blob).await? {
             debug!(repo = %repo, digest = %blob.digest, "blob already there");
             skipped_blobs.push(blob.digest.clone());
         } else {
-            registry.upload_blob(blob).await?;
+            registry.upload_blob(what, blob).await?;
             uploaded_blobs.push(blob.digest.clone());
         }
     }
@@ -574,46 +608,6 @@ pub async fn push(
         "pushed image"
     );
     Ok(pushed)
-}
-
-/// The requests [`push`] makes, in order, for a dry run; the upload
-/// requests are made only for blobs the `HEAD` does not find. Without an
-/// image, digests are `<layer digest>`, `<config digest>` and
-/// `<manifest digest>`.
-pub fn push_plan(repo: &Repo, tag: &str, image_digests: Option<&BuiltImage>) -> Vec<ApiCall> {
-    let digest = |blob: fn(&BuiltImage) -> &Blob, placeholder: &str| match image_digests {
-        Some(image) => blob(image).digest.clone(),
-        None => placeholder.to_owned(),
-    };
-    let blobs = [
-        ("layer", digest(BuiltImage::layer, "<layer digest>")),
-        ("config", digest(BuiltImage::config, "<config digest>")),
-    ];
-    let mut calls = Vec::new();
-    for (what, digest) in blobs {
-        calls.push(ApiCall::new(
-            "HEAD",
-            repo.blob_url(&digest),
-            format!("is the {what} blob {digest} already in {repo}"),
-        ));
-        calls.push(ApiCall::new(
-            "POST",
-            repo.uploads_url(),
-            format!("start uploading the {what} blob (only if the HEAD answered 404)"),
-        ));
-        calls.push(ApiCall::new(
-            "PUT",
-            format!("<Location of the POST>?digest={digest}"),
-            format!("upload the {what} blob in one request (only if the HEAD answered 404)"),
-        ));
-    }
-    let manifest = digest(BuiltImage::manifest, "<manifest digest>");
-    calls.push(ApiCall::new(
-        "PUT",
-        repo.manifest_url(tag),
-        format!("store the manifest {manifest} as {repo}:{tag}"),
-    ));
-    calls
 }
 
 // ---------------------------------------------------------------------------
@@ -959,6 +953,7 @@ fn check_tag(tag: &str) -> Result<(), OciError> {
 
 /// A repository on a registry, with the client to reach it.
 struct Registry<'a> {
+    exec: &'a Executor,
     http: &'a reqwest::Client,
     repo: &'a Repo,
 }
@@ -970,53 +965,85 @@ struct Call {
 }
 
 impl Registry<'_> {
-    async fn has_blob(&self, blob: &Blob) -> Result<bool, OciError> {
+    async fn has_blob(&self, what: &str, blob: &Blob) -> Result<bool, OciError> {
         let call = Call {
             method: Method::HEAD,
             url: self.repo.blob_url(&blob.digest),
         };
-        let response = self.send(&call, |req| req).await?;
-        match response.status() {
-            StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(unexpected(&call, response, "200 OK or 404 Not Found").await),
-        }
+        let step = ApiCall::new(
+            "HEAD",
+            call.url.clone(),
+            format!(
+                "is the {what} blob {} already in {}",
+                blob.digest, self.repo
+            ),
+        );
+        let real = async {
+            let response = self.send(&call, |req| req).await?;
+            match response.status() {
+                StatusCode::OK => Ok(true),
+                StatusCode::NOT_FOUND => Ok(false),
+                _ => Err(unexpected(&call, response, "200 OK or 404 Not Found").await),
+            }
+        };
+        self.exec.registry(step, real, || Ok(false)).await
     }
 
-    async fn upload_blob(&self, blob: &Blob) -> Result<(), OciError> {
+    async fn upload_blob(&self, what: &str, blob: &Blob) -> Result<(), OciError> {
         let start = Call {
             method: Method::POST,
             url: self.repo.uploads_url(),
         };
-        let response = self.send(&start, |req| req).await?;
-        if response.status() != StatusCode::ACCEPTED {
-            return Err(unexpected(&start, response, "202 Accepted").await);
-        }
-        let location = upload_url(
-            &self.repo.base_url(),
-            &start.url,
-            response.headers(),
-            &blob.digest,
+        let step = ApiCall::new(
+            "POST",
+            start.url.clone(),
+            format!("start uploading the {what} blob (only if the HEAD answered 404)"),
         );
-        let url = location.map_err(|problem| OciError::BadLocation {
-            method: start.method.clone(),
-            url: start.url.clone(),
-            problem,
-        })?;
+        let real = async {
+            let response = self.send(&start, |req| req).await?;
+            if response.status() != StatusCode::ACCEPTED {
+                return Err(unexpected(&start, response, "202 Accepted").await);
+            }
+            upload_url(
+                &self.repo.base_url(),
+                &start.url,
+                response.headers(),
+                &blob.digest,
+            )
+            .map_err(|problem| OciError::BadLocation {
+                method: start.method.clone(),
+                url: start.url.clone(),
+                problem,
+            })
+        };
+        let url = self
+            .exec
+            .registry(step, real, || {
+                Ok(format!("<Location of the POST>?digest={}", blob.digest))
+            })
+            .await?;
         let put = Call {
             method: Method::PUT,
             url,
         };
-        let response = self
-            .send(&put, |req| {
-                req.header(CONTENT_TYPE, "application/octet-stream")
-                    .body(blob.bytes.clone())
-            })
-            .await?;
-        if response.status() != StatusCode::CREATED {
-            return Err(unexpected(&put, response, "201 Created").await);
-        }
-        check_digest(&put, response.headers(), &blob.digest)?;
+        let step = ApiCall::new(
+            "PUT",
+            put.url.clone(),
+            format!("upload the {what} blob in one request (only if the HEAD answered 404)"),
+        );
+        let real = async {
+            let response = self
+                .send(&put, |req| {
+                    req.header(CONTENT_TYPE, "application/octet-stream")
+                        .body(blob.bytes.clone())
+                })
+                .await?;
+            if response.status() != StatusCode::CREATED {
+                return Err(unexpected(&put, response, "201 Created").await);
+            }
+            check_digest(&put, response.headers(), &blob.digest)
+        };
+        self.exec.registry(step, real, || Ok(())).await?;
         debug!(repo = %self.repo, digest = %blob.digest, size = blob.size(), "uploaded blob");
         Ok(())
     }
@@ -1026,16 +1053,27 @@ impl Registry<'_> {
             method: Method::PUT,
             url: self.repo.manifest_url(tag),
         };
-        let response = self
-            .send(&call, |req| {
-                req.header(CONTENT_TYPE, manifest.media_type)
-                    .body(manifest.bytes.clone())
-            })
-            .await?;
-        if response.status() != StatusCode::CREATED {
-            return Err(unexpected(&call, response, "201 Created").await);
-        }
-        check_digest(&call, response.headers(), &manifest.digest)
+        let step = ApiCall::new(
+            "PUT",
+            call.url.clone(),
+            format!(
+                "store the manifest {} as {}:{tag}",
+                manifest.digest, self.repo
+            ),
+        );
+        let real = async {
+            let response = self
+                .send(&call, |req| {
+                    req.header(CONTENT_TYPE, manifest.media_type)
+                        .body(manifest.bytes.clone())
+                })
+                .await?;
+            if response.status() != StatusCode::CREATED {
+                return Err(unexpected(&call, response, "201 Created").await);
+            }
+            check_digest(&call, response.headers(), &manifest.digest)
+        };
+        self.exec.registry(step, real, || Ok(())).await
     }
 
     /// Sends one request with its deadline; transport failures become
@@ -1477,19 +1515,30 @@ mod tests {
             .contains("no Location"));
     }
 
-    #[test]
-    fn plan_lists_the_requests_in_order() {
+    fn registry_lines(plan: &super::super::plan::Plan) -> Vec<String> {
+        plan.steps()
+            .iter()
+            .map(|s| match s {
+                super::super::plan::Step::Registry(c) => format!("{} {}", c.method, c.path),
+                other => panic!("not a registry request: {other}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_recorded_push_lists_the_requests_in_order_and_sends_none() {
         let repo = Repo {
             registry: "localhost:5001".into(),
             repository: "team/ate-probe".into(),
         };
-        let plan = push_plan(&repo, "t1", None);
-        let lines: Vec<String> = plan
-            .iter()
-            .map(|c| format!("{} {}", c.method, c.path))
-            .collect();
+        // No client would reach anything: the recording executor sends nothing.
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let exec = Executor::recording();
+        let pushed = push_with(&exec, &http, &repo, "t1", &BuiltImage::stand_in())
+            .await
+            .unwrap();
         assert_eq!(
-            lines,
+            registry_lines(exec.plan()),
             [
                 "HEAD http://localhost:5001/v2/team/ate-probe/blobs/<layer digest>",
                 "POST http://localhost:5001/v2/team/ate-probe/blobs/uploads/",
@@ -1500,12 +1549,26 @@ mod tests {
                 "PUT http://localhost:5001/v2/team/ate-probe/manifests/t1",
             ]
         );
+        assert_eq!(
+            pushed.reference,
+            "localhost:5001/team/ate-probe@sha256:<manifest digest>"
+        );
+        // With a built image the requests name its digests.
         let dir = tempfile::tempdir().unwrap();
         let bin = write_elf(dir.path(), "probe", 0x3e, b"x");
         let image = build_image(&ImageSpec::new(&bin, "probe")).unwrap();
-        let plan = push_plan(&repo, "t1", Some(&image));
-        assert!(plan[0].path.ends_with(image.layer().digest()));
-        assert!(plan[3].path.ends_with(image.config().digest()));
-        assert!(plan[6].purpose.contains(image.manifest().digest()));
+        let exec = Executor::recording();
+        push_with(&exec, &http, &repo, "t1", &image).await.unwrap();
+        let steps = exec.plan().steps();
+        let calls: Vec<&ApiCall> = steps
+            .iter()
+            .map(|s| match s {
+                super::super::plan::Step::Registry(c) => c,
+                other => panic!("not a registry request: {other}"),
+            })
+            .collect();
+        assert!(calls[0].path.ends_with(image.layer().digest()));
+        assert!(calls[3].path.ends_with(image.config().digest()));
+        assert!(calls[6].purpose.contains(image.manifest().digest()));
     }
 }

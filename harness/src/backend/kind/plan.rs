@@ -1,8 +1,9 @@
 //! The kind backend's steps as values: every command vector (with the
 //! environment it sets and its working directory), every Kubernetes API
-//! call and every registry request, in order. A real run records each step
-//! as it makes it (kept for a failed trial's artifacts); `--dry-run` prints
-//! them and makes none.
+//! call, every registry request and every piece of local work, in order.
+//! The backend's executor (`exec.rs`) records each step before it is made,
+//! the real one and the recording one alike: a real run's plan goes into a
+//! failed trial's artifacts; `--dry-run` prints the recording one's.
 
 use std::fmt;
 use std::path::PathBuf;

@@ -23,8 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 
+use super::exec::{Executor, NotConnected};
 use super::kube::describe_kube_error;
-use super::plan::ApiCall;
+use super::plan::{ApiCall, Step};
 
 /// The namespace of the router Service.
 pub const ROUTER_NAMESPACE: &str = "ate-system";
@@ -155,6 +156,9 @@ pub enum ForwardError {
     /// Binding the local listener failed.
     #[error("could not listen on 127.0.0.1:0")]
     Bind(#[source] std::io::Error),
+    /// A real executor without an API client was asked to forward.
+    #[error(transparent)]
+    NotConnected(#[from] NotConnected),
     /// Opening the pod port-forward (WebSocket) failed.
     #[error("could not open a port-forward to pod {namespace}/{pod} port {port}")]
     Open {
@@ -322,17 +326,55 @@ pub fn pick_target(
     }))
 }
 
-/// Reads the Service and its pods and picks the target ([`pick_target`]).
+/// The Service a recording executor answers with: upstream's
+/// `atenet-router` Service as shipped (`manifests/ate-install/atenet-router.yaml:199-211`
+/// at 86e138f6: selector `app=atenet-router`, port 80 named `http`,
+/// targetPort 8080), in the namespace and name asked for.
+fn stand_in_service(namespace: &str, service: &str, svc_port: i32) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": service, "namespace": namespace},
+        "spec": {
+            "selector": {"app": "atenet-router"},
+            "ports": [{"name": "http", "port": svc_port, "targetPort": 8080}]
+        }
+    }))
+    .expect("a valid Service")
+}
+
+/// The pod a recording executor answers with: one Running, Ready pod named
+/// `<ready pod>` with upstream's container port `http` 8080
+/// (`manifests/ate-install/atenet-router.yaml:175-176`).
+fn stand_in_pod() -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "<ready pod>"},
+        "spec": {"containers": [{"name": "atenet-router", "ports": [{"name": "http", "containerPort": 8080}]}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    }))
+    .expect("a valid Pod")
+}
+
+/// Reads the Service and its pods through `exec` (one recorded call each)
+/// and picks the target ([`pick_target`]).
 async fn resolve(
-    client: &Client,
+    exec: &Executor,
     namespace: &str,
     service: &str,
     svc_port: i32,
 ) -> Result<(String, u16), ForwardError> {
-    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let svc = services
-        .get_opt(service)
-        .await
+    let svc = exec
+        .api(
+            ApiCall::new(
+                "GET",
+                format!("/api/v1/namespaces/{namespace}/services/{service}"),
+                format!("read service {namespace}/{service}: its selector and port {svc_port}"),
+            ),
+            |client| async move {
+                let services: Api<Service> = Api::namespaced(client, namespace);
+                services.get_opt(service).await
+            },
+            || Ok(Some(stand_in_service(namespace, service, svc_port))),
+        )
+        .await?
         .map_err(|source| ForwardError::GetService {
             namespace: namespace.to_string(),
             service: service.to_string(),
@@ -351,48 +393,39 @@ async fn resolve(
     let pods = match selector {
         // pick_target refuses it with the right error.
         None => Vec::new(),
-        Some(selector) => {
-            let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-            pods.list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|source| ForwardError::ListPods {
-                    namespace: namespace.to_string(),
-                    service: service.to_string(),
-                    selector,
-                    source: Box::new(source),
-                })?
-                .items
-        }
+        Some(selector) => exec
+            .api(
+                ApiCall::new(
+                    "GET",
+                    format!("/api/v1/namespaces/{namespace}/pods?labelSelector={selector}"),
+                    format!(
+                        "list the pods of service {namespace}/{service}; pick one Running, Ready, not \
+                         terminating; resolve port {svc_port}'s targetPort on it"
+                    ),
+                ),
+                |client| {
+                    let selector = selector.clone();
+                    async move {
+                        let pods: Api<Pod> = Api::namespaced(client, namespace);
+                        pods.list(&ListParams::default().labels(&selector)).await
+                    }
+                },
+                || Ok(::kube::api::ObjectList {
+                    types: Default::default(),
+                    metadata: Default::default(),
+                    items: vec![stand_in_pod()],
+                }),
+            )
+            .await?
+            .map_err(|source| ForwardError::ListPods {
+                namespace: namespace.to_string(),
+                service: service.to_string(),
+                selector,
+                source: Box::new(source),
+            })?
+            .items,
     };
     pick_target(&svc, svc_port, &pods)
-}
-
-/// The API calls [`RouterForward::start`] makes, then one WebSocket per
-/// accepted connection (`<ready pod>` and `<target port>` stand for what the
-/// Service resolves to).
-pub fn router_plan(namespace: &str, service: &str, port: i32) -> Vec<ApiCall> {
-    vec![
-        ApiCall::new(
-            "GET",
-            format!("/api/v1/namespaces/{namespace}/services/{service}"),
-            format!("read service {namespace}/{service}: its selector and port {port}"),
-        ),
-        ApiCall::new(
-            "GET",
-            format!("/api/v1/namespaces/{namespace}/pods?labelSelector=<service selector>"),
-            format!(
-                "list the pods of service {namespace}/{service}; pick one Running, Ready, not \
-                 terminating; resolve port {port}'s targetPort on it"
-            ),
-        ),
-        ApiCall::new(
-            "WS",
-            format!(
-                "/api/v1/namespaces/{namespace}/pods/<ready pod>/portforward?ports=<target port>"
-            ),
-            "one port-forward per connection accepted on 127.0.0.1:<local port>",
-        ),
-    ]
 }
 
 /// State shared by the accept loop and its connections.
@@ -439,36 +472,62 @@ impl std::fmt::Debug for RouterForward {
 impl RouterForward {
     /// Resolves `namespace/service` port `svc_port` to a ready pod and port,
     /// listens on `127.0.0.1:0` and forwards every accepted connection
-    /// there.
+    /// there, each step through `exec`. A recording executor resolves to
+    /// upstream's Service and a stand-in pod `<ready pod>`, and answers
+    /// `None`: no listener, no forward.
     pub async fn start(
-        client: Client,
+        exec: &Executor,
         namespace: &str,
         service: &str,
         svc_port: i32,
-    ) -> Result<RouterForward, ForwardError> {
-        let (pod, pod_port) = resolve(&client, namespace, service, svc_port).await?;
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(ForwardError::Bind)?;
-        let local_addr = listener.local_addr().map_err(ForwardError::Bind)?;
-        info!(local_addr = %local_addr, pod = %pod, pod_port, "port-forward listening");
-        let shared = Arc::new(Shared {
-            client,
-            namespace: namespace.to_string(),
-            service: service.to_string(),
-            svc_port,
-            local_addr,
-            target: Mutex::new((pod.clone(), pod_port)),
-            events: Mutex::new(vec![format!(
-                "forwarding {local_addr} to pod {namespace}/{pod} port {pod_port} \
-                 (service {service} port {svc_port})"
-            )]),
-        });
-        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
-        Ok(RouterForward {
-            shared,
-            accept: Some(accept),
-        })
+    ) -> Result<Option<RouterForward>, ForwardError> {
+        let (pod, pod_port) = resolve(exec, namespace, service, svc_port).await?;
+        let listener = exec
+            .local(
+                "serve the forward on 127.0.0.1:<port 0>; the router client sends there with Host: <actor>.<atespace>.actors.resources.substrate.ate.dev",
+                async {
+                    let listener = TcpListener::bind(("127.0.0.1", 0))
+                        .await
+                        .map_err(ForwardError::Bind)?;
+                    let local_addr = listener.local_addr().map_err(ForwardError::Bind)?;
+                    Ok::<_, ForwardError>(Some((listener, local_addr)))
+                },
+                || Ok(None),
+            )
+            .await?;
+        let ws = ApiCall::new(
+            "WS",
+            format!("/api/v1/namespaces/{namespace}/pods/{pod}/portforward?ports={pod_port}"),
+            "one port-forward per connection accepted on 127.0.0.1:<local port>",
+        );
+        let forward = exec
+            .with_client(
+                Step::Api(ws),
+                |client| async move {
+                    let (listener, local_addr) = listener?;
+                    info!(local_addr = %local_addr, pod = %pod, pod_port, "port-forward listening");
+                    let shared = Arc::new(Shared {
+                        client,
+                        namespace: namespace.to_string(),
+                        service: service.to_string(),
+                        svc_port,
+                        local_addr,
+                        target: Mutex::new((pod.clone(), pod_port)),
+                        events: Mutex::new(vec![format!(
+                            "forwarding {local_addr} to pod {namespace}/{pod} port {pod_port} \
+                             (service {service} port {svc_port})"
+                        )]),
+                    });
+                    let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+                    Some(RouterForward {
+                        shared,
+                        accept: Some(accept),
+                    })
+                },
+                || None,
+            )
+            .await?;
+        Ok(forward)
     }
 
     /// The local address to connect to.
@@ -581,8 +640,10 @@ async fn serve_connection(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketA
         Ok(o) => (o, pod, port),
         Err(first) => {
             let cause = describe_forward_error(&first);
+            // A throwaway executor: re-resolving is not a step of the
+            // run's plan; what happened goes into the forward's events.
             match resolve(
-                &shared.client,
+                &Executor::real_with_client(shared.client.clone()),
                 &shared.namespace,
                 &shared.service,
                 shared.svc_port,

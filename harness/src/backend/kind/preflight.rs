@@ -4,11 +4,13 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
 use tracing::info;
 
-use super::plan::Step;
 use super::{kube, KindBackend};
+
+/// A tool's version output as a recording executor answers it.
+const VERSION_AT_RUN_TIME: &str = "<version read at run time>";
 
 /// One preflight check as a report line: `ok` or `FAIL`, name, detail.
 fn check_line(out: &mut String, ok: bool, name: &str, detail: &str) {
@@ -72,7 +74,8 @@ impl KindBackend {
                 }
             }
         }
-        // The tools: found, and their versions recorded.
+        // The tools: found, and their versions recorded (a recording
+        // executor answers VERSION_AT_RUN_TIME).
         let tools = [
             ("kind", self.tools.kind.clone(), self.tools.kind_version()),
             ("ko", self.tools.ko.clone(), self.tools.ko_version()),
@@ -83,24 +86,24 @@ impl KindBackend {
             ),
         ];
         for (name, program, version) in tools {
-            if self.opts.dry_run {
-                self.plan.push(Step::command(
-                    format!("record the {name} version"),
-                    &version,
-                ));
-                continue;
-            }
-            if !program.is_absolute() {
+            // Found on PATH (resolved to an absolute path); a recording
+            // executor assumes it is.
+            let found = program.is_absolute().then_some(()).ok_or(());
+            if self.exec.or_stand_in(found, || ()).is_err() {
                 check(false, name, &format!("`{name}` not found on PATH"));
                 continue;
             }
-            match version.run().await {
+            match self
+                .exec
+                .run(
+                    &format!("record the {name} version"),
+                    version,
+                    VERSION_AT_RUN_TIME,
+                )
+                .await
+            {
                 Ok(out) => {
-                    let v = version_line(name, &out.stdout_str());
-                    self.plan.push(Step::command(
-                        format!("record the {name} version"),
-                        &version,
-                    ));
+                    let v = version_line(name, &out);
                     check(true, name, &format!("{} ({v})", program.display()));
                     self.state
                         .lock()
@@ -111,7 +114,7 @@ impl KindBackend {
                 Err(e) => check(
                     false,
                     name,
-                    &format!("{} does not run: {e}", program.display()),
+                    &format!("{} does not run: {e:#}", program.display()),
                 ),
             }
         }
@@ -122,78 +125,62 @@ impl KindBackend {
             .or_else(|| std::env::var_os("PATH"))
             .unwrap_or_default();
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let version = self.tools.ate_version();
-        if self.opts.dry_run {
-            self.plan
-                .push(Step::command("record the kubectl ate version", &version));
-        } else {
-            match which::which_in("kubectl-ate", Some(&plugin_path), &cwd) {
-                Err(_) => check(
-                    false,
-                    "kubectl ate",
-                    "`kubectl-ate` not found on PATH (build it from the checkout: go install ./cmd/kubectl-ate)",
-                ),
-                Ok(found) => {
-                    self.plan.push(Step::command("record the kubectl ate version", &version));
-                    let v = match version.run().await {
-                        Ok(out) => version_line("kubectl-ate", &out.stdout_str()),
-                        Err(e) => format!("unknown (`kubectl ate --version` failed: {})", first_line(&e.to_string())),
-                    };
-                    check(true, "kubectl ate", &format!("{} ({v})", found.display()));
-                    self.state.lock().unwrap().versions.insert("kubectl-ate".into(), v);
-                }
+        // Found on PATH; a recording executor assumes it is.
+        let plugin = self.exec.or_stand_in(
+            which::which_in("kubectl-ate", Some(&plugin_path), &cwd),
+            || PathBuf::from("kubectl-ate"),
+        );
+        match plugin {
+            Err(_) => check(
+                false,
+                "kubectl ate",
+                "`kubectl-ate` not found on PATH (build it from the checkout: go install ./cmd/kubectl-ate)",
+            ),
+            Ok(found) => {
+                let v = match self
+                    .exec
+                    .run("record the kubectl ate version", self.tools.ate_version(), VERSION_AT_RUN_TIME)
+                    .await
+                {
+                    Ok(out) => version_line("kubectl-ate", &out),
+                    Err(e) => format!(
+                        "unknown (`kubectl ate --version` failed: {})",
+                        first_line(&format!("{e:#}"))
+                    ),
+                };
+                check(true, "kubectl ate", &format!("{} ({v})", found.display()));
+                self.state.lock().unwrap().versions.insert("kubectl-ate".into(), v);
             }
         }
-        // The cluster itself.
+        // The cluster itself (a recording executor answers every check
+        // passed).
         let target = kube::KubeTarget {
             kubeconfig: self.opts.kubeconfig.clone(),
             context: Some(self.opts.context()),
         };
-        if self.opts.dry_run {
-            self.plan.push(Step::local(format!(
-                "connect kube-rs with kubeconfig {} and context {}",
-                self.opts
-                    .kubeconfig
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "(default: $KUBECONFIG or ~/.kube/config)".into()),
-                self.opts.context()
-            )));
-            self.plan
-                .extend(kube::preflight_plan().into_iter().map(Step::Api));
-        } else {
-            self.plan
-                .extend(kube::preflight_plan().into_iter().map(Step::Api));
-            let checks = kube::preflight(&target, self.opts.preflight_deadline).await;
-            let api_ok = checks.iter().all(|c| c.ok || c.name != kube::API_CHECK);
-            for c in &checks {
-                check(c.ok, &c.name, &c.detail);
-            }
-            if api_ok {
-                match kube::connect(&target).await {
-                    Ok(client) => {
-                        let _ = self.client.set(client);
-                    }
-                    Err(e) => check(false, "kube client", &format!("{e:#}")),
-                }
-            }
+        for c in kube::preflight(&self.exec, &target, self.opts.preflight_deadline).await {
+            check(c.ok, &c.name, &c.detail);
         }
-        if failed > 0 && self.opts.dry_run {
-            self.plan.push(Step::local(format!(
-                "preflight as far as it can be checked without running anything: {failed} check(s) would fail:\n{}",
-                report.trim_end()
-            )));
+        if failed == 0 {
+            info!("kind backend preflight passed:\n{report}");
             return Ok(());
         }
-        if failed > 0 {
-            bail!(
-                "kind backend preflight: {failed} check(s) failed (cluster {}, context {}):\n{report}",
-                self.opts.cluster,
-                self.opts.context()
-            );
-        }
-        info!("kind backend preflight passed:\n{report}");
-        Ok(())
+        // A real run stops here; a dry run shows what would fail and goes on.
+        let failure = anyhow!(
+            "kind backend preflight: {failed} check(s) failed (cluster {}, context {}):\n{report}",
+            self.opts.cluster,
+            self.opts.context()
+        );
+        self.exec
+            .local(
+                format!(
+                    "preflight: {failed} check(s) fail; a real run stops here:\n{}",
+                    report.trim_end()
+                ),
+                async { Err(failure) },
+                || Ok(()),
+            )
+            .await
     }
 }
 

@@ -1,5 +1,10 @@
 //! A run's record on disk, and `gc`: what a run made, kept so that a run
 //! that died can still be cleaned up.
+//!
+//! **Invariants.** The record is written (temp file, rename) on every
+//! change of what the run made, before the thing is made; its lock is held
+//! while the run lives, so `gc` leaves a live run alone. A dry run keeps
+//! no record ([`KindBackend::new`] gives it no [`RecordFiles`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -7,8 +12,94 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{tools, KindBackend, KindOptions, Record, GOLDEN_ATESPACE};
-use crate::backend::Backend;
+use anyhow::Context as _;
+use tracing::warn;
+
+use super::{tools, KindBackend, KindOptions, Record, State, GOLDEN_ATESPACE};
+
+/// A run's record and its lock: `<state_dir>/<run>.json`, `<run>.lock`.
+#[derive(Debug, Clone)]
+pub(super) struct RecordFiles {
+    json: PathBuf,
+    lock: PathBuf,
+}
+
+impl RecordFiles {
+    pub(super) fn new(state_dir: &Path, run: &crate::run_id::RunId) -> RecordFiles {
+        RecordFiles {
+            json: state_dir.join(format!("{run}.json")),
+            lock: state_dir.join(format!("{run}.lock")),
+        }
+    }
+
+    /// The state dir the records are in.
+    pub(super) fn dir(&self) -> &Path {
+        self.json.parent().expect("a record dir")
+    }
+}
+
+impl KindBackend {
+    /// Takes the run's record lock: while it is held, `gc` leaves the run
+    /// alone.
+    pub(super) fn take_lock(&self) -> Result<()> {
+        let Some(files) = &self.records else {
+            return Ok(());
+        };
+        let dir = files.dir();
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&files.lock)
+            .with_context(|| format!("cannot open {}", files.lock.display()))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| {
+                anyhow::anyhow!(
+                    "run ID {:?} is in use by another process ({} is locked: {e}); choose another --run-id",
+                    self.opts.run_id,
+                    files.lock.display()
+                )
+            },
+        )?;
+        *self.lock.lock().unwrap() = Some(f);
+        Ok(())
+    }
+
+    /// Changes the state and writes the run's record (temp file, rename),
+    /// so that what this run made can be removed even if it dies.
+    pub(super) fn update(&self, f: impl FnOnce(&mut State)) {
+        let mut st = self.state.lock().unwrap();
+        f(&mut st);
+        let Some(files) = &self.records else {
+            return;
+        };
+        let record = Record {
+            run_id: self.opts.run_id.to_string(),
+            cluster: self.opts.cluster.clone(),
+            context: self.opts.context(),
+            kubeconfig: self.opts.kubeconfig.clone(),
+            state: st.clone(),
+        };
+        let json = &files.json;
+        let tmp = json.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(&record)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, json));
+        if let Err(e) = written {
+            warn!("cannot write the run record {}: {e}", json.display());
+        }
+    }
+
+    /// Removes the run's record: everything it listed is gone.
+    pub(super) fn forget_record(&self) {
+        if let Some(files) = &self.records {
+            let _ = std::fs::remove_file(&files.json);
+            let _ = std::fs::remove_file(&files.lock);
+        }
+    }
+}
 
 /// Removes what earlier kind runs left, by their records in `state_dir`: a
 /// run whose process died (its record lock is free), or that was kept with
@@ -79,7 +170,7 @@ pub async fn gc_stale_runs(
         }
         let what = describe(&record);
         *backend.state.lock().unwrap() = record.state;
-        match backend.teardown().await {
+        match backend.remove_all().await {
             Ok(()) => {
                 lines.push(format!(
                     "run {} (context {}): removed {}",
