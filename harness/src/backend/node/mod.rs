@@ -1,0 +1,11 @@
+//! The node backend (issue 13, in progress): upstream's real node
+//! components, `atelet` and `ateom-gvisor` given as the user's binaries,
+//! on one machine, with the harness in the control plane's place
+//! (CONTRACT.md V).
+//!
+//! Built so far: [`ns`], the namespaces the node runs in. Not yet: the
+//! backend itself (atelet's gRPC API, the S3 endpoint, the runsc adapter,
+//! the routing front) and the in-repo stand-in CI tests it against; until
+//! then `--backend node` is not offered.
+
+pub mod ns;
