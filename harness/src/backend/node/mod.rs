@@ -3,9 +3,10 @@
 //! on one machine, with the harness in the control plane's place
 //! (CONTRACT.md V).
 //!
-//! Built so far: [`ns`], the namespaces the node runs in. Not yet: the
-//! backend itself (atelet's gRPC API, the S3 endpoint, the runsc adapter,
-//! the routing front) and the in-repo stand-in CI tests it against; until
+//! Built so far: [`ns`], the namespaces the node runs in, and atelet's
+//! gRPC API (the `ate-atelet-api` crate: messages written from the API
+//! facts, a client, a server for the stand-in). Not yet: the backend itself
+//! (the S3 endpoint, the runsc adapter, the routing front) and the in-repo stand-in CI tests it against; until
 //! then `--backend node` is not offered.
 
 pub mod ns;
