@@ -5,8 +5,10 @@
 //!
 //! Built so far: [`ns`], the namespaces the node runs in, and atelet's
 //! gRPC API (the `ate-atelet-api` crate: messages written from the API
-//! facts, a client, a server for the stand-in). Not yet: the backend itself
-//! (the S3 endpoint, the runsc adapter, the routing front) and the in-repo stand-in CI tests it against; until
+//! facts, a client, a server for the stand-in), and [`s3`], the S3
+//! endpoint for EXTERNAL snapshots. Not yet: the backend itself (the
+//! registry in the node, the runsc adapter, the routing front) and the in-repo stand-in CI tests it against; until
 //! then `--backend node` is not offered.
 
 pub mod ns;
+pub mod s3;
