@@ -6,8 +6,11 @@
 //! Built so far: [`ns`], the namespaces the node runs in, and atelet's
 //! gRPC API (the `ate-atelet-api` crate: messages written from the API
 //! facts, a client, a server for the stand-in), and [`s3`], the S3
-//! endpoint for EXTERNAL snapshots. Not yet: the backend itself (the
-//! registry in the node, the runsc adapter, the routing front) and the in-repo stand-in CI tests it against; until
+//! endpoint for EXTERNAL snapshots, and the runsc adapter (the
+//! `ate-runsc-adapter` crate: placed in atelet's asset cache, it drops the
+//! flags ateom passes that the runsc under test lacks, and logs which).
+//! Not yet: the backend itself (the registry in the node, process
+//! supervision, the routing front) and the in-repo stand-in CI tests it against; until
 //! then `--backend node` is not offered.
 
 pub mod ns;
