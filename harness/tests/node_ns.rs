@@ -142,6 +142,16 @@ async fn node_and_pods_are_private_and_leave_nothing() {
     node.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.expect("node loopback");
     accept.await.unwrap().unwrap();
 
+    // A host-loopback forward leads to the pod too (clients that dial a
+    // plain address: tonic, reqwest).
+    let fwd = node.forward(addr).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(fwd.local_addr()).await.unwrap();
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf).contains("served by pod w-a"));
+    drop(fwd);
+
     httpd.terminate(Duration::from_secs(2)).await.unwrap();
     node.teardown().await.unwrap_or_else(|e| panic!("{e:#}"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -309,12 +309,33 @@ impl Node {
 
     /// A TCP connection to `addr` as seen from the node's network.
     pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
-        let std = in_netns(&self.netns(), move || {
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        })
-        .await?;
-        std.set_nonblocking(true)?;
-        tokio::net::TcpStream::from_std(std)
+        connect_in(&self.netns(), addr).await
+    }
+
+    /// A port on the host's loopback that leads to `target` in the node's
+    /// network, for clients that dial a plain address (tonic, reqwest): each
+    /// accepted connection is joined to a new one made in the node's netns.
+    /// It ends when the [`Forward`] is dropped.
+    pub async fn forward(&self, target: SocketAddr) -> std::io::Result<Forward> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let local = listener.local_addr()?;
+        let netns = self.netns();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let netns = netns.clone();
+                tokio::spawn(async move {
+                    match connect_in(&netns, target).await {
+                        Ok(mut outbound) => {
+                            let _ = inbound.set_nodelay(true);
+                            let _ = outbound.set_nodelay(true);
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                        Err(e) => debug!(%target, error = %e, "forward into the node: connect failed"),
+                    }
+                });
+            }
+        });
+        Ok(Forward { local, task })
     }
 
     /// A TCP listener on `addr` in the node's network (e.g. the S3 endpoint
@@ -350,6 +371,32 @@ impl Node {
             bail!("node teardown: {}", failed.join("; "))
         }
     }
+}
+
+/// A loopback port leading into the node's network ([`Node::forward`]).
+pub struct Forward {
+    local: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forward {
+    /// The host-loopback address to dial.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP connection to `addr` made in the network namespace at `netns`.
+pub async fn connect_in(netns: &Path, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let std = in_netns(netns, move || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))).await?;
+    std.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(std)
 }
 
 fn argv(parts: &[&str]) -> Vec<String> {
