@@ -10,6 +10,7 @@
 
 pub mod kind;
 pub mod local;
+pub mod node;
 pub mod select;
 
 use std::path::{Path, PathBuf};
