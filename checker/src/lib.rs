@@ -19,11 +19,21 @@
 //! [`TOKEN_FILE`], a memory-backed file outside the actor's view of its
 //! identity.
 //!
-//! Measured on runsc 0.0~20240729 (2026-12-02; see `observe` for each):
-//! an exec'd process shares the app's mount and PID namespaces (the app is
-//! PID 1, the checker and the relay are higher PIDs); a file in `/dev/shm`
-//! (tmpfs in the sentry's memory) survives checkpoint/restore, and so do
-//! the app's PID, its start time (`/proc/1/stat` field 22) and `boot_id`.
+//! Measured by hand on runsc 0.0~20240729 (2026-12-02; one golden run +
+//! checkpoint, two restores with different `/run/ate` binds, one cold boot
+//! of the same bundle, one own-snapshot cycle):
+//! - an exec'd process shares the app's mount and PID namespaces: the app
+//!   is PID 1, `/proc/self/mountinfo` shows the app's `/run/ate` bind (9p,
+//!   `ro`), `/proc/1/environ` is readable; `readlink /proc/1/exe` is
+//!   refused, so helpers are also told by `argv[0]`;
+//! - a file in `/dev/shm` (tmpfs, sentry memory) planted in the golden
+//!   before the checkpoint is there in both restores, and a token planted
+//!   before an actor's own checkpoint is there after its restore; a cold
+//!   boot has none;
+//! - `boot_id` is the golden's in every restore and a new one at a cold
+//!   boot; PID (1) and start time (3 ticks) are the golden's too, but a
+//!   cold boot gives PID 1 and 4 ticks, so they corroborate, never prove;
+//! - one `runsc exec … ate-check evidence` takes 30-70 ms (10 runs).
 
 pub mod mountinfo;
 pub mod observe;
@@ -189,9 +199,13 @@ pub struct ActorProcess {
     pub comm: String,
     /// Start time in clock ticks after the sandbox kernel's boot (field 22).
     pub start_ticks: u64,
-    /// `/proc/<pid>/exe`, when readable.
+    /// `/proc/<pid>/exe`, when readable (runsc 20240729 refuses it for
+    /// another process).
     #[serde(default)]
     pub exe: Option<String>,
+    /// `argv[0]` from `/proc/<pid>/cmdline`.
+    #[serde(default)]
+    pub argv0: Option<String>,
 }
 
 /// `ate-check evidence` and `ate-check mark --token T`: what says which

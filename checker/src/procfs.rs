@@ -92,11 +92,20 @@ pub fn find_actor(proc_root: &Path, self_pid: u32) -> Result<ActorProcess, Strin
     let mut skipped = Vec::new();
     for pid in pids {
         let base = proc_root.join(pid.to_string());
+        // runsc 20240729 refuses readlink of another process's `exe`
+        // (measured), so argv[0] from `cmdline` is read too.
         let exe = fs::read_link(base.join("exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned());
-        if exe.as_deref().is_some_and(|e| e.starts_with(HELPER_DIR)) {
-            skipped.push(format!("{pid} ({})", exe.unwrap_or_default()));
+        let argv0 = fs::read(base.join("cmdline")).ok().and_then(|b| {
+            let first = b.split(|c| *c == 0).next()?;
+            (!first.is_empty()).then(|| String::from_utf8_lossy(first).into_owned())
+        });
+        let helper = [&exe, &argv0]
+            .iter()
+            .find_map(|p| p.as_deref().filter(|p| p.starts_with(HELPER_DIR)));
+        if let Some(helper) = helper {
+            skipped.push(format!("{pid} ({helper})"));
             continue;
         }
         // A process that exits meanwhile is no candidate.
@@ -110,6 +119,7 @@ pub fn find_actor(proc_root: &Path, self_pid: u32) -> Result<ActorProcess, Strin
             comm: stat.comm,
             start_ticks: stat.start_ticks,
             exe,
+            argv0,
         });
     }
     Err(format!(
@@ -160,17 +170,23 @@ mod tests {
 
     #[test]
     fn the_actor_is_the_lowest_pid_that_is_not_us_nor_a_helper() {
-        // A fake /proc: 1 is a helper (exe under /.ate/), 5 is us, 9 the actor.
+        // A fake /proc: 1 is a helper (exe under /.ate/), 3 a helper known
+        // only by argv[0] (no readable exe, as on runsc), 5 is us, 9 the actor.
         let root = std::env::temp_dir().join(format!("ate-check-proc-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         for (pid, exe, comm) in [
             (1, "/.ate/ate-refagent", "relay"),
+            (3, "", "check"),
             (5, "/x", "me"),
             (9, "/app", "app x"),
         ] {
             let d = root.join(pid.to_string());
             fs::create_dir_all(&d).unwrap();
-            std::os::unix::fs::symlink(exe, d.join("exe")).unwrap();
+            if exe.is_empty() {
+                fs::write(d.join("cmdline"), "/.ate/ate-check\0evidence\0").unwrap();
+            } else {
+                std::os::unix::fs::symlink(exe, d.join("exe")).unwrap();
+            }
             let fields = "S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 77 0 0";
             fs::write(d.join("stat"), format!("{pid} ({comm}) {fields}")).unwrap();
         }
@@ -182,7 +198,10 @@ mod tests {
         );
         fs::remove_dir_all(root.join("9")).unwrap();
         let err = find_actor(&root, 5).unwrap_err();
-        assert!(err.contains("/.ate/ate-refagent"), "{err}");
+        assert!(
+            err.contains("/.ate/ate-refagent") && err.contains("3 (/.ate/ate-check)"),
+            "{err}"
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 }
