@@ -69,7 +69,7 @@ impl LocalFlags {
     }
 
     /// What this machine lacks for the local backend, if anything: root,
-    /// runsc, and cargo unless both static binaries are given.
+    /// runsc, and cargo unless every static binary is given.
     pub fn prerequisites(&self, probe_bin: Option<&Path>) -> Option<String> {
         if !rustix::process::geteuid().is_root() {
             return Some(
@@ -87,12 +87,14 @@ impl LocalFlags {
             return Some(reason);
         }
         let prebuilt = std::env::var_os(fixture::AGENT_BIN_ENV).is_some()
+            && std::env::var_os(fixture::CHECKER_BIN_ENV).is_some()
             && (probe_bin.is_some() || std::env::var_os(fixture::PROBE_BIN_ENV).is_some());
         if !prebuilt
             && which::which(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).is_err()
         {
             return Some(
-                "cargo not found, and ATE_AGENT_BIN/ATE_PROBE_BIN are not both set".into(),
+                "cargo not found, and ATE_AGENT_BIN/ATE_CHECKER_BIN/ATE_PROBE_BIN are not all set"
+                    .into(),
             );
         }
         None
@@ -309,10 +311,7 @@ impl LocalBackend {
             .await
             .context("cannot build the static probe and agent")?;
         let probe = opts.probe_bin.clone().unwrap_or_else(|| bins.probe.clone());
-        let bins = StaticBins {
-            probe,
-            agent: bins.agent,
-        };
+        let bins = StaticBins { probe, ..bins };
         std::fs::create_dir_all(&opts.state_root)
             .with_context(|| format!("cannot create {}", opts.state_root.display()))?;
         std::fs::create_dir_all(&opts.log_dir)
@@ -328,6 +327,7 @@ impl LocalBackend {
                 agent_bin: bins.agent.clone(),
                 state_dir: state_dir.clone(),
                 runsc: opts.runsc.clone(),
+                checker_bin: Some(bins.checker.clone()),
                 runsc_debug: opts.runsc_debug,
                 fault,
                 log: log_path.clone(),
