@@ -22,9 +22,10 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::{
-    ActorInfo, ActorState, Backend, Golden, HostAccess, HostDirs, RestoreSource, TemplateOutcome,
-    TemplatePhase,
+    ActorInfo, ActorState, Backend, Env, Evidence, Golden, HostAccess, HostDirs, IdentityDir,
+    IdentityWatch, RestoreSource, SandboxAccess, TemplateOutcome, TemplatePhase, TryWrite,
 };
+use ate_checker::Command as Check;
 type BackendResult<T> = super::Result<T>;
 use crate::fixture::{self, StaticBins};
 use crate::flags::{Spec, Values};
@@ -515,6 +516,10 @@ impl Backend for LocalBackend {
         Some(self)
     }
 
+    fn sandbox(&self) -> Option<&dyn SandboxAccess> {
+        Some(self)
+    }
+
     async fn live_sandboxes(&self) -> BackendResult<Vec<String>> {
         // What runsc itself lists, not what the agent believes: this
         // agent's containers carry its instance in their fixed-width IDs.
@@ -754,6 +759,67 @@ impl HostAccess for LocalBackend {
             phase: template_phase(view.status.phase),
             reason: view.status.reason.clone(),
         })
+    }
+}
+
+impl LocalBackend {
+    /// One checker run in an actor's sandbox, through the agent.
+    async fn check<T: serde::de::DeserializeOwned>(
+        &self,
+        atespace: &str,
+        id: &str,
+        cmd: &Check,
+    ) -> BackendResult<T> {
+        Ok(self
+            .client
+            .check(atespace, id, cmd)
+            .await
+            .map_err(anyhow::Error::from)?)
+    }
+}
+
+#[async_trait]
+impl SandboxAccess for LocalBackend {
+    async fn mounts(&self, atespace: &str, id: &str) -> BackendResult<IdentityDir> {
+        self.check(atespace, id, &Check::Mounts).await
+    }
+
+    async fn try_write(&self, atespace: &str, id: &str) -> BackendResult<TryWrite> {
+        self.check(atespace, id, &Check::TryWrite).await
+    }
+
+    async fn env(&self, atespace: &str, id: &str) -> BackendResult<Env> {
+        self.check(atespace, id, &Check::Env).await
+    }
+
+    async fn watch(&self, atespace: &str, id: &str, ms: u64) -> BackendResult<IdentityWatch> {
+        self.check(atespace, id, &Check::Watch { ms }).await
+    }
+
+    async fn evidence(&self, atespace: &str, id: &str) -> BackendResult<Evidence> {
+        self.check(atespace, id, &Check::Evidence).await
+    }
+
+    async fn mark(&self, atespace: &str, id: &str, token: &str) -> BackendResult<Evidence> {
+        let cmd = Check::Mark {
+            token: token.to_owned(),
+        };
+        self.check(atespace, id, &cmd).await
+    }
+
+    async fn golden_evidence(&self, template: &str) -> BackendResult<Evidence> {
+        let view = self
+            .client
+            .template(template)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(view.status.golden_evidence.ok_or_else(|| {
+            anyhow!(
+                "template {template} has no golden evidence (phase {:?}): the agent marks the golden \
+                 only when started with --checker-bin",
+                view.status.phase
+            )
+        })?)
     }
 }
 
