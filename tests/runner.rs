@@ -207,47 +207,62 @@ fn run_with_probe(
 }
 
 /// With a probe that serves only `/whoami` and `/healthz` (upstream's
-/// shape), the trials that need more of it are skipped: libtest's own
-/// summary counts them as ignored with the reason, and counts as passed
-/// exactly the trials our report says passed.
+/// shape), every trial still runs and passes under CI=true (a skip would
+/// fail the run): everything but `/whoami` is observed by the harness's
+/// own checker inside the sandbox. (That a skip found at run time is
+/// reported as ignored, never passed, is `ate-harness`'s
+/// `suite::tests`, with a stub backend and a 404-ing probe.)
 #[test]
-fn minimal_probe_skips_are_ignored_never_passed() {
+fn minimal_probe_gets_every_trial() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (stdout, stderr, rep) = run_with_probe(|b| b.minimal_probe(), false);
+    let (stdout, stderr, rep) = run_with_probe(|b| b.minimal_probe(), true);
     let trials = rep["suites"][0]["trials"].as_array().unwrap();
-    let count = |v: &str| trials.iter().filter(|t| t["verdict"] == v).count();
-    let (passed, skipped) = (count("pass"), count("skip"));
-    assert_eq!(count("fail"), 0, "{stderr}");
-    assert!(
-        skipped > 0,
-        "the minimal probe lacks endpoints some trials need"
-    );
-    assert!(passed > 0, "the gate needs only /whoami: {stderr}");
+    assert!(trials.len() >= 10, "{}", trials.len());
+    for t in trials {
+        assert_eq!(t["verdict"], "pass", "{t}\n{stderr}");
+    }
     let summary = stdout
         .lines()
         .find(|l| l.starts_with("test result:"))
         .unwrap_or_else(|| panic!("no libtest summary: {stdout}"));
     assert!(
-        summary.contains(&format!("{passed} passed; 0 failed; {skipped} ignored;")),
-        "libtest must count skips as ignored, not passed: {summary} (report: {passed} passed, {skipped} skipped)"
+        summary.contains(&format!("{} passed; 0 failed; 0 ignored;", trials.len())),
+        "{summary}"
     );
-    for t in trials.iter().filter(|t| t["verdict"] == "skip") {
-        let name = t["name"].as_str().unwrap();
-        let reason = t["message"].as_str().unwrap();
-        assert!(reason.contains("the probe has no"), "{name}: {reason}");
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("test {name} ")))
-            .unwrap_or_else(|| panic!("no line for {name}: {stdout}"));
+    // The observations came from the checker: the minimal probe has none
+    // of the endpoints, and no trial asked it for one.
+    let phases = |name: &str| -> Vec<String> {
+        trial(&rep, name)["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (name, observation) in [
+        ("mount::read_only", "checker: try-write in "),
+        ("mount::directory_bind_not_env", "checker: mounts of "),
+        ("mount::directory_bind_not_env", "checker: env of "),
+        (
+            "gate::restored_from_golden_not_booted",
+            "checker: evidence of both actors",
+        ),
+        (
+            "cycle::suspend_then_routed_request_resumes_own_identity",
+            "checker: mark ",
+        ),
+        ("host::atomic_rewrite_is_never_torn", "checker: mounts of "),
+    ] {
+        let p = phases(name);
         assert!(
-            line.contains(&format!("ignored ({reason})")),
-            "{name}'s libtest line must show ignored with the reason: {line}"
+            p.iter().any(|x| x.starts_with(observation)),
+            "{name}: {p:?}"
+        );
+        assert!(
+            !p.iter().any(|x| x.starts_with("probe: ")),
+            "{name} asked the probe: {p:?}"
         );
     }
-    assert_eq!(
-        trial(&rep, "gate::own_identity_after_restore")["verdict"],
-        "pass"
-    );
     assert!(runsc_ids().is_empty(), "sandboxes left: {:?}", runsc_ids());
 }
 

@@ -217,3 +217,6 @@ impl Suite {
         conclusion.exit_code()
     }
 }
+
+#[cfg(test)]
+mod tests;
