@@ -90,6 +90,25 @@ fn runsc_ids() -> Vec<String> {
         .collect()
 }
 
+/// The sandboxes runsc still lists of the agent a suite run reported (its
+/// instance is in the fingerprint, `... (pid N, instance X)`; container
+/// IDs are `ate-<instance>-<n>`), so that other runsc users on the machine
+/// do not count.
+fn runsc_ids_of_run(rep: &serde_json::Value) -> Vec<String> {
+    let agent = rep["suites"][0]["fingerprint"]["agent"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no agent in the fingerprint: {rep}"));
+    let instance = agent
+        .rsplit_once("instance ")
+        .and_then(|(_, i)| i.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no instance in {agent:?}"));
+    let prefix = format!("ate-{instance}-");
+    runsc_ids()
+        .into_iter()
+        .filter(|id| id.starts_with(&prefix))
+        .collect()
+}
+
 fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_slice(
         &std::fs::read(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display())),
@@ -263,7 +282,8 @@ fn minimal_probe_gets_every_trial() {
             "{name} asked the probe: {p:?}"
         );
     }
-    assert!(runsc_ids().is_empty(), "sandboxes left: {:?}", runsc_ids());
+    let left = runsc_ids_of_run(&rep);
+    assert!(left.is_empty(), "sandboxes left: {left:?}");
 }
 
 /// The 2022 gVisor cannot checkpoint an epoll-based actor: a runsc that old
@@ -328,7 +348,8 @@ fn tokio_probe_passes_every_trial() {
         summary.contains(&format!("{} passed; 0 failed; 0 ignored;", trials.len())),
         "{summary}"
     );
-    assert!(runsc_ids().is_empty(), "sandboxes left: {:?}", runsc_ids());
+    let left = runsc_ids_of_run(&rep);
+    assert!(left.is_empty(), "sandboxes left: {left:?}");
 }
 
 #[test]

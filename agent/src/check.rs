@@ -120,9 +120,9 @@ impl Engine {
         self.run_checker(&cid, &args).await
     }
 
-    /// FAULT-independent hook of the golden boot: plants a token in the
-    /// golden sandbox and returns the evidence the checker saw, or `None`
-    /// without a checker.
+    /// Hook of the golden boot, between `/healthz` and the checkpoint (the
+    /// same in every fault mode): plants a token in the golden sandbox and
+    /// returns the evidence the checker saw, or `None` without a checker.
     pub(crate) async fn mark_golden(
         &self,
         cid: &str,

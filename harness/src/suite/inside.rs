@@ -1,8 +1,8 @@
 //! Observations from inside an actor's sandbox, from whichever observer the
 //! run has: the harness's own checker where the backend offers
-//! [`SandboxAccess`] (local), else the probe's endpoint of the same shape
-//! (kind with our probe), else a [`Skip`](super::Skip) naming the endpoint
-//! the probe lacks. Each observation is a timed phase that names its
+//! [`SandboxAccess`], else the probe's endpoint of the same shape (a
+//! backend the harness cannot look inside, with our probe), else a
+//! [`Skip`](super::Skip) naming the endpoint the probe lacks. Each observation is a timed phase that names its
 //! observer, so a trial's log says who saw what.
 //!
 //! **Invariant.** With sandbox access the probe is never asked: a probe

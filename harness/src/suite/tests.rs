@@ -1,7 +1,7 @@
 //! The runner's verdicts for observations from inside a sandbox, with a
 //! stub backend and a real loopback HTTP server standing in for a probe
 //! that has only upstream's `/whoami` and `/healthz` (404 for anything
-//! else). A backend without sandbox access (kind) falls back to the probe's
+//! else). A backend without sandbox access falls back to the probe's
 //! endpoint; a probe without it skips the trial at run time, and that skip
 //! reaches libtest as ignored, never passed (or failed, under
 //! `--fail-on-skip`). With sandbox access the probe is never asked.
