@@ -488,7 +488,7 @@ fn failing_trials_leave_reports_and_artifacts() {
     let id3 = md.lines().find(|l| l.starts_with("| ID-3 |")).unwrap();
     assert!(id3.to_lowercase().contains("fail"), "{id3}");
     // Nothing left behind.
-    let instance_left: Vec<String> = runsc_ids();
+    let instance_left = runsc_ids_of_run(&rep);
     assert!(
         instance_left.is_empty(),
         "sandboxes left: {instance_left:?}"
@@ -502,8 +502,13 @@ fn sigint_during_the_golden_wait_cleans_up_and_says_what() {
     // Never healthy: the golden wait lasts until its 20 s deadline.
     let probe = patched_probe(b"/healthz", b"/healthx", dir.path());
     let report = dir.path().join("report");
+    // Our own run ID: the agent records each sandbox under its state dir
+    // before starting it, so the test knows which are this run's (other
+    // runsc users may share the machine).
+    let run = format!("sigint{}", std::process::id() % 1_000_000);
+    let records = root().join("target/ate-state").join(&run).join("sandboxes");
     let child = Command::new(identity_bin())
-        .args(["--probe-bin", probe.to_str().unwrap()])
+        .args(["--probe-bin", probe.to_str().unwrap(), "--run-id", &run])
         .env("ATE_REPORT_DIR", &report)
         .env_remove("CI")
         .env("NO_COLOR", "1")
@@ -514,18 +519,22 @@ fn sigint_during_the_golden_wait_cleans_up_and_says_what() {
         .unwrap();
     // Wait until the golden actor's sandbox exists, then interrupt.
     let start = Instant::now();
-    let before = runsc_ids();
-    loop {
-        let now = runsc_ids();
-        if now.iter().any(|id| !before.contains(id)) {
-            break;
+    let golden = loop {
+        let live = runsc_ids();
+        let recorded = std::fs::read_dir(&records)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some(e.path().file_stem()?.to_str()?.to_owned()));
+        if let Some(cid) = recorded.into_iter().find(|c| live.contains(c)) {
+            break cid;
         }
         assert!(
             start.elapsed() < Duration::from_secs(600),
             "the golden sandbox never appeared"
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
     std::thread::sleep(Duration::from_millis(500));
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
@@ -539,9 +548,12 @@ fn sigint_during_the_golden_wait_cleans_up_and_says_what() {
         stderr.contains("SIGINT: stopped the local backend and removed its sandboxes [\"ate-"),
         "{stderr}"
     );
+    // Container IDs are `ate-<agent instance>-<n>`: every one of this
+    // run's agent is gone.
+    let prefix = &golden[..=golden.rfind('-').unwrap()];
     let left: Vec<String> = runsc_ids()
         .into_iter()
-        .filter(|id| !before.contains(id))
+        .filter(|id| id.starts_with(prefix))
         .collect();
     assert!(left.is_empty(), "sandboxes left after SIGINT: {left:?}");
     let rep = read_json(&report.join("report.json"));
@@ -560,7 +572,6 @@ fn keep_then_gc_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let probe = patched_probe(b"/run/ate", b"/run/atx", dir.path());
     let report = dir.path().join("report");
-    let before = runsc_ids();
     let r = run_suite(
         &[
             "--probe-bin",
@@ -579,12 +590,9 @@ fn keep_then_gc_leaves_nothing() {
         r.stderr
     );
     assert!(r.stderr.contains("remove them with: "), "{}", r.stderr);
-    let kept: Vec<String> = runsc_ids()
-        .into_iter()
-        .filter(|id| !before.contains(id))
-        .collect();
-    assert!(!kept.is_empty(), "--keep kept no sandbox");
     let rep = read_json(&report.join("report.json"));
+    let kept = runsc_ids_of_run(&rep);
+    assert!(!kept.is_empty(), "--keep kept no sandbox");
     assert!(!rep["suites"][0]["kept"].as_array().unwrap().is_empty());
 
     // A later run's automatic clean-up leaves kept runs alone...
