@@ -2,13 +2,20 @@
 //! its own ID from `/run/ate/actor-id`, and the rest of the identity
 //! contract (CONTRACT.md I) holds, observed from inside real sandboxes and
 //! through the router.
+//!
+//! Only `/whoami` is the actor's own answer. Everything else inside the
+//! sandbox (mounts, write attempts, the actor's environment, reads during
+//! host rewrites, restore evidence) comes from the harness's checker where
+//! the backend can run it (`ctx.sandbox()`), else from our probe's
+//! endpoints, else the trial is skipped with the reason.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
+use ate_harness::backend::{ActorProcess, Evidence, SandboxAccess};
 use ate_harness::backend::{RestoreSource, TemplatePhase};
-use ate_harness::probe::{Counter, Env, IdentityDir, IdentityWatch, Snapshot, TryWrite, Whoami};
+use ate_harness::probe::{Counter, Snapshot, Whoami};
 use ate_harness::suite::{Ctx, Needs, Suite};
 use reqwest::Method;
 
@@ -151,27 +158,21 @@ async fn own_identity_after_restore(ctx: Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Both actors came from the golden snapshot (same start-time nonce, and
-/// the identity their process saw at start is the golden's), while each
-/// reads its own ID now.
+/// Both actors came from the golden snapshot, while each reads its own ID
+/// now. With the checker: each shows the token it planted in the golden's
+/// memory before the checkpoint, the golden's `boot_id`, PID and process
+/// start time. With the probe alone: the same start-time nonce, and the
+/// identity their process saw at start is the golden's.
 async fn restored_not_booted(ctx: Ctx) -> anyhow::Result<()> {
     let (a, b) = tokio::try_join!(
         running_actor(&ctx, "probe-nonce-a"),
         running_actor(&ctx, "probe-nonce-b")
     )?;
-    let golden = ctx.golden().golden_actor_id.clone();
-    let (sa, sb) = tokio::try_join!(
-        ctx.probe_json::<Snapshot>(Method::GET, &a, "/snapshot"),
-        ctx.probe_json::<Snapshot>(Method::GET, &b, "/snapshot")
-    )?;
-    for (id, s) in [(&a, &sa), (&b, &sb)] {
-        ensure!(
-            s.identity_at_start == golden,
-            "actor {id} was not restored from the golden snapshot: its process read {:?} at start (error: {}), \
-             the golden actor is {golden:?}; a cold boot or another image would read something else",
-            s.identity_at_start,
-            s.identity_at_start_error.as_deref().unwrap_or("none")
-        );
+    match ctx.sandbox() {
+        Some(sandbox) => restored_from_golden_evidence(&ctx, sandbox, &a, &b).await?,
+        None => restored_from_golden_snapshot(&ctx, &a, &b).await?,
+    }
+    for id in [&a, &b] {
         let info = ctx.backend().get_actor(ctx.atespace(), id).await?;
         if let Some(from) = info.restored_from {
             ensure!(
@@ -180,15 +181,112 @@ async fn restored_not_booted(ctx: Ctx) -> anyhow::Result<()> {
             );
         }
     }
+    let (wa, wb) = tokio::try_join!(whoami(&ctx, &a), whoami(&ctx, &b))?;
+    check_own_identity(&ctx, &a, &wa)?;
+    check_own_identity(&ctx, &b, &wb)
+}
+
+/// The golden's evidence, as the backend recorded it before the
+/// checkpoint; it must carry the token planted there.
+async fn golden_evidence(ctx: &Ctx, sandbox: &dyn SandboxAccess) -> anyhow::Result<Evidence> {
+    let template = &ctx.golden().template;
+    let golden = ctx
+        .phase("golden evidence", sandbox.golden_evidence(template))
+        .await?;
+    ensure!(
+        golden.token.is_some() && golden.actor.is_some() && golden.boot_id.is_some(),
+        "the golden evidence of template {template} is incomplete: {golden:?}"
+    );
+    Ok(golden)
+}
+
+/// ID-3: `id`'s process image is the golden's: the planted token, the
+/// sandbox kernel's `boot_id`, the actor's PID and start time. (On runsc a
+/// cold boot has no token and a new `boot_id`; PID and start time alone
+/// would not tell, so they only corroborate.)
+fn check_same_image(
+    ctx: &Ctx,
+    id: &str,
+    golden: &Evidence,
+    seen: &Evidence,
+    when: &str,
+) -> anyhow::Result<()> {
+    ctx.ensure(seen.token == golden.token, "ID-3", || {
+        format!(
+            "actor {id} {when} is not a restore of the golden snapshot: the token the harness's checker planted in the \
+             golden sandbox's memory before its checkpoint is {:?}, the actor shows {:?} (token error: {}); a cold \
+             boot or another image has none",
+            golden.token,
+            seen.token,
+            seen.token_error.as_deref().unwrap_or("none")
+        )
+    })?;
+    ctx.ensure(seen.boot_id == golden.boot_id, "ID-3", || {
+        format!(
+            "actor {id} {when} runs on sandbox kernel boot {:?}, the golden ran on {:?} (error: {}): a restore keeps \
+             the golden's boot_id, a cold boot makes a new one",
+            seen.boot_id,
+            golden.boot_id,
+            seen.boot_id_error.as_deref().unwrap_or("none")
+        )
+    })?;
+    let (g, s) = (golden.actor.as_ref(), seen.actor.as_ref());
+    let same = |p: Option<&ActorProcess>| p.map(|p| (p.pid, p.start_ticks));
+    ctx.ensure(same(g) == same(s), "ID-3", || {
+        format!(
+            "actor {id} {when}: its process (pid, start ticks) is {:?}, the golden's was {:?}: not the golden's \
+             process image (checker error: {})",
+            same(s),
+            same(g),
+            seen.actor_error.as_deref().unwrap_or("none")
+        )
+    })
+}
+
+async fn restored_from_golden_evidence(
+    ctx: &Ctx,
+    sandbox: &dyn SandboxAccess,
+    a: &str,
+    b: &str,
+) -> anyhow::Result<()> {
+    let golden = golden_evidence(ctx, sandbox).await?;
+    let (ea, eb) = ctx
+        .phase("checker: evidence of both actors", async {
+            tokio::try_join!(
+                sandbox.evidence(ctx.atespace(), a),
+                sandbox.evidence(ctx.atespace(), b)
+            )
+        })
+        .await?;
+    ctx.note(format!(
+        "golden evidence {golden:?}; {a}: {ea:?}; {b}: {eb:?}"
+    ));
+    check_same_image(ctx, a, &golden, &ea, "after its restore")?;
+    check_same_image(ctx, b, &golden, &eb, "after its restore")
+}
+
+async fn restored_from_golden_snapshot(ctx: &Ctx, a: &str, b: &str) -> anyhow::Result<()> {
+    let golden = ctx.golden().golden_actor_id.clone();
+    let (sa, sb) = tokio::try_join!(
+        ctx.probe_json::<Snapshot>(Method::GET, a, "/snapshot"),
+        ctx.probe_json::<Snapshot>(Method::GET, b, "/snapshot")
+    )?;
+    for (id, s) in [(a, &sa), (b, &sb)] {
+        ensure!(
+            s.identity_at_start == golden,
+            "actor {id} was not restored from the golden snapshot: its process read {:?} at start (error: {}), \
+             the golden actor is {golden:?}; a cold boot or another image would read something else",
+            s.identity_at_start,
+            s.identity_at_start_error.as_deref().unwrap_or("none")
+        );
+    }
     ensure!(
         sa.nonce == sb.nonce,
         "actors {a} and {b} carry different start nonces ({} vs {}): they are not restores of one process image",
         sa.nonce,
         sb.nonce
     );
-    let (wa, wb) = tokio::try_join!(whoami(&ctx, &a), whoami(&ctx, &b))?;
-    check_own_identity(&ctx, &a, &wa)?;
-    check_own_identity(&ctx, &b, &wb)
+    Ok(())
 }
 
 /// ID-2: exactly the raw ID bytes, no newline, nothing else.
@@ -229,15 +327,10 @@ async fn read_only(ctx: Ctx) -> anyhow::Result<()> {
     const EACCES: i32 = 13;
     const EROFS: i32 = 30;
     let id = running_actor(&ctx, "probe-readonly").await?;
-    let tw: TryWrite = ctx
-        .phase(
-            "try-write",
-            ctx.probe_json(Method::POST, &id, "/identity-dir/try-write"),
-        )
-        .await?;
+    let tw = ctx.try_write(&id).await?;
     ensure!(
         !tw.attempts.is_empty(),
-        "the probe reported no write attempts inside /run/ate"
+        "no write attempts inside /run/ate were reported"
     );
     let bad: Vec<String> = tw
         .attempts
@@ -293,15 +386,10 @@ async fn read_only(ctx: Ctx) -> anyhow::Result<()> {
 /// /run/ate, none on the file), and the ID is not in the environment.
 async fn directory_bind_not_env(ctx: Ctx) -> anyhow::Result<()> {
     let id = running_actor(&ctx, "probe-dirmount").await?;
-    let d: IdentityDir = ctx
-        .phase(
-            "identity-dir",
-            ctx.probe_json(Method::GET, &id, "/identity-dir"),
-        )
-        .await?;
+    let d = ctx.identity_dir(&id).await?;
     ensure!(
         d.mountinfo_error.is_none(),
-        "the probe cannot read mountinfo: {}",
+        "mountinfo inside actor {id} cannot be read: {}",
         d.mountinfo_error.as_deref().unwrap_or("")
     );
     let at_dir: Vec<_> = d
@@ -352,9 +440,12 @@ async fn directory_bind_not_env(ctx: Ctx) -> anyhow::Result<()> {
             )
         },
     )?;
-    let env: Env = ctx
-        .phase("env", ctx.probe_json(Method::GET, &id, "/env"))
-        .await?;
+    let env = ctx.actor_env(&id).await?;
+    ensure!(
+        env.error.is_none(),
+        "the environment of actor {id}'s process cannot be read: {}",
+        env.error.as_deref().unwrap_or("")
+    );
     let golden = &ctx.golden().golden_actor_id;
     let leaks: Vec<String> = env
         .env
@@ -371,21 +462,124 @@ async fn directory_bind_not_env(ctx: Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a suspend/resume cycle checks of an actor's memory: a token the
+/// harness's checker plants in it before each suspend (with sandbox
+/// access), or the probe's in-memory counter.
+enum Memory<'a> {
+    /// The checker's mark, and the golden's evidence the process must keep.
+    Checker {
+        sandbox: &'a dyn SandboxAccess,
+        golden: Box<Evidence>,
+    },
+    /// The probe's `/counter` and `/snapshot`.
+    Probe,
+}
+
+impl Memory<'_> {
+    async fn new(ctx: &Ctx) -> anyhow::Result<Memory<'_>> {
+        Ok(match ctx.sandbox() {
+            Some(sandbox) => Memory::Checker {
+                sandbox,
+                golden: Box::new(golden_evidence(ctx, sandbox).await?),
+            },
+            None => Memory::Probe,
+        })
+    }
+
+    /// Before suspend `cycle`: leaves a mark in the actor's memory.
+    async fn mark(&self, ctx: &Ctx, id: &str, cycle: u64) -> anyhow::Result<()> {
+        match self {
+            Memory::Checker { sandbox, .. } => {
+                let token = cycle_token(ctx, cycle);
+                let e = ctx
+                    .phase(
+                        format!("checker: mark {id} with {token} (cycle {cycle})"),
+                        sandbox.mark(ctx.atespace(), id, &token),
+                    )
+                    .await?;
+                ensure!(
+                    e.token.as_deref() == Some(token.as_str()),
+                    "the checker could not plant {token:?} in actor {id} before suspend {cycle}: it reads back {:?} \
+                     (error: {})",
+                    e.token,
+                    e.token_error.as_deref().unwrap_or("none")
+                );
+                Ok(())
+            }
+            Memory::Probe => {
+                let c: Counter = ctx.probe_json(Method::POST, id, "/counter").await?;
+                ctx.ensure(c.counter == cycle, "ID-11", || {
+                    format!(
+                        "in-memory counter of {id} is {} before suspend {cycle}, expected {cycle} (state not restored from its own snapshot)",
+                        c.counter
+                    )
+                })
+            }
+        }
+    }
+
+    /// After resume `cycle`: the mark is there, and the process is still
+    /// the one restored from the golden snapshot.
+    async fn check(&self, ctx: &Ctx, id: &str, cycle: u64) -> anyhow::Result<()> {
+        match self {
+            Memory::Checker { sandbox, golden } => {
+                let token = cycle_token(ctx, cycle);
+                let e = ctx
+                    .phase(
+                        format!("checker: evidence of {id} (cycle {cycle})"),
+                        sandbox.evidence(ctx.atespace(), id),
+                    )
+                    .await?;
+                ctx.ensure(e.token.as_deref() == Some(token.as_str()), "ID-11", || {
+                    format!(
+                        "the token the harness's checker planted in the memory of {id} before suspend {cycle} \
+                         ({token:?}) is {:?} after the on-demand resume (error: {}): its memory did not come from \
+                         its own last snapshot",
+                        e.token,
+                        e.token_error.as_deref().unwrap_or("none")
+                    )
+                })?;
+                let planted = Evidence {
+                    token: Some(token),
+                    ..(**golden).clone()
+                };
+                check_same_image(ctx, id, &planted, &e, &format!("after resume {cycle}"))
+            }
+            Memory::Probe => {
+                let c: Counter = ctx.probe_json(Method::GET, id, "/counter").await?;
+                ctx.ensure(c.counter == cycle, "ID-11", || {
+                    format!(
+                        "in-memory counter of {id} is {} after resume {cycle}, expected {cycle}: its memory did not come from its own last snapshot",
+                        c.counter
+                    )
+                })?;
+                let golden = &ctx.golden().golden_actor_id;
+                let s: Snapshot = ctx.probe_json(Method::GET, id, "/snapshot").await?;
+                ensure!(
+                    &s.identity_at_start == golden,
+                    "actor {id}'s process is not the one restored from the golden snapshot (it read {:?} at start)",
+                    s.identity_at_start
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The token planted before suspend `cycle`: unique to the run and cycle.
+fn cycle_token(ctx: &Ctx, cycle: u64) -> String {
+    ctx.unique(&format!("cycle-{cycle}"))
+}
+
 /// ID-10/11/15: suspend, then a request through the router resumes the
 /// actor on demand from its own snapshot; it reads its own ID and keeps
 /// its own in-memory state. Twice.
 async fn suspend_resume_cycle(ctx: Ctx) -> anyhow::Result<()> {
     let id = running_actor(&ctx, "probe-cycle").await?;
     let r = ctx.router();
-    let golden = ctx.golden().golden_actor_id.clone();
+    let memory = Memory::new(&ctx).await?;
     for cycle in 1..=2u64 {
-        let c: Counter = ctx.probe_json(Method::POST, &id, "/counter").await?;
-        ctx.ensure(c.counter == cycle, "ID-11", || {
-            format!(
-                "in-memory counter of {id} is {} before suspend {cycle}, expected {cycle} (state not restored from its own snapshot)",
-                c.counter
-            )
-        })?;
+        memory.mark(&ctx, &id, cycle).await?;
         let info = ctx
             .phase(
                 format!("suspend {id} (cycle {cycle})"),
@@ -441,19 +635,7 @@ async fn suspend_resume_cycle(ctx: Ctx) -> anyhow::Result<()> {
                 format!("actor {id} was resumed from {from:?} after a suspend, expected its own snapshot")
             })?;
         }
-        let c: Counter = ctx.probe_json(Method::GET, &id, "/counter").await?;
-        ctx.ensure(c.counter == cycle, "ID-11", || {
-            format!(
-                "in-memory counter of {id} is {} after resume {cycle}, expected {cycle}: its memory did not come from its own last snapshot",
-                c.counter
-            )
-        })?;
-        let s: Snapshot = ctx.probe_json(Method::GET, &id, "/snapshot").await?;
-        ensure!(
-            s.identity_at_start == golden,
-            "actor {id}'s process is not the one restored from the golden snapshot (it read {:?} at start)",
-            s.identity_at_start
-        );
+        memory.check(&ctx, &id, cycle).await?;
     }
     Ok(())
 }
@@ -607,14 +789,13 @@ async fn atomic_rewrite_is_never_torn(ctx: Ctx) -> anyhow::Result<()> {
     let id = running_actor(&ctx, "probe-atomic").await?;
     let other = format!("{id}-rewritten");
     let values = vec![id.clone(), other.clone()];
-    let watch_path = format!("/identity-watch?ms={MS}");
     let host = ctx.host()?;
     let (watch, writes) = ctx
         .phase(
             format!("{MS} ms of host rewrites while the actor reads"),
             async {
                 tokio::join!(
-                    ctx.probe_json::<IdentityWatch>(Method::GET, &id, &watch_path),
+                    ctx.identity_watch(&id, MS),
                     host.rewrite_identity(ctx.atespace(), &id, &values, MS)
                 )
             },
@@ -663,7 +844,7 @@ async fn atomic_rewrite_is_never_torn(ctx: Ctx) -> anyhow::Result<()> {
     );
     let w = whoami(&ctx, &id).await?;
     check_own_identity(&ctx, &id, &w).context("after the rewrites")?;
-    let d: IdentityDir = ctx.probe_json(Method::GET, &id, "/identity-dir").await?;
+    let d = ctx.identity_dir(&id).await?;
     let entries: Vec<(String, String)> = d
         .entries
         .iter()

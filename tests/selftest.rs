@@ -54,14 +54,38 @@ fn every_fault_is_caught_and_the_healthy_agent_is_green() {
         problems.join("\n")
     );
     assert_eq!(st.faults.len(), ate_harness::selftest::faults().len());
-    // Nothing left running.
+    // Nothing left running of the agents these runs started (their
+    // instance is in each report's fingerprint, `... (pid N, instance X)`,
+    // and container IDs are `ate-<instance>-<n>`; other runsc users may
+    // share the machine).
+    let mut prefixes = Vec::new();
+    let faults = ate_harness::selftest::faults();
+    let dirs = std::iter::once(dir.path().to_path_buf()).chain(
+        faults
+            .iter()
+            .map(|f| dir.path().join("selftest").join(f.name)),
+    );
+    for d in dirs {
+        for suite in ate_harness::report::read_suites(&d).unwrap() {
+            let agent = suite.fingerprint.get("agent").cloned().unwrap_or_default();
+            let instance = agent
+                .rsplit_once("instance ")
+                .and_then(|(_, i)| i.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("no agent instance in {}: {agent:?}", d.display()))
+                .to_owned();
+            prefixes.push(format!("ate-{instance}-"));
+        }
+    }
+    assert_eq!(prefixes.len(), 1 + faults.len());
     let out = Command::new("runsc")
         .args(["list", "-quiet"])
         .output()
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
-        "sandboxes left: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let left: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|id| prefixes.iter().any(|p| id.starts_with(p.as_str())))
+        .map(String::from)
+        .collect();
+    assert!(left.is_empty(), "sandboxes left: {left:?}");
 }

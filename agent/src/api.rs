@@ -14,6 +14,7 @@
 //! | `POST /atespaces/{a}/actors/{id}/resume` | restore; 409 when RUNNING |
 //! | `POST /atespaces/{a}/actors/{id}/suspend` | checkpoint; 409 when SUSPENDED |
 //! | `DELETE /atespaces/{a}/actors/{id}` | 409 unless SUSPENDED |
+//! | `POST /atespaces/{a}/actors/{id}/check` `{args}` | runs the harness's checker (`ate-check ARGS`) in a RUNNING actor's sandbox; its JSON object (`check`) |
 //! | `POST /atespaces/{a}/actors/{id}/identity/rewrite` `{values, for_ms, times?}` | conformance hook (ID-9): atomic rewrites for `for_ms` or `times` writes, whichever ends first, then the own ID again; `{"writes": n}` |
 //! | `GET /sandboxes` | container IDs this agent has started and not removed |
 //! | `POST /detach` | exit, leaving every sandbox running and recorded (for `--keep`) |
@@ -29,8 +30,9 @@
 use std::sync::Arc;
 
 use ate_agent_api::{
-    ActorList, ActorView, AtespaceList, Detached, ErrorBody, ErrorKind, IdentityRewrite, Info,
-    NewActor, NewAtespace, Rewritten, Sandboxes, TemplateList, TemplateSpec, TemplateView,
+    ActorList, ActorView, AtespaceList, CheckRequest, Detached, ErrorBody, ErrorKind,
+    IdentityRewrite, Info, NewActor, NewAtespace, Rewritten, Sandboxes, TemplateList, TemplateSpec,
+    TemplateView,
 };
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -115,6 +117,7 @@ pub fn app(state: ApiState) -> Router {
         )
         .route("/atespaces/{a}/actors/{id}/resume", post(resume_actor))
         .route("/atespaces/{a}/actors/{id}/suspend", post(suspend_actor))
+        .route("/atespaces/{a}/actors/{id}/check", post(check_actor))
         .route(
             "/atespaces/{a}/actors/{id}/identity/rewrite",
             post(rewrite_identity),
@@ -259,6 +262,15 @@ async fn detach(State(s): State<ApiState>) -> ApiResult<(StatusCode, Json<Detach
             state_dir: s.state_dir.clone(),
         }),
     ))
+}
+
+async fn check_actor(
+    State(s): State<ApiState>,
+    Path((a, id)): Path<(String, String)>,
+    body: Result<Json<CheckRequest>, JsonRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Json(b) = body?;
+    Ok(Json(s.engine.check(&a, &id, b.args).await?))
 }
 
 async fn rewrite_identity(

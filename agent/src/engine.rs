@@ -190,6 +190,9 @@ pub struct EngineConfig {
     pub runsc: Runsc,
     /// Host path of the static agent binary to expose at `/.ate` as relay.
     pub helper_bin: PathBuf,
+    /// Host path of the harness's static checker, placed beside the relay
+    /// (`None`: no checks; see `check`).
+    pub checker_bin: Option<PathBuf>,
     /// Deadline for the golden actor to answer `/healthz`.
     pub golden_health_timeout: Duration,
     /// Pass `--debug --debug-log` to runsc (per-actor `logs/`).
@@ -279,13 +282,14 @@ impl Engine {
                 cfg.state_dir.join(d).display()
             )))?;
         }
-        // The helper dir holds exactly the agent binary, mounted at /.ate.
+        // The helper dir holds the agent binary (and the checker), mounted at /.ate.
         let helper = cfg.state_dir.join("helper").join(HELPER_BIN_NAME);
         let _ = std::fs::remove_file(&helper);
         rootfs::link_or_copy(&cfg.helper_bin, &helper).map_err(host_err(format!(
             "cannot place the relay helper at {}",
             helper.display()
         )))?;
+        crate::check::place_checker(cfg.checker_bin.as_deref(), &cfg.state_dir.join("helper"))?;
 
         let engine = Arc::new(Engine {
             instance: random_hex(4),
@@ -311,6 +315,11 @@ impl Engine {
     /// The runsc driver.
     pub fn runsc(&self) -> &Runsc {
         &self.cfg.runsc
+    }
+
+    /// The configuration it was opened with (for `check`).
+    pub(crate) fn config(&self) -> &EngineConfig {
+        &self.cfg
     }
 
     /// The fault mode this agent runs in (`None`: healthy).
@@ -638,6 +647,7 @@ impl Engine {
                 reason: None,
                 golden: None,
                 timings_ms: BTreeMap::new(),
+                golden_evidence: None,
             },
         };
         let t = Arc::new(Template {
@@ -887,6 +897,7 @@ impl Engine {
             t.view.lock().unwrap().status.timings_ms.insert("health".into(), ms(t1.elapsed()));
             let image = tdir.join("snapshot");
             std::fs::create_dir_all(&image).map_err(host_err(format!("cannot create {}", image.display())))?;
+            let evidence = self.mark_golden(&cid, golden_id).await?;
             let t2 = Instant::now();
             self.cfg
                 .runsc
@@ -895,6 +906,7 @@ impl Engine {
                 .map_err(|source| EngineError::Runtime { context: format!("cannot checkpoint the golden actor {golden_id}"), source: Box::new(source) })?;
             let mut v = t.view.lock().unwrap();
             v.status.timings_ms.insert("checkpoint".into(), ms(t2.elapsed()));
+            v.status.golden_evidence = evidence;
             v.status.golden = Some(GoldenPaths {
                 bundle_dir: dirs.bundle.clone(),
                 image_dir: image,

@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod bundle;
+pub mod check;
 pub mod engine;
 pub mod identity;
 pub mod names;

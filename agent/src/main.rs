@@ -50,6 +50,11 @@ enum Command {
         /// executable, which must then be static).
         #[arg(long)]
         helper_bin: Option<PathBuf>,
+        /// The harness's static checker (`ate-check`), placed next to the
+        /// relay and run in sandboxes by `POST .../check` (default: none,
+        /// and no checks).
+        #[arg(long, value_name = "PATH")]
+        checker_bin: Option<PathBuf>,
         /// Shut down like on SIGTERM when the parent process exits.
         #[arg(long)]
         exit_with_parent: bool,
@@ -113,6 +118,7 @@ fn main() -> std::process::ExitCode {
             runsc_debug,
             golden_health_timeout,
             helper_bin,
+            checker_bin,
             exit_with_parent,
             fault,
         } => {
@@ -134,6 +140,7 @@ fn main() -> std::process::ExitCode {
                     ..Runsc::default()
                 },
                 helper_bin,
+                checker_bin,
                 golden_health_timeout: Duration::from_secs(golden_health_timeout),
                 runsc_debug,
                 exit_with_parent,

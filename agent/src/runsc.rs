@@ -275,6 +275,17 @@ impl Runsc {
             .arg(port.to_string())
     }
 
+    /// `runsc exec CID PROGRAM ARGS...`: a helper program (under `/.ate`)
+    /// inside container `cid`. Its output is readable only through a pipe
+    /// or file the caller owns, so the caller sets stdio explicitly.
+    pub fn exec(&self, cid: &str, program_in_sandbox: &str, args: &[String]) -> Cmd {
+        self.base(DebugLog(None))
+            .arg("exec")
+            .arg(cid)
+            .arg(program_in_sandbox)
+            .args(args)
+    }
+
     /// `runsc --version`, first line.
     pub async fn version(&self) -> Result<String, RunscError> {
         let out = Cmd::new(&self.program)

@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub runsc: Runsc,
     /// Static binary exposed to sandboxes as the relay helper.
     pub helper_bin: PathBuf,
+    /// The harness's checker, placed beside the relay (`None`: no checks).
+    pub checker_bin: Option<PathBuf>,
     /// Golden `/healthz` deadline.
     pub golden_health_timeout: Duration,
     /// runsc debug logs per actor.
@@ -127,6 +129,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         state_dir: state_dir.clone(),
         runsc: opts.runsc.clone(),
         helper_bin: opts.helper_bin.clone(),
+        checker_bin: opts.checker_bin.clone(),
         golden_health_timeout: opts.golden_health_timeout,
         runsc_debug: opts.runsc_debug,
         fault: opts.fault,

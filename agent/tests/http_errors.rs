@@ -325,3 +325,39 @@ async fn info_shows_no_fault_and_rewrite_checks_times_and_for_ms() {
         assert_eq!(st, 404, "{body}: {resp}");
     }
 }
+
+#[tokio::test]
+async fn check_validates_its_args_and_needs_a_checker() {
+    // This engine was opened without --checker-bin.
+    let s = serve().await;
+    let c = s.control;
+    s.engine.create_atespace("team-a").unwrap();
+    let path = "/atespaces/team-a/actors/ghost/check";
+    let long = "x".repeat(300);
+    let nine: Vec<String> = (0..9).map(|i| i.to_string()).collect();
+    for (body, says) in [
+        (json!({ "args": [] }), "invalid args \"\": 1..=8 arguments"),
+        (
+            json!({ "args": nine }),
+            "invalid args \"0 1 2 3 4 5 6 7 8\"",
+        ),
+        (
+            json!({ "args": ["mark", "--token", long] }),
+            "... (300 bytes)\": 1..=8 arguments of at most 256 bytes",
+        ),
+        (json!({ "argv": ["evidence"] }), "invalid request body"),
+    ] {
+        let (st, resp) = call(c, "POST", path, Some(body.clone())).await;
+        assert_eq!(st, 400, "{body}: {resp}");
+        assert_eq!(resp["kind"], "invalid", "{resp}");
+        let msg = resp["error"].as_str().unwrap();
+        assert!(msg.contains(says), "{body}: {msg}");
+    }
+    let (st, resp) = call(c, "POST", path, Some(json!({ "args": ["evidence"] }))).await;
+    assert_eq!(st, 409, "{resp}");
+    assert_eq!(
+        resp["error"].as_str().unwrap(),
+        "cannot check actor team-a/ghost: it is on an agent started without --checker-bin; \
+         start the agent with --checker-bin PATH (the static ate-check)"
+    );
+}

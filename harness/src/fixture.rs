@@ -1,8 +1,10 @@
-//! The static binaries the local backend needs: the probe (`ate-probe`) and
-//! the node agent (`ate-refagent`, whose `relay` subcommand runs inside the
-//! sandbox).
+//! The static binaries the local backend needs: the probe (`ate-probe`), the
+//! node agent (`ate-refagent`, whose `relay` subcommand runs inside the
+//! sandbox) and the harness's checker (`ate-check` of package
+//! `ate-checker`, which the agent runs inside the sandbox to observe it).
 //!
-//! Either given from outside (`ATE_PROBE_BIN`, `ATE_AGENT_BIN`) or built from
+//! Either given from outside (`ATE_PROBE_BIN`, `ATE_AGENT_BIN`,
+//! `ATE_CHECKER_BIN`) or built from
 //! this workspace with one `cargo build` into a target directory of their
 //! own, so the static build never invalidates the normal one. **Whatever is
 //! returned has been checked to be a static ELF executable**: a sandbox's
@@ -24,20 +26,27 @@ use tracing::{debug, info};
 pub const PROBE_BIN_ENV: &str = "ATE_PROBE_BIN";
 /// Variable that points at an agent binary to use instead of building one.
 pub const AGENT_BIN_ENV: &str = "ATE_AGENT_BIN";
+/// Variable that points at a checker binary to use instead of building one.
+pub const CHECKER_BIN_ENV: &str = "ATE_CHECKER_BIN";
 
-const PROBE_PACKAGE: &str = "ate-probe";
-const AGENT_PACKAGE: &str = "ate-refagent";
+/// Package and binary name of each static build.
+const PROBE_PACKAGE: (&str, &str) = ("ate-probe", "ate-probe");
+const AGENT_PACKAGE: (&str, &str) = ("ate-refagent", "ate-refagent");
+const CHECKER_PACKAGE: (&str, &str) = ("ate-checker", ate_checker::BIN_NAME);
 const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
 const LOCK_FILE: &str = ".ate-build.lock";
 const LOCK_POLL: Duration = Duration::from_millis(100);
 
-/// The static probe and agent, ready to be copied into a sandbox.
+/// The static probe, agent and checker, ready to be copied into a sandbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StaticBins {
     /// The probe actor's binary.
     pub probe: PathBuf,
     /// The node agent's binary (it also serves as the in-sandbox relay).
     pub agent: PathBuf,
+    /// The harness's checker (`ate-check`), run inside sandboxes by the
+    /// agent.
+    pub checker: PathBuf,
 }
 
 impl StaticBins {
@@ -82,6 +91,8 @@ pub struct BuildOptions {
     pub probe_bin: Option<BinOverride>,
     /// Use this agent instead of building one.
     pub agent_bin: Option<BinOverride>,
+    /// Use this checker instead of building one.
+    pub checker_bin: Option<BinOverride>,
     /// The cargo to build with.
     pub cargo: OsString,
     /// The workspace that has the `ate-probe` and `ate-refagent` packages.
@@ -96,8 +107,8 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
-    /// Options from the environment: `ATE_PROBE_BIN` and `ATE_AGENT_BIN`
-    /// (overrides, when set and not empty), `CARGO` (else `cargo`); this
+    /// Options from the environment: `ATE_PROBE_BIN`, `ATE_AGENT_BIN` and
+    /// `ATE_CHECKER_BIN` (overrides, when set and not empty), `CARGO` (else `cargo`); this
     /// workspace, `<workspace>/target/ate-static`, the host's
     /// `<arch>-unknown-linux-gnu` and 20 minutes.
     pub fn from_env() -> BuildOptions {
@@ -113,6 +124,7 @@ impl BuildOptions {
         BuildOptions {
             probe_bin: from_var(PROBE_BIN_ENV),
             agent_bin: from_var(AGENT_BIN_ENV),
+            checker_bin: from_var(CHECKER_BIN_ENV),
             cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
             target_dir: workspace_root.join("target").join("ate-static"),
             workspace_root,
@@ -173,7 +185,7 @@ pub enum FixtureError {
     },
 
     /// `cargo build` failed or timed out.
-    #[error("building the static probe and agent failed")]
+    #[error("building the static probe, agent and checker failed")]
     Build(#[source] CmdError),
 
     /// `cargo build` succeeded but a binary is not where it should be.
@@ -216,8 +228,8 @@ pub enum FixtureError {
     },
 }
 
-/// The static probe and agent: each override checked and used as is, the
-/// others built with one `cargo build`.
+/// The static probe, agent and checker: each override checked and used as
+/// is, the others built with one `cargo build`.
 ///
 /// The build holds an exclusive lock on `<target_dir>/.ate-build.lock`, so
 /// parallel suite binaries wait for each other instead of racing; after the
@@ -225,12 +237,16 @@ pub enum FixtureError {
 pub async fn static_bins(opts: &BuildOptions) -> Result<StaticBins, FixtureError> {
     let probe = opts.probe_bin.as_ref().map(check_override).transpose()?;
     let agent = opts.agent_bin.as_ref().map(check_override).transpose()?;
+    let checker = opts.checker_bin.as_ref().map(check_override).transpose()?;
     let mut packages = Vec::new();
-    if probe.is_none() {
-        packages.push(PROBE_PACKAGE);
-    }
-    if agent.is_none() {
-        packages.push(AGENT_PACKAGE);
+    for (given, package) in [
+        (&probe, PROBE_PACKAGE),
+        (&agent, AGENT_PACKAGE),
+        (&checker, CHECKER_PACKAGE),
+    ] {
+        if given.is_none() {
+            packages.push(package);
+        }
     }
     let built = if packages.is_empty() {
         Vec::new()
@@ -242,8 +258,10 @@ pub async fn static_bins(opts: &BuildOptions) -> Result<StaticBins, FixtureError
     let bins = StaticBins {
         probe: next(probe).expect("the probe was given or built"),
         agent: next(agent).expect("the agent was given or built"),
+        checker: next(checker).expect("the checker was given or built"),
     };
-    debug!(probe = %bins.probe.display(), agent = %bins.agent.display(), "static binaries");
+    debug!(probe = %bins.probe.display(), agent = %bins.agent.display(),
+        checker = %bins.checker.display(), "static binaries");
     Ok(bins)
 }
 
@@ -286,11 +304,11 @@ fn check_override(given: &BinOverride) -> Result<PathBuf, FixtureError> {
     }
 }
 
-/// Builds `packages` (each has a binary of the same name) statically and
-/// returns their binaries, in order, each checked to be static.
+/// Builds `packages` (package, binary name) statically and returns their
+/// binaries, in order, each checked to be static.
 async fn build_static(
     opts: &BuildOptions,
-    packages: &[&str],
+    packages: &[(&str, &str)],
 ) -> Result<Vec<PathBuf>, FixtureError> {
     std::fs::create_dir_all(&opts.target_dir).map_err(|source| FixtureError::TargetDir {
         path: opts.target_dir.clone(),
@@ -299,7 +317,7 @@ async fn build_static(
     let _lock = lock_exclusive(&opts.target_dir.join(LOCK_FILE)).await?;
 
     let mut cmd = Cmd::new(&opts.cargo).args(["build", "--release"]);
-    for package in packages {
+    for (package, _) in packages {
         cmd = cmd.args(["-p", package]);
     }
     let cmd = cmd
@@ -313,15 +331,15 @@ async fn build_static(
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .timeout(opts.timeout);
     info!(packages = ?packages, target_dir = %opts.target_dir.display(),
-        "building static probe and agent (first build takes a minute)");
+        "building static probe, agent and checker (first build takes a minute)");
     let start = Instant::now();
     cmd.run().await.map_err(FixtureError::Build)?;
-    info!(duration = ?start.elapsed(), "built static probe and agent");
+    info!(duration = ?start.elapsed(), "built static probe, agent and checker");
 
     let release = opts.target_dir.join(&opts.target).join("release");
     let mut bins = Vec::new();
-    for package in packages {
-        let path = release.join(package);
+    for (_, bin) in packages {
+        let path = release.join(bin);
         if !path.is_file() {
             return Err(FixtureError::MissingOutput { path });
         }

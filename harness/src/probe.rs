@@ -1,8 +1,14 @@
 //! What the probe answers, as types (CONTRACT.md II). Fields beyond the
 //! upstream `/whoami` shape are optional so another probe can stand in.
+//!
+//! The answers of `/identity-dir`, `/identity-dir/try-write`, `/env` and
+//! `/identity-watch` have the shapes of the harness's own checker's output
+//! and are read as its types (re-exported here), so a trial handles one
+//! type whichever of the two observed the sandbox.
 
-use std::collections::BTreeMap;
-
+pub use ate_checker::{
+    DirEntry, Env, IdentityDir, IdentityWatch, Mount, TryWrite, WatchValue, WriteAttempt,
+};
 use serde::Deserialize;
 
 /// `GET /whoami`.
@@ -58,114 +64,9 @@ pub struct Snapshot {
     pub identity_at_start_error: Option<String>,
 }
 
-/// One entry of `/run/ate`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DirEntry {
-    /// File name.
-    pub name: String,
-    /// `file`, `dir`, `symlink`, `other`.
-    pub kind: String,
-    /// Octal mode, e.g. `0644`.
-    pub mode: String,
-}
-
-/// One mount at or under `/run/ate`, from `/proc/self/mountinfo`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Mount {
-    /// Mount point.
-    pub mount_point: String,
-    /// Filesystem type.
-    pub fs_type: String,
-    /// Per-mount options (`ro`, ...).
-    pub mount_options: String,
-    /// Superblock options.
-    #[serde(default)]
-    pub super_options: String,
-}
-
-impl Mount {
-    /// True when the per-mount options include `ro`.
-    pub fn read_only(&self) -> bool {
-        self.mount_options.split(',').any(|o| o == "ro")
-    }
-}
-
-/// `GET /identity-dir`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct IdentityDir {
-    /// Entries of `/run/ate`.
-    #[serde(default)]
-    pub entries: Vec<DirEntry>,
-    /// Listing error.
-    #[serde(default)]
-    pub entries_error: Option<String>,
-    /// Mounts at or under `/run/ate`.
-    #[serde(default)]
-    pub mounts: Vec<Mount>,
-    /// mountinfo error.
-    #[serde(default)]
-    pub mountinfo_error: Option<String>,
-}
-
-/// One attempt of `POST /identity-dir/try-write`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct WriteAttempt {
-    /// `write-actor-id`, `create`, `unlink`, `rename`, `mkdir`.
-    pub op: String,
-    /// Whether it succeeded.
-    pub ok: bool,
-    /// errno when it failed.
-    pub errno: Option<i32>,
-    /// Error text when it failed.
-    pub error: Option<String>,
-}
-
-/// `POST /identity-dir/try-write`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TryWrite {
-    /// Every attempt, in order.
-    pub attempts: Vec<WriteAttempt>,
-}
-
-/// `GET /env`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Env {
-    /// The process environment.
-    pub env: BTreeMap<String, String>,
-}
-
 /// `GET|POST /counter`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Counter {
     /// In-memory counter value.
     pub counter: u64,
-}
-
-/// One distinct value seen by `/identity-watch`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct WatchValue {
-    /// The bytes read, lowercase hex.
-    pub value_hex: String,
-    /// How many reads returned it.
-    pub count: u64,
-}
-
-/// `GET /identity-watch?ms=N`: the probe reads `actor-id` in a loop.
-#[derive(Debug, Clone, Deserialize)]
-pub struct IdentityWatch {
-    /// Reads made (failed ones included).
-    pub reads: u64,
-    /// Distinct values read, in order of first appearance.
-    pub distinct: Vec<WatchValue>,
-    /// Reads whose value was not listed because `distinct` was full (our
-    /// probe; 0 when absent).
-    #[serde(default)]
-    pub distinct_dropped: u64,
-    /// Failed reads.
-    pub errors: u64,
-    /// Reads that returned no bytes.
-    pub empty_reads: u64,
-    /// The first read error.
-    #[serde(default)]
-    pub first_error: Option<String>,
 }

@@ -9,7 +9,8 @@ use ate_harness::fixture::{
 
 const BUSYBOX: &str = "/usr/bin/busybox";
 
-/// Options that never build: a build would fail at once on this cargo.
+/// Options that never build: a build would fail at once on this cargo. The
+/// checker is always given (busybox).
 fn no_build(probe: Option<&Path>, agent: Option<&Path>) -> BuildOptions {
     let given = |path: Option<&Path>, origin: &str| {
         path.map(|path| BinOverride {
@@ -20,6 +21,7 @@ fn no_build(probe: Option<&Path>, agent: Option<&Path>) -> BuildOptions {
     BuildOptions {
         probe_bin: given(probe, "ATE_PROBE_BIN"),
         agent_bin: given(agent, "ATE_AGENT_BIN"),
+        checker_bin: given(Some(Path::new(BUSYBOX)), "ATE_CHECKER_BIN"),
         cargo: "/nonexistent-ate/cargo".into(),
         ..BuildOptions::from_env()
     }
@@ -60,7 +62,8 @@ async fn valid_overrides_are_used_as_is() {
         bins,
         StaticBins {
             probe: busybox.into(),
-            agent: busybox.into()
+            agent: busybox.into(),
+            checker: busybox.into(),
         }
     );
 }
@@ -121,7 +124,7 @@ async fn a_build_failure_is_reported() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "building the static probe and agent failed"
+        "building the static probe, agent and checker failed"
     );
     let source = std::error::Error::source(&err).unwrap().to_string();
     assert_eq!(
@@ -137,10 +140,11 @@ async fn builds_static_probe_and_agent() {
     let opts = BuildOptions {
         probe_bin: None,
         agent_bin: None,
+        checker_bin: None,
         ..BuildOptions::from_env()
     };
     let bins = static_bins(&opts).await.unwrap();
-    for bin in [&bins.probe, &bins.agent] {
+    for bin in [&bins.probe, &bins.agent, &bins.checker] {
         assert!(bin.starts_with(&opts.target_dir), "{}", bin.display());
         assert_eq!(
             elf_linkage(bin).unwrap(),

@@ -107,6 +107,35 @@ pub struct TemplateStatus {
     pub golden: Option<GoldenPaths>,
     /// Milliseconds: golden boot, health wait, checkpoint.
     pub timings_ms: BTreeMap<String, u64>,
+    /// What the harness's checker saw in the golden sandbox just before
+    /// the checkpoint, after planting a token there (`ate-check mark`):
+    /// every actor restored from this golden shows the same token and
+    /// `boot_id`. `None` when the agent runs without a checker.
+    #[serde(default)]
+    pub golden_evidence: Option<ate_checker::Evidence>,
+}
+
+/// `POST /atespaces/{a}/actors/{id}/check`: run the harness's checker
+/// (`ate-check ARGS...`) in a running actor's sandbox; the answer is the
+/// JSON object it printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRequest {
+    /// The checker's arguments, e.g. `["watch", "--ms", "1500"]`: 1 to
+    /// [`CheckRequest::MAX_ARGS`] of at most [`CheckRequest::MAX_ARG_LEN`]
+    /// bytes, no NUL.
+    pub args: Vec<String>,
+}
+
+impl CheckRequest {
+    /// Most arguments a check takes.
+    pub const MAX_ARGS: usize = 8;
+    /// Longest argument, in bytes.
+    pub const MAX_ARG_LEN: usize = 256;
+
+    /// A request for one of the checker's subcommands.
+    pub fn new(cmd: &ate_checker::Command) -> CheckRequest {
+        CheckRequest { args: cmd.args() }
+    }
 }
 
 /// A template: its spec and status (`GET /templates/{name}`).
@@ -517,6 +546,7 @@ mod tests {
                     image_bin: "/x".into(),
                 }),
                 timings_ms: BTreeMap::from([("boot".into(), 1)]),
+                golden_evidence: Some(ate_checker::Evidence::default()),
             },
         };
         let actor = ActorView {

@@ -26,6 +26,7 @@ pub fn in_process_config(state_dir: PathBuf, runsc: PathBuf) -> ate_refagent::en
             ..ate_refagent::runsc::Runsc::default()
         },
         helper_bin: std::env::current_exe().unwrap(),
+        checker_bin: None,
         golden_health_timeout: Duration::from_secs(1),
         runsc_debug: false,
         fault: None,
@@ -64,6 +65,7 @@ pub async fn spawn(bins: &StaticBins, state_dir: &Path, log: &Path) -> anyhow::R
         agent_bin: bins.agent.clone(),
         state_dir: state_dir.to_path_buf(),
         runsc: PathBuf::from("runsc"),
+        checker_bin: Some(bins.checker.clone()),
         runsc_debug: false,
         fault: None,
         log: log.to_path_buf(),

@@ -26,6 +26,8 @@ impl BenchAgent {
             agent_bin: bins.agent.clone(),
             state_dir: dir.join("state"),
             runsc: runsc.to_path_buf(),
+            // No checker: the bench times the golden boot as it is.
+            checker_bin: None,
             runsc_debug: false,
             fault: None,
             log: dir.join("agent.log"),

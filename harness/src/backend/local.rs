@@ -22,9 +22,10 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::{
-    ActorInfo, ActorState, Backend, Golden, HostAccess, HostDirs, RestoreSource, TemplateOutcome,
-    TemplatePhase,
+    ActorInfo, ActorState, Backend, Env, Evidence, Golden, HostAccess, HostDirs, IdentityDir,
+    IdentityWatch, RestoreSource, SandboxAccess, TemplateOutcome, TemplatePhase, TryWrite,
 };
+use ate_checker::Command as Check;
 type BackendResult<T> = super::Result<T>;
 use crate::fixture::{self, StaticBins};
 use crate::flags::{Spec, Values};
@@ -69,7 +70,7 @@ impl LocalFlags {
     }
 
     /// What this machine lacks for the local backend, if anything: root,
-    /// runsc, and cargo unless both static binaries are given.
+    /// runsc, and cargo unless every static binary is given.
     pub fn prerequisites(&self, probe_bin: Option<&Path>) -> Option<String> {
         if !rustix::process::geteuid().is_root() {
             return Some(
@@ -87,12 +88,14 @@ impl LocalFlags {
             return Some(reason);
         }
         let prebuilt = std::env::var_os(fixture::AGENT_BIN_ENV).is_some()
+            && std::env::var_os(fixture::CHECKER_BIN_ENV).is_some()
             && (probe_bin.is_some() || std::env::var_os(fixture::PROBE_BIN_ENV).is_some());
         if !prebuilt
             && which::which(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).is_err()
         {
             return Some(
-                "cargo not found, and ATE_AGENT_BIN/ATE_PROBE_BIN are not both set".into(),
+                "cargo not found, and ATE_AGENT_BIN/ATE_CHECKER_BIN/ATE_PROBE_BIN are not all set"
+                    .into(),
             );
         }
         None
@@ -309,10 +312,7 @@ impl LocalBackend {
             .await
             .context("cannot build the static probe and agent")?;
         let probe = opts.probe_bin.clone().unwrap_or_else(|| bins.probe.clone());
-        let bins = StaticBins {
-            probe,
-            agent: bins.agent,
-        };
+        let bins = StaticBins { probe, ..bins };
         std::fs::create_dir_all(&opts.state_root)
             .with_context(|| format!("cannot create {}", opts.state_root.display()))?;
         std::fs::create_dir_all(&opts.log_dir)
@@ -328,6 +328,7 @@ impl LocalBackend {
                 agent_bin: bins.agent.clone(),
                 state_dir: state_dir.clone(),
                 runsc: opts.runsc.clone(),
+                checker_bin: Some(bins.checker.clone()),
                 runsc_debug: opts.runsc_debug,
                 fault,
                 log: log_path.clone(),
@@ -512,6 +513,10 @@ impl Backend for LocalBackend {
     }
 
     fn host(&self) -> Option<&dyn HostAccess> {
+        Some(self)
+    }
+
+    fn sandbox(&self) -> Option<&dyn SandboxAccess> {
         Some(self)
     }
 
@@ -754,6 +759,67 @@ impl HostAccess for LocalBackend {
             phase: template_phase(view.status.phase),
             reason: view.status.reason.clone(),
         })
+    }
+}
+
+impl LocalBackend {
+    /// One checker run in an actor's sandbox, through the agent.
+    async fn check<T: serde::de::DeserializeOwned>(
+        &self,
+        atespace: &str,
+        id: &str,
+        cmd: &Check,
+    ) -> BackendResult<T> {
+        Ok(self
+            .client
+            .check(atespace, id, cmd)
+            .await
+            .map_err(anyhow::Error::from)?)
+    }
+}
+
+#[async_trait]
+impl SandboxAccess for LocalBackend {
+    async fn mounts(&self, atespace: &str, id: &str) -> BackendResult<IdentityDir> {
+        self.check(atespace, id, &Check::Mounts).await
+    }
+
+    async fn try_write(&self, atespace: &str, id: &str) -> BackendResult<TryWrite> {
+        self.check(atespace, id, &Check::TryWrite).await
+    }
+
+    async fn env(&self, atespace: &str, id: &str) -> BackendResult<Env> {
+        self.check(atespace, id, &Check::Env).await
+    }
+
+    async fn watch(&self, atespace: &str, id: &str, ms: u64) -> BackendResult<IdentityWatch> {
+        self.check(atespace, id, &Check::Watch { ms }).await
+    }
+
+    async fn evidence(&self, atespace: &str, id: &str) -> BackendResult<Evidence> {
+        self.check(atespace, id, &Check::Evidence).await
+    }
+
+    async fn mark(&self, atespace: &str, id: &str, token: &str) -> BackendResult<Evidence> {
+        let cmd = Check::Mark {
+            token: token.to_owned(),
+        };
+        self.check(atespace, id, &cmd).await
+    }
+
+    async fn golden_evidence(&self, template: &str) -> BackendResult<Evidence> {
+        let view = self
+            .client
+            .template(template)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(view.status.golden_evidence.ok_or_else(|| {
+            anyhow!(
+                "template {template} has no golden evidence (phase {:?}): the agent marks the golden \
+                 only when started with --checker-bin",
+                view.status.phase
+            )
+        })?)
     }
 }
 

@@ -4,9 +4,12 @@
 //! never of runsc or Kubernetes; each backend maps the operations onto its
 //! own system ([`local`]: the embedded reference agent on gVisor; [`kind`]:
 //! Agent Substrate on a kind cluster) and its spelling onto the types here
-//! ([`ActorState`], [`TemplatePhase`], [`BackendError`]). [`select`] is the
-//! one place that knows every backend: their flag groups, prerequisites and
-//! construction.
+//! ([`ActorState`], [`TemplatePhase`], [`BackendError`]). Two capabilities
+//! beyond the trait are offered only where a backend has them:
+//! [`HostAccess`] (the machine the actors run on) and [`SandboxAccess`]
+//! (the harness's own checker run inside an actor's sandbox). [`select`] is
+//! the one place that knows every backend: their flag groups,
+//! prerequisites and construction.
 
 pub mod kind;
 pub mod local;
@@ -18,6 +21,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+pub use ate_checker::{ActorProcess, Env, Evidence, IdentityDir, IdentityWatch, TryWrite};
 
 use crate::router::{RoutedResponse, RouterClient};
 
@@ -203,6 +208,43 @@ pub trait HostAccess: Send + Sync {
     ) -> Result<TemplateOutcome>;
 }
 
+/// What a backend offers when it can run the harness's own static checker
+/// (`ate-check`, crate `ate-checker`) inside an actor's sandbox (the local
+/// backend: `runsc exec` through the agent). Every observation of the
+/// contract except the `/whoami` answer then comes from code the harness
+/// owns, so a probe with only `/whoami` and `/healthz` gets every trial. A
+/// backend without it ([`Backend::sandbox`] is `None`, kind) leaves the
+/// trials to the probe's own endpoints, or to a skip with the reason.
+///
+/// Each call runs in a RUNNING actor and returns the checker's own type.
+#[async_trait]
+pub trait SandboxAccess: Send + Sync {
+    /// `ate-check mounts`: `/run/ate`'s entries and every mount at or
+    /// under it.
+    async fn mounts(&self, atespace: &str, id: &str) -> Result<IdentityDir>;
+
+    /// `ate-check try-write`: write, create, unlink, rename, mkdir in
+    /// `/run/ate`.
+    async fn try_write(&self, atespace: &str, id: &str) -> Result<TryWrite>;
+
+    /// `ate-check env`: the environment of the actor's own process.
+    async fn env(&self, atespace: &str, id: &str) -> Result<Env>;
+
+    /// `ate-check watch --ms N`: `actor-id` read in a loop for `ms`.
+    async fn watch(&self, atespace: &str, id: &str, ms: u64) -> Result<IdentityWatch>;
+
+    /// `ate-check evidence`: which process image the actor runs.
+    async fn evidence(&self, atespace: &str, id: &str) -> Result<Evidence>;
+
+    /// `ate-check mark --token T`: plants `token` in the actor's memory,
+    /// then the evidence.
+    async fn mark(&self, atespace: &str, id: &str, token: &str) -> Result<Evidence>;
+
+    /// The evidence the backend recorded in the golden sandbox of
+    /// `template` just before its checkpoint (a token planted there).
+    async fn golden_evidence(&self, template: &str) -> Result<Evidence>;
+}
+
 /// A system under test.
 #[async_trait]
 pub trait Backend: Send + Sync {
@@ -254,6 +296,12 @@ pub trait Backend: Send + Sync {
 
     /// Host-only operations, when the harness can see the host.
     fn host(&self) -> Option<&dyn HostAccess> {
+        None
+    }
+
+    /// The harness's checker inside actors' sandboxes, when the backend
+    /// can run it.
+    fn sandbox(&self) -> Option<&dyn SandboxAccess> {
         None
     }
 

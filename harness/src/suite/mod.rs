@@ -4,9 +4,10 @@
 //! trial needs, async body taking a [`Ctx`]); [`Suite::main`] takes our
 //! options out of the command line ([`crate::options`]), runs the trials
 //! with libtest-mimic, tears the backend down and writes the reports
-//! ([`crate::report`]). Rooms: [`context`] (what a body gets), `trial`
-//! (one trial's execution), `lifecycle` (setup, teardown, the suite
-//! report), `interrupt` (signals).
+//! ([`crate::report`]). Rooms: [`context`] (what a body gets), `inside`
+//! (observations from inside an actor's sandbox: the harness's checker, or
+//! the probe), `trial` (one trial's execution), `lifecycle` (setup,
+//! teardown, the suite report), `interrupt` (signals).
 //!
 //! The runner knows only the [`Backend`](crate::backend::Backend) trait;
 //! which backend, its options and prerequisites come from
@@ -28,6 +29,7 @@
 //! backend down (even mid-setup), write the report and exit 130.
 
 pub mod context;
+mod inside;
 mod interrupt;
 mod lifecycle;
 mod trial;
@@ -215,3 +217,6 @@ impl Suite {
         conclusion.exit_code()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,8 +8,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::{
-    ActorList, ActorView, AtespaceList, Detached, ErrorBody, ErrorKind, IdentityRewrite, Info,
-    NewActor, NewAtespace, Rewritten, Sandboxes, TemplateList, TemplateSpec, TemplateView,
+    ActorList, ActorView, AtespaceList, CheckRequest, Detached, ErrorBody, ErrorKind,
+    IdentityRewrite, Info, NewActor, NewAtespace, Rewritten, Sandboxes, TemplateList, TemplateSpec,
+    TemplateView,
 };
 
 /// Time between two polls of a wait.
@@ -284,6 +285,20 @@ impl AgentClient {
     /// `DELETE /atespaces/{a}/actors/{id}` (only when SUSPENDED).
     pub async fn delete_actor(&self, atespace: &str, id: &str) -> Result<()> {
         self.call_empty(Method::DELETE, &actor_path(atespace, id), None::<&()>)
+            .await
+    }
+
+    /// `POST .../check`: runs the harness's checker in a running actor's
+    /// sandbox and parses what it printed as `T` (one of `ate_checker`'s
+    /// types, the one `cmd` prints).
+    pub async fn check<T: DeserializeOwned>(
+        &self,
+        atespace: &str,
+        id: &str,
+        cmd: &ate_checker::Command,
+    ) -> Result<T> {
+        let path = format!("{}/check", actor_path(atespace, id));
+        self.call(Method::POST, &path, Some(&CheckRequest::new(cmd)))
             .await
     }
 

@@ -96,6 +96,10 @@ pub struct AgentOptions {
     pub state_dir: PathBuf,
     /// The runsc program.
     pub runsc: PathBuf,
+    /// The harness's static checker (`ate-check`), placed next to the
+    /// agent's relay and run in sandboxes (`--checker-bin`); `None`: the
+    /// agent offers no checks.
+    pub checker_bin: Option<PathBuf>,
     /// Ask runsc for debug logs (per actor, under the state dir).
     pub runsc_debug: bool,
     /// Run in this fault mode (self-test only; `None`: healthy).
@@ -106,7 +110,7 @@ pub struct AgentOptions {
 
 impl AgentOptions {
     /// The command: `serve --state-dir D --exit-with-parent --runsc R
-    /// [--runsc-debug] [--fault F]`, `NO_COLOR=1` (the log is a file),
+    /// [--checker-bin C] [--runsc-debug] [--fault F]`, `NO_COLOR=1` (the log is a file),
     /// stdin closed. Stdout is piped (the start-up line); stderr is set by
     /// [`Agent::spawn`].
     pub fn command(&self) -> Cmd {
@@ -119,6 +123,9 @@ impl AgentOptions {
             .arg(&self.runsc)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
+        if let Some(c) = &self.checker_bin {
+            cmd = cmd.arg("--checker-bin").arg(c);
+        }
         if self.runsc_debug {
             cmd = cmd.arg("--runsc-debug");
         }
