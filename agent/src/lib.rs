@@ -27,6 +27,7 @@ pub mod relay;
 pub mod rootfs;
 pub mod router;
 pub mod runsc;
+pub mod runtime;
 pub mod server;
 
 /// Fault modes: the list lives in `ate-agent-api`, the one source the

@@ -125,7 +125,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .context("runsc is required to run actors")?;
     let cfg = EngineConfig {
         state_dir: state_dir.clone(),
-        runsc: opts.runsc.clone(),
+        runtime: std::sync::Arc::new(opts.runsc.clone()),
         helper_bin: opts.helper_bin.clone(),
         golden_health_timeout: opts.golden_health_timeout,
         runsc_debug: opts.runsc_debug,

@@ -21,10 +21,10 @@ use ate_harness::fixture::{static_bins, BuildOptions, StaticBins};
 pub fn in_process_config(state_dir: PathBuf, runsc: PathBuf) -> ate_refagent::engine::EngineConfig {
     ate_refagent::engine::EngineConfig {
         state_dir,
-        runsc: ate_refagent::runsc::Runsc {
+        runtime: std::sync::Arc::new(ate_refagent::runsc::Runsc {
             program: runsc,
             ..ate_refagent::runsc::Runsc::default()
-        },
+        }),
         helper_bin: std::env::current_exe().unwrap(),
         golden_health_timeout: Duration::from_secs(1),
         runsc_debug: false,

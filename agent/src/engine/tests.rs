@@ -1,0 +1,284 @@
+//! The engine's unit tests: container IDs, and the state machine on the
+//! recording runtime (no root, no runsc).
+
+use super::container_id;
+
+#[test]
+fn container_ids_are_never_prefixes_of_each_other() {
+    let ids: Vec<String> = (1..=1000).map(|n| container_id("0123abcd", n)).collect();
+    assert_eq!(ids[3], "ate-0123abcd-00000004");
+    for a in &ids {
+        for b in &ids {
+            assert!(
+                a == b || !b.starts_with(a.as_str()),
+                "{a} is a prefix of {b}"
+            );
+        }
+    }
+}
+
+mod state_machine {
+    //! The state machine on the recording runtime: nothing runs, every
+    //! runtime call is recorded with whether the journal held its
+    //! container at that moment.
+
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::store::Persisted;
+    use super::super::{
+        ActorState, Engine, EngineConfig, EngineError, GoldenPaths, Phase, SnapshotSource,
+        TemplateSpec, TemplateStatus, TemplateView,
+    };
+    use crate::runtime::recording::{Op, Recording};
+
+    const ATESPACE: &str = "space";
+    const TEMPLATE: &str = "probe";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        engine: Arc<Engine>,
+        rt: Arc<Recording>,
+    }
+
+    /// A small executable file standing in for a static binary.
+    fn fake_binary(path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, b"not a real program").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn config(state_dir: &Path, rt: &Arc<Recording>, helper: &Path) -> EngineConfig {
+        EngineConfig {
+            state_dir: state_dir.to_path_buf(),
+            runtime: rt.clone(),
+            helper_bin: helper.to_path_buf(),
+            golden_health_timeout: Duration::from_millis(200),
+            runsc_debug: false,
+            fault: None,
+        }
+    }
+
+    /// An engine whose state dir holds a Ready template (as a previous
+    /// agent left it: its golden image dir and image binary in place),
+    /// and an empty atespace.
+    async fn with_ready_template() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let tdir = state.join("templates").join(TEMPLATE);
+        std::fs::create_dir_all(tdir.join("snapshot")).unwrap();
+        fake_binary(&tdir.join("image-bin"));
+        let helper = dir.path().join("helper-bin");
+        fake_binary(&helper);
+        let mut spec = TemplateSpec::new(TEMPLATE, tdir.join("image-bin"));
+        spec.args = vec!["/probe".into()];
+        let p = Persisted {
+            templates: vec![TemplateView {
+                spec,
+                status: TemplateStatus {
+                    phase: Phase::Ready,
+                    golden_actor_id: Some("golden".into()),
+                    reason: None,
+                    golden: Some(GoldenPaths {
+                        bundle_dir: tdir.join("golden/bundle"),
+                        image_dir: tdir.join("snapshot"),
+                        image_bin: tdir.join("image-bin"),
+                    }),
+                    timings_ms: BTreeMap::new(),
+                },
+            }],
+            atespaces: BTreeMap::from([(ATESPACE.to_owned(), Vec::new())]),
+        };
+        std::fs::write(state.join("state.json"), serde_json::to_vec(&p).unwrap()).unwrap();
+        let rt = Arc::new(Recording::new(&state.join("sandboxes")));
+        let (engine, orphans) = Engine::open(config(&state, &rt, &helper)).await.unwrap();
+        assert!(orphans.is_empty());
+        Fixture {
+            _dir: dir,
+            engine,
+            rt,
+        }
+    }
+
+    fn assert_wrong_state(e: EngineError, op: &str, state: ActorState) {
+        match e {
+            EngineError::WrongState {
+                op: got, state: s, ..
+            } => {
+                assert_eq!(got, op);
+                assert_eq!(s, state.to_string());
+            }
+            other => panic!("expected a wrong-state refusal of {op}, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn resume_of_a_running_actor_is_refused_and_restores_nothing() {
+        let f = with_ready_template().await;
+        f.engine.create_actor(ATESPACE, "a", TEMPLATE).unwrap();
+        let v = f.engine.resume(ATESPACE, "a").await.unwrap();
+        assert_eq!(v.state, ActorState::Running);
+        let e = f.engine.resume(ATESPACE, "a").await.unwrap_err();
+        assert_wrong_state(e, "resume", ActorState::Running);
+        assert_eq!(f.rt.calls_of(Op::Restore).len(), 1);
+        // The router's path takes a running actor as it is.
+        let v = f.engine.resume_on_demand(ATESPACE, "a").await.unwrap();
+        assert_eq!(v.state, ActorState::Running);
+        assert_eq!(f.rt.calls_of(Op::Restore).len(), 1);
+        assert_eq!(f.rt.listed(), vec![v.sandbox.unwrap()]);
+    }
+
+    #[tokio::test]
+    async fn suspend_of_a_suspended_actor_is_refused() {
+        let f = with_ready_template().await;
+        f.engine.create_actor(ATESPACE, "a", TEMPLATE).unwrap();
+        let e = f.engine.suspend(ATESPACE, "a").await.unwrap_err();
+        assert_wrong_state(e, "suspend", ActorState::Suspended);
+        f.engine.resume(ATESPACE, "a").await.unwrap();
+        let v = f.engine.suspend(ATESPACE, "a").await.unwrap();
+        assert_eq!(v.state, ActorState::Suspended);
+        let e = f.engine.suspend(ATESPACE, "a").await.unwrap_err();
+        assert_wrong_state(e, "suspend", ActorState::Suspended);
+        assert_eq!(f.rt.calls_of(Op::Checkpoint).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_checkpoint_keeps_the_actor_running_and_a_later_suspend_works() {
+        let f = with_ready_template().await;
+        f.engine.create_actor(ATESPACE, "a", TEMPLATE).unwrap();
+        let running = f.engine.resume(ATESPACE, "a").await.unwrap();
+        let cid = running.sandbox.clone().unwrap();
+        let identity = running.dirs.identity.join("actor-id");
+        f.rt.fail_next(Op::Checkpoint);
+        let e = f.engine.suspend(ATESPACE, "a").await.unwrap_err();
+        assert!(matches!(e, EngineError::Runtime { .. }), "{e:?}");
+        let v = f.engine.get_actor(ATESPACE, "a").unwrap();
+        assert_eq!(v.state, ActorState::Running);
+        assert_eq!(v.sandbox.as_deref(), Some(cid.as_str()));
+        assert_eq!(v.snapshot, SnapshotSource::Golden, "no snapshot was made");
+        // Nothing was removed or reset: the container is still recorded
+        // and listed, the identity still in place.
+        assert!(f.rt.calls_of(Op::Remove).is_empty());
+        assert_eq!(f.engine.recorded_sandboxes(), vec![cid.clone()]);
+        assert_eq!(std::fs::read(&identity).unwrap(), b"a");
+        // The next suspend checkpoints the same container and succeeds.
+        let v = f.engine.suspend(ATESPACE, "a").await.unwrap();
+        assert_eq!(v.state, ActorState::Suspended);
+        let ck = f.rt.calls_of(Op::Checkpoint);
+        assert_eq!(ck.len(), 2);
+        assert!(ck[0].failed && !ck[1].failed);
+        assert_eq!(ck[1].cid, cid);
+        assert!(matches!(v.snapshot, SnapshotSource::Own(_)));
+        // ID-10: the identity dir is empty until the next resume.
+        assert!(!identity.exists());
+    }
+
+    #[tokio::test]
+    async fn delete_of_a_running_actor_is_refused() {
+        let f = with_ready_template().await;
+        let v = f.engine.create_actor(ATESPACE, "a", TEMPLATE).unwrap();
+        f.engine.resume(ATESPACE, "a").await.unwrap();
+        let e = f.engine.delete_actor(ATESPACE, "a").await.unwrap_err();
+        assert_wrong_state(e, "delete", ActorState::Running);
+        assert!(f.engine.get_actor(ATESPACE, "a").is_ok());
+        f.engine.suspend(ATESPACE, "a").await.unwrap();
+        f.engine.delete_actor(ATESPACE, "a").await.unwrap();
+        assert!(matches!(
+            f.engine.get_actor(ATESPACE, "a").unwrap_err(),
+            EngineError::NotFound { kind: "actor", .. }
+        ));
+        assert!(!v.dirs.root.exists(), "the actor's directories are gone");
+    }
+
+    #[tokio::test]
+    async fn rewrite_of_a_suspended_actor_is_refused() {
+        let f = with_ready_template().await;
+        f.engine.create_actor(ATESPACE, "a", TEMPLATE).unwrap();
+        let e = f
+            .engine
+            .rewrite_identity(ATESPACE, "a", vec!["x".into()], 10, Some(1))
+            .await
+            .unwrap_err();
+        assert_wrong_state(e, "rewrite the identity of", ActorState::Suspended);
+    }
+
+    #[tokio::test]
+    async fn every_container_is_journaled_before_it_starts_and_removed_by_id() {
+        let f = with_ready_template().await;
+        for id in ["a", "b"] {
+            f.engine.create_actor(ATESPACE, id, TEMPLATE).unwrap();
+            f.engine.resume(ATESPACE, id).await.unwrap();
+        }
+        f.engine.suspend(ATESPACE, "a").await.unwrap();
+        f.engine.resume(ATESPACE, "a").await.unwrap();
+        // A restore that fails: recorded first, removed by its ID after.
+        f.engine.create_actor(ATESPACE, "c", TEMPLATE).unwrap();
+        f.rt.fail_next(Op::Restore);
+        let e = f.engine.resume(ATESPACE, "c").await.unwrap_err();
+        assert!(matches!(e, EngineError::Runtime { .. }), "{e:?}");
+        assert_eq!(
+            f.engine.get_actor(ATESPACE, "c").unwrap().state,
+            ActorState::Suspended
+        );
+        let removed = f.engine.shutdown().await;
+
+        let calls = f.rt.calls();
+        let starts: Vec<_> = calls.iter().filter(|c| c.op == Op::Restore).collect();
+        assert_eq!(starts.len(), 4);
+        for c in &starts {
+            assert!(c.journaled, "{} restored before it was journaled", c.cid);
+        }
+        // Every container started was removed, by its own ID, and its
+        // record only after that.
+        for c in &starts {
+            assert!(
+                calls
+                    .iter()
+                    .any(|r| r.op == Op::Remove && r.cid == c.cid && r.journaled),
+                "{} was not removed while still journaled",
+                c.cid
+            );
+        }
+        assert!(f.rt.listed().is_empty(), "left: {:?}", f.rt.listed());
+        assert!(f.engine.recorded_sandboxes().is_empty());
+        assert_eq!(removed.len(), 2, "the two running actors: {removed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_golden_boot_is_journaled_before_run_and_removed_when_unhealthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let bin = dir.path().join("probe");
+        fake_binary(&bin);
+        let rt = Arc::new(Recording::new(&state.join("sandboxes")));
+        let (engine, _) = Engine::open(config(&state, &rt, &bin)).await.unwrap();
+        engine
+            .create_template(TemplateSpec::new(TEMPLATE, &bin))
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let view = loop {
+            let v = engine.template(TEMPLATE).unwrap();
+            if v.status.phase == Phase::Failed || std::time::Instant::now() > deadline {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // The recording runtime has no relay, so /healthz never answers.
+        assert_eq!(view.status.phase, Phase::Failed, "{view:?}");
+        let reason = view.status.reason.unwrap_or_default();
+        assert!(reason.contains("not healthy"), "{reason}");
+        let calls = rt.calls();
+        let run = calls.iter().find(|c| c.op == Op::Run).expect("a run");
+        assert!(run.journaled, "golden run before its record");
+        let remove = calls
+            .iter()
+            .find(|c| c.op == Op::Remove)
+            .expect("the unhealthy golden was removed");
+        assert_eq!(remove.cid, run.cid);
+        assert!(rt.calls_of(Op::Checkpoint).is_empty());
+        assert!(engine.recorded_sandboxes().is_empty());
+        assert!(rt.listed().is_empty());
+    }
+}
