@@ -1,8 +1,8 @@
 //! What the engine asks of the container runtime, as one trait.
 //!
 //! [`Runtime`] is every runsc operation the engine and its relays use:
-//! run, restore, checkpoint, remove, list, and the `runsc exec` vector of
-//! a relay. The real implementation is [`Runsc`] (`runsc.rs`: argument
+//! create, start, restore, checkpoint, remove, list, and the `runsc exec`
+//! vector of a relay. The real implementation is [`Runsc`] (`runsc.rs`: argument
 //! vectors with deadlines); `recording` (tests only) records every call and
 //! fails the calls it is told to, so the engine's state machine is tested
 //! without root or runsc.
@@ -23,15 +23,20 @@ pub mod recording;
 /// The container runtime the engine drives (see the module docs).
 #[async_trait::async_trait]
 pub trait Runtime: Debug + Send + Sync + 'static {
-    /// Boots container `cid` from `bundle`, detached; its stdio goes to
-    /// the file `console`.
-    async fn run(
+    /// Creates container `cid` from `bundle` (a sandbox, or a container
+    /// joining one, as its annotations say); its stdio goes to the file
+    /// `console`.
+    async fn create(
         &self,
         cid: &str,
         bundle: &Path,
         console: &Path,
         debug: DebugLog<'_>,
     ) -> Result<(), RunscError>;
+
+    /// Starts created container `cid`; stdio to `console`.
+    async fn start(&self, cid: &str, console: &Path, debug: DebugLog<'_>)
+        -> Result<(), RunscError>;
 
     /// Restores container `cid` from the checkpoint `image` with `bundle`,
     /// detached; stdio to `console`.
@@ -66,14 +71,23 @@ pub trait Runtime: Debug + Send + Sync + 'static {
 
 #[async_trait::async_trait]
 impl Runtime for Runsc {
-    async fn run(
+    async fn create(
         &self,
         cid: &str,
         bundle: &Path,
         console: &Path,
         debug: DebugLog<'_>,
     ) -> Result<(), RunscError> {
-        Runsc::run(self, cid, bundle, console, debug).await
+        Runsc::create(self, cid, bundle, console, debug).await
+    }
+
+    async fn start(
+        &self,
+        cid: &str,
+        console: &Path,
+        debug: DebugLog<'_>,
+    ) -> Result<(), RunscError> {
+        Runsc::start(self, cid, console, debug).await
     }
 
     async fn restore(

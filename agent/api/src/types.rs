@@ -207,8 +207,12 @@ pub struct ActorView {
     pub template: String,
     /// State.
     pub state: ActorState,
-    /// Container ID while running.
+    /// The sandbox ID while running: its pause (root) container's ID.
     pub sandbox: Option<String>,
+    /// The containers of its sandbox while running, pause first (empty
+    /// when suspended). `runsc exec` into the actor targets the app.
+    #[serde(default)]
+    pub containers: Vec<ContainerView>,
     /// Where the next restore comes from.
     pub snapshot: SnapshotSource,
     /// Restores so far.
@@ -223,17 +227,61 @@ pub struct ActorView {
     pub dirs: ActorDirs,
 }
 
+/// A container's part in an actor's sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerRole {
+    /// The sandbox's root (infrastructure) container: no identity (ID-12).
+    Pause,
+    /// The application container: the template's binary, the identity
+    /// mount at `/run/ate`.
+    App,
+}
+
+impl ContainerRole {
+    /// The wire spelling (`pause`, `app`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ContainerRole::Pause => "pause",
+            ContainerRole::App => "app",
+        }
+    }
+}
+
+impl fmt::Display for ContainerRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One container of a running actor's sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerView {
+    /// Pause or app.
+    pub role: ContainerRole,
+    /// Its runsc container ID.
+    pub id: String,
+    /// Its OCI bundle directory (`config.json`).
+    pub bundle: PathBuf,
+    /// Its rootfs on the host.
+    pub rootfs: PathBuf,
+}
+
 /// Host directories of one actor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActorDirs {
     /// Root of everything this actor owns.
     pub root: PathBuf,
-    /// OCI bundle (`config.json`).
+    /// The app container's OCI bundle (`config.json`).
     pub bundle: PathBuf,
-    /// Identity directory, bind-mounted at `/run/ate`.
+    /// Identity directory, bind-mounted at `/run/ate` in the app container.
     pub identity: PathBuf,
-    /// The actor's rootfs.
+    /// The app container's rootfs.
     pub rootfs: PathBuf,
+    /// The pause container's OCI bundle.
+    pub pause_bundle: PathBuf,
+    /// The pause container's own minimal rootfs.
+    pub pause_rootfs: PathBuf,
     /// runsc debug logs, when enabled.
     pub logs: PathBuf,
 }
@@ -245,6 +293,8 @@ impl ActorDirs {
             bundle: root.join("bundle"),
             identity: root.join("identity"),
             rootfs: root.join("rootfs"),
+            pause_bundle: root.join("pause").join("bundle"),
+            pause_rootfs: root.join("pause").join("rootfs"),
             logs: root.join("logs"),
             root: root.to_path_buf(),
         }
@@ -525,6 +575,12 @@ mod tests {
             template: "t".into(),
             state: ActorState::Running,
             sandbox: Some("c".into()),
+            containers: vec![ContainerView {
+                role: ContainerRole::Pause,
+                id: "c".into(),
+                bundle: "/r/pause/bundle".into(),
+                rootfs: "/r/pause/rootfs".into(),
+            }],
             snapshot: SnapshotSource::Own("/o".into()),
             restores: 1,
             last_restore_from: Some(RestoreSource::Own),

@@ -28,6 +28,7 @@ use http_body_util::Full;
 use tracing::info;
 
 use super::provision::{self, Provision, TemplateImage};
+use super::sandbox::Sandbox;
 use super::{
     host_err, ms, not_found, ActorDirs, ActorState, ActorView, Engine, EngineError, Phase,
     RestoreSource, SnapshotSource,
@@ -36,9 +37,9 @@ use crate::identity;
 use crate::names;
 use crate::relay::{FullResponse, RelayPool};
 
-/// A running actor's container and the relays into it.
+/// A running actor's sandbox and the relays into its app container.
 pub(super) struct Running {
-    cid: String,
+    sandbox: Sandbox,
     relays: Arc<RelayPool>,
 }
 
@@ -47,7 +48,7 @@ pub(super) struct Running {
 pub(super) enum Life {
     /// Nothing runs; the next resume restores [`ActorView::snapshot`].
     Suspended,
-    /// A container runs the actor.
+    /// A sandbox (pause + app container) runs the actor.
     Running(Running),
 }
 
@@ -166,6 +167,7 @@ impl Actor {
             let mut v = self.view.lock().unwrap();
             v.state = ActorState::Suspended;
             v.sandbox = None;
+            v.containers = Vec::new();
         }
     }
 }
@@ -230,6 +232,7 @@ impl Engine {
                 template: template.into(),
                 state: ActorState::Suspended,
                 sandbox: None,
+                containers: Vec::new(),
                 snapshot: SnapshotSource::Golden,
                 restores: 0,
                 last_restore_from: None,
@@ -309,8 +312,8 @@ impl Engine {
             (v.template.clone(), v.dirs.clone(), v.snapshot.clone())
         };
         let t0 = Instant::now();
-        let (running, restore) = match self
-            .restore(&template, &dirs, id, &source, actor.port)
+        let (running, running_dirs, restore) = match self
+            .restore(&template, &dirs, atespace, id, &source, actor.port)
             .await
         {
             Ok(r) => r,
@@ -319,12 +322,14 @@ impl Engine {
                 return Err(e);
             }
         };
-        let cid = running.cid.clone();
+        let (pause, app) = (running.sandbox.pause.clone(), running.sandbox.app.clone());
+        let containers = running.sandbox.views(&running_dirs);
         actor.set_running(life, running);
         let v = {
             let mut v = actor.view.lock().unwrap();
             v.state = ActorState::Running;
-            v.sandbox = Some(cid.clone());
+            v.sandbox = Some(pause.clone());
+            v.containers = containers;
             v.restores += 1;
             v.last_restore_from = Some(match source {
                 SnapshotSource::Golden => RestoreSource::Golden,
@@ -336,7 +341,8 @@ impl Engine {
         };
         info!(
             actor = %format!("{atespace}/{id}"),
-            %cid,
+            %pause,
+            %app,
             from = %v.last_restore_from.map(|s| s.to_string()).unwrap_or_default(),
             restore_ms = ms(restore),
             resume_ms = ms(t0.elapsed()),
@@ -347,16 +353,18 @@ impl Engine {
         Ok(v)
     }
 
-    /// Provisions the actor's directories and restores its container from
-    /// `source`; returns it running and how long the restore took.
+    /// Provisions the actor's directories and restores its sandbox from
+    /// `source`; returns it running, the directories it runs from, and
+    /// how long the restore took.
     async fn restore(
         &self,
         template: &str,
         dirs: &ActorDirs,
+        atespace: &str,
         id: &str,
         source: &SnapshotSource,
         port: u16,
-    ) -> Result<(Running, Duration), EngineError> {
+    ) -> Result<(Running, ActorDirs, Duration), EngineError> {
         let (spec, golden) = {
             let t = self.template(template)?;
             (t.spec, t.status.golden.map(|g| g.image_dir))
@@ -371,42 +379,25 @@ impl Engine {
             SnapshotSource::Own(p) => p.clone(),
         };
         let template_image = TemplateImage::in_dir(&self.template_dir(template));
-        let helper_dir = self.helper_dir();
-        let bundle_dir = self.provisioner.bundle_for_resume(dirs, &|| {
-            provision::provision(
-                self.provisioner.as_ref(),
-                Provision {
-                    spec: &spec,
-                    image: &template_image,
-                    dirs,
-                    actor_id: id,
-                    helper_dir: &helper_dir,
-                },
-            )
-        })?;
-        let cid = self.new_cid();
-        self.journal.record(&cid, &format!("actor:{id}"))?;
+        let (helper_dir, helper_bin) = (self.helper_dir(), self.helper_bin());
+        let at = |dirs| Provision {
+            spec: &spec,
+            image: &template_image,
+            dirs,
+            actor_id: id,
+            helper_dir: &helper_dir,
+            helper_bin: &helper_bin,
+        };
+        let p = self.provisioner.as_ref();
+        let dirs = p.dirs_for_resume(dirs, &|| provision::prepare(p, at(dirs)))?;
+        let sandbox = self.new_sandbox();
+        provision::write_bundles(p, at(&dirs), &sandbox)?;
         let t0 = Instant::now();
-        if let Err(source) = self
-            .runtime
-            .restore(
-                &cid,
-                &bundle_dir,
-                &image,
-                &self.console_log(&dirs.logs)?,
-                self.debug_dir(&dirs.logs),
-            )
-            .await
-        {
-            let _ = self.journal.remove(self.runtime.as_ref(), &cid).await;
-            return Err(EngineError::Runtime {
-                context: format!("cannot restore actor {id} from {}", image.display()),
-                source: Box::new(source),
-            });
-        }
+        self.restore_sandbox(&sandbox, &dirs, &image, &format!("actor:{atespace}/{id}"))
+            .await?;
         let restore = t0.elapsed();
-        let relays = self.relays(&cid, port);
-        Ok((Running { cid, relays }, restore))
+        let relays = self.relays(&sandbox.app, port);
+        Ok((Running { sandbox, relays }, dirs, restore))
     }
 
     /// Suspends a running actor: closes its relays, checkpoints it into a
@@ -432,16 +423,16 @@ impl Engine {
         ));
         let t0 = Instant::now();
         let ck = self
-            .checkpoint_into(&running.cid, &snap, &dirs.logs, atespace, id)
+            .checkpoint_into(&running.sandbox, &snap, &dirs.logs, atespace, id)
             .await;
         if let Err(e) = ck {
             // The container may still run: keep it, with fresh relays.
             let _ = std::fs::remove_dir_all(&snap);
-            let relays = self.relays(&running.cid, actor.port);
+            let relays = self.relays(&running.sandbox.app, actor.port);
             actor.set_running(
                 &mut life,
                 Running {
-                    cid: running.cid,
+                    sandbox: running.sandbox,
                     relays,
                 },
             );
@@ -449,7 +440,8 @@ impl Engine {
             return Err(e);
         }
         let checkpoint_ms = ms(t0.elapsed());
-        self.remove_stopped_sandbox_later(running.cid.clone());
+        let pause = running.sandbox.pause.clone();
+        self.remove_sandbox_later(running.sandbox);
         self.provisioner.after_checkpoint(&dirs)?;
         if let SnapshotSource::Own(p) = old {
             let _ = std::fs::remove_dir_all(p);
@@ -458,10 +450,11 @@ impl Engine {
             let mut v = actor.view.lock().unwrap();
             v.state = ActorState::Suspended;
             v.sandbox = None;
+            v.containers = Vec::new();
             v.snapshot = SnapshotSource::Own(snap);
             v.clone()
         };
-        info!(actor = %format!("{atespace}/{id}"), cid = %running.cid, checkpoint_ms, "suspended actor into its own snapshot");
+        info!(actor = %format!("{atespace}/{id}"), %pause, checkpoint_ms, "suspended actor into its own snapshot");
         drop(life);
         self.persist();
         Ok(v)
@@ -469,7 +462,7 @@ impl Engine {
 
     async fn checkpoint_into(
         &self,
-        cid: &str,
+        sandbox: &Sandbox,
         snap: &Path,
         logs: &Path,
         atespace: &str,
@@ -477,8 +470,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         std::fs::create_dir_all(snap)
             .map_err(host_err(format!("cannot create {}", snap.display())))?;
-        self.runtime
-            .checkpoint(cid, snap, self.debug_dir(logs))
+        self.checkpoint_sandbox(sandbox, snap, logs)
             .await
             .map_err(|source| EngineError::Runtime {
                 context: format!("cannot checkpoint actor {atespace}/{id}"),

@@ -5,16 +5,18 @@
 //! to start it (run or restore), and its record is removed only after the
 //! runtime deleted it; so whatever a crashed agent left running is in the
 //! journal, and its successor (or `ate-refagent gc`) removes every one by
-//! its ID ([`remove_recorded_sandboxes`]). Nothing is ever killed by name.
+//! its ID ([`remove_recorded_sandboxes`]), app containers before pause
+//! containers (deleting a sandbox's root first would leave its app's
+//! state behind). Nothing is ever killed by name.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ate_agent_api::ContainerRole;
 use serde::{Deserialize, Serialize};
-use tracing::{debug, error, warn};
+use tracing::warn;
 
-use super::{error_chain, host_err, EngineError};
+use super::{host_err, EngineError};
 use crate::runtime::Runtime;
 
 /// One record per started container, for orphan cleanup.
@@ -22,6 +24,9 @@ use crate::runtime::Runtime;
 struct SandboxRecord {
     cid: String,
     owner: String,
+    /// Pause or app (absent in records of older agents: removed first).
+    #[serde(default)]
+    role: Option<ContainerRole>,
     agent_pid: u32,
     created_unix_ms: u64,
 }
@@ -51,13 +56,20 @@ impl Journal {
         self.dir.join(format!("{cid}.json"))
     }
 
-    /// Records container `cid`, started for `owner` (`golden:<template>`,
-    /// `actor:<id>`); call before the runtime starts it.
-    pub(super) fn record(&self, cid: &str, owner: &str) -> Result<(), EngineError> {
+    /// Records container `cid` in `role`, started for `owner`
+    /// (`golden:<template>`, `actor:<atespace>/<id>`); call before the
+    /// runtime starts it.
+    pub(super) fn record(
+        &self,
+        cid: &str,
+        owner: &str,
+        role: ContainerRole,
+    ) -> Result<(), EngineError> {
         let path = self.path(cid);
         let rec = SandboxRecord {
             cid: cid.into(),
             owner: owner.into(),
+            role: Some(role),
             agent_pid: std::process::id(),
             created_unix_ms: unix_ms(),
         };
@@ -73,19 +85,48 @@ impl Journal {
 
     /// Container IDs recorded as started and not yet removed, sorted.
     pub(super) fn recorded(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.dir)
+        let mut v: Vec<String> = self.records().into_iter().map(|r| r.cid).collect();
+        v.sort();
+        v
+    }
+
+    /// The recorded container IDs in removal order: every container that
+    /// is not a pause, then the pause containers; each group sorted.
+    pub(super) fn recorded_in_removal_order(&self) -> [Vec<String>; 2] {
+        let (mut pauses, mut others): (Vec<_>, Vec<_>) = self
+            .records()
+            .into_iter()
+            .partition(|r| r.role == Some(ContainerRole::Pause));
+        others.sort_by(|a, b| a.cid.cmp(&b.cid));
+        pauses.sort_by(|a, b| a.cid.cmp(&b.cid));
+        [others, pauses].map(|g| g.into_iter().map(|r| r.cid).collect())
+    }
+
+    /// Every record; one that cannot be read or parsed still counts, by
+    /// its file name, with owner `unknown` and no role.
+    fn records(&self) -> Vec<SandboxRecord> {
+        std::fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| {
-                e.path()
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .map(String::from)
+                let path = e.path();
+                let cid = path.file_stem()?.to_str()?.to_owned();
+                Some(
+                    std::fs::read(&path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<SandboxRecord>(&b).ok())
+                        .unwrap_or(SandboxRecord {
+                            cid: cid.clone(),
+                            owner: "unknown".into(),
+                            role: None,
+                            agent_pid: 0,
+                            created_unix_ms: 0,
+                        }),
+                )
+                .map(|r| SandboxRecord { cid, ..r })
             })
-            .collect();
-        v.sort();
-        v
+            .collect()
     }
 
     /// Deletes container `cid` by its ID, then its record.
@@ -100,64 +141,51 @@ impl Journal {
         self.forget(cid);
         Ok(())
     }
-
-    /// [`Journal::remove`] in a task of its own, for a container a
-    /// checkpoint has stopped (runsc takes about 1.5 s to tear it down and
-    /// nothing needs to wait); a failure leaves the record for cleanup.
-    pub(super) fn remove_in_background(
-        &self,
-        runtime: Arc<dyn Runtime>,
-        cid: String,
-    ) -> tokio::task::JoinHandle<()> {
-        let journal = self.clone();
-        tokio::spawn(async move {
-            match journal.remove(runtime.as_ref(), &cid).await {
-                Ok(()) => debug!(%cid, "deleted checkpointed sandbox"),
-                Err(e) => {
-                    error!(%cid, error = %error_chain(&e), "cannot delete a checkpointed sandbox; it stays recorded for cleanup")
-                }
-            }
-        })
-    }
 }
 
 fn journal_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("sandboxes")
 }
 
-/// Kills and deletes, by container ID, every sandbox recorded in
-/// `state_dir/sandboxes/` (left by an agent that did not shut down), logging
-/// each one. Returns the IDs removed.
+/// Kills and deletes, by container ID, every container recorded in
+/// `state_dir/sandboxes/` (left by an agent that did not shut down), app
+/// containers before pause containers, logging each one. Returns the IDs
+/// removed.
 pub async fn remove_recorded_sandboxes(
     state_dir: &Path,
     runtime: &dyn Runtime,
 ) -> Result<Vec<String>, EngineError> {
-    let dir = journal_dir(state_dir);
+    let journal = Journal::new(state_dir);
+    match std::fs::metadata(&journal.dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(host_err(format!("cannot read {}", journal.dir.display()))(
+                e,
+            ))
+        }
+        Ok(_) => {}
+    }
+    let owners: std::collections::BTreeMap<String, (String, Option<ContainerRole>)> = journal
+        .records()
+        .into_iter()
+        .map(|r| (r.cid, (r.owner, r.role)))
+        .collect();
     let mut removed = Vec::new();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => return Err(host_err(format!("cannot read {}", dir.display()))(e)),
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Some(cid) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else {
-            continue;
-        };
-        let owner = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<SandboxRecord>(&b).ok())
-            .map(|r| r.owner)
-            .unwrap_or_else(|| "unknown".into());
+    for cid in journal.recorded_in_removal_order().into_iter().flatten() {
+        let (owner, role) = owners
+            .get(&cid)
+            .cloned()
+            .unwrap_or(("unknown".into(), None));
+        let role = role.map(|r| r.as_str()).unwrap_or("unknown");
         runtime
             .remove(&cid)
             .await
             .map_err(|source| EngineError::Runtime {
-                context: format!("cannot remove orphan sandbox {cid} ({owner})"),
+                context: format!("cannot remove orphan container {cid} ({role} of {owner})"),
                 source: Box::new(source),
             })?;
-        warn!(%cid, %owner, state_dir = %state_dir.display(), "removed orphan sandbox left by an earlier agent");
-        let _ = std::fs::remove_file(&path);
+        warn!(%cid, %owner, %role, state_dir = %state_dir.display(), "removed orphan container left by an earlier agent");
+        journal.forget(&cid);
         removed.push(cid);
     }
     Ok(removed)

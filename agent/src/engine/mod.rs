@@ -7,6 +7,8 @@
 //! - `provision`: how an actor's host side is laid out (directories,
 //!   identity, rootfs, bundle) behind the one [`provision::Provisioner`]
 //!   trait: the healthy agent, and one implementation per fault mode;
+//! - `sandbox`: an actor's sandbox in the runtime, a pause container and
+//!   the app container (boot, restore, checkpoint, removal);
 //! - `journal`: the sandbox journal (record before start, remove after
 //!   delete, orphans after a crash);
 //! - `store`: the persisted registry (`state.json`).
@@ -42,6 +44,7 @@ use crate::runtime::Runtime;
 mod actor;
 mod journal;
 mod provision;
+mod sandbox;
 mod store;
 mod template;
 #[cfg(test)]
@@ -150,8 +153,8 @@ fn host_err<E: std::error::Error + Send + Sync + 'static>(
 }
 
 pub use ate_agent_api::{
-    ActorDirs, ActorState, ActorView, GoldenPaths, Phase, RestoreSource, SnapshotSource,
-    TemplateSpec, TemplateStatus, TemplateView,
+    ActorDirs, ActorState, ActorView, ContainerRole, ContainerView, GoldenPaths, Phase,
+    RestoreSource, SnapshotSource, TemplateSpec, TemplateStatus, TemplateView,
 };
 
 #[derive(Default)]
@@ -279,16 +282,8 @@ impl Engine {
         container_id(&self.instance, self.seq.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    /// Deletes a container that a successful checkpoint has stopped, in
-    /// the background; [`Engine::shutdown`] waits for these deletions.
-    fn remove_stopped_sandbox_later(&self, cid: String) {
-        let task = self.journal.remove_in_background(self.runtime.clone(), cid);
-        let mut bg = self.background.lock().unwrap();
-        bg.retain(|t| !t.is_finished());
-        bg.push(task);
-    }
-
-    /// Container IDs this agent has recorded as started and not yet removed.
+    /// Container IDs (pause and app) this agent has recorded as started
+    /// and not yet removed.
     pub fn recorded_sandboxes(&self) -> Vec<String> {
         self.journal.recorded()
     }
@@ -297,7 +292,14 @@ impl Engine {
         self.cfg.state_dir.join("helper")
     }
 
-    /// The relays into container `cid`, whose app listens on `port`.
+    /// The agent binary in the helper dir (the relay, and the pause
+    /// container's program).
+    fn helper_bin(&self) -> PathBuf {
+        self.helper_dir().join(HELPER_BIN_NAME)
+    }
+
+    /// The relays into the app container `cid`, whose app listens on
+    /// `port`.
     fn relays(&self, cid: &str, port: u16) -> Arc<RelayPool> {
         RelayPool::new(
             self.runtime.clone(),
@@ -435,25 +437,28 @@ impl Engine {
         }
         // Deletions of checkpointed sandboxes still in flight.
         self.wait_background_deletes().await;
-        // Every sandbox still recorded: running actors, a golden boot in
-        // flight, a failed delete. Concurrently, by container ID.
-        let mut tasks = tokio::task::JoinSet::new();
-        for cid in self.recorded_sandboxes() {
-            let runtime = self.runtime.clone();
-            let journal = self.journal.clone();
-            tasks.spawn(async move {
-                let r = journal.remove(runtime.as_ref(), &cid).await;
-                (cid, r)
-            });
-        }
+        // Every container still recorded: running actors, a golden boot in
+        // flight, a failed delete. Concurrently, by container ID: the app
+        // containers first, then the pause containers.
         let mut removed = Vec::new();
-        while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok((cid, Ok(()))) => removed.push(cid),
-                Ok((cid, Err(e))) => {
-                    error!(%cid, error = %error_chain(&e), "cannot remove sandbox at shutdown")
+        for group in self.journal.recorded_in_removal_order() {
+            let mut tasks = tokio::task::JoinSet::new();
+            for cid in group {
+                let runtime = self.runtime.clone();
+                let journal = self.journal.clone();
+                tasks.spawn(async move {
+                    let r = journal.remove(runtime.as_ref(), &cid).await;
+                    (cid, r)
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                match done {
+                    Ok((cid, Ok(()))) => removed.push(cid),
+                    Ok((cid, Err(e))) => {
+                        error!(%cid, error = %error_chain(&e), "cannot remove container at shutdown")
+                    }
+                    Err(e) => error!(error = %e, "container removal task failed"),
                 }
-                Err(e) => error!(error = %e, "sandbox removal task failed"),
             }
         }
         removed.sort();

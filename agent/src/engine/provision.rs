@@ -1,6 +1,7 @@
 //! Provisioning: how an actor's host side is laid out before runsc sees
-//! it — its directories, its identity file, its rootfs with the identity
-//! mount point, and the identity mount in its fresh `config.json`.
+//! it — its directories, its identity file, the app rootfs with the
+//! identity mount point, the pause container's own minimal rootfs, and the
+//! two fresh `config.json` files (pause and app) of its sandbox.
 //!
 //! [`Provisioner`] is that one seam. Its default methods are the healthy
 //! agent ([`Healthy`] overrides nothing); each fault mode of the self-test
@@ -14,12 +15,16 @@
 //! suspend's checkpoint (ID-10); `actor-id` is written atomically with
 //! exactly the ID bytes (ID-9, ID-2); the mount point `run/ate` is created
 //! with resolution confined to the rootfs (ID-13); the identity mount is a
-//! read-only bind of the actor's own directory (ID-6/7/8).
+//! read-only bind of the actor's own directory (ID-6/7/8) in the app
+//! container only: the pause container gets no identity mount and its
+//! rootfs no `run/ate` (ID-12), as upstream's atelet gives it none
+//! (`cmd/atelet/main.go:682-694` at 86e138f6).
 
 use std::path::{Path, PathBuf};
 
+use super::sandbox::Sandbox;
 use super::{host_err, ActorDirs, EngineError, TemplateSpec};
-use crate::bundle::{self, BundleSpec, IdentityMount};
+use crate::bundle::{self, BundleSpec, IdentityMount, SandboxPart};
 use crate::fault::Fault;
 use crate::identity::{self, IdentityError};
 use crate::rootfs;
@@ -58,7 +63,13 @@ pub(super) struct Provision<'a> {
     pub(super) actor_id: &'a str,
     /// The agent's helper dir, mounted at `/.ate` (the relay).
     pub(super) helper_dir: &'a Path,
+    /// The agent binary in it: the pause container's program.
+    pub(super) helper_bin: &'a Path,
 }
+
+/// The pause container's program inside its rootfs, and its arguments
+/// (the agent binary's `pause` subcommand).
+pub(super) const PAUSE_ARGS: [&str; 2] = ["/pause", "pause"];
 
 /// How an actor's host side is provisioned (see the module docs). Every
 /// default method is the healthy agent's step.
@@ -76,7 +87,13 @@ pub(super) trait Provisioner: Send + Sync + 'static {
 
     /// Deletes and recreates the per-run directories (ID-10).
     fn reset_dirs(&self, dirs: &ActorDirs) -> Result<(), EngineError> {
-        reset_all(&[&dirs.bundle, &dirs.identity, &dirs.rootfs])
+        reset_all(&[
+            &dirs.bundle,
+            &dirs.identity,
+            &dirs.rootfs,
+            &dirs.pause_bundle,
+            &dirs.pause_rootfs,
+        ])
     }
 
     /// Writes `dir/actor-id`: atomically (ID-9), exactly the ID bytes
@@ -100,6 +117,16 @@ pub(super) trait Provisioner: Send + Sync + 'static {
         confined_mount_point(rootfs_dir)
     }
 
+    /// The pause container's rootfs gets no identity mount point (ID-12).
+    fn pause_mount_point(&self, _pause_rootfs: &Path) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// The pause container's `config.json` gets no identity mount (ID-12).
+    fn pause_identity_mount(&self, _dirs: &ActorDirs) -> IdentityMount {
+        IdentityMount::None
+    }
+
     /// The identity mount of the app container's `config.json` (ID-6/7);
     /// may add to the process environment.
     fn identity_mount(&self, dirs: &ActorDirs, _id: &str, _env: &mut Vec<String>) -> IdentityMount {
@@ -112,15 +139,15 @@ pub(super) trait Provisioner: Send + Sync + 'static {
         Ok(())
     }
 
-    /// The bundle a resume restores with: freshly provisioned by `fresh`
-    /// (ID-10: `config.json` regenerated on every resume).
-    fn bundle_for_resume(
+    /// The directories a resume restores from: the actor's own, freshly
+    /// prepared by `fresh` (ID-10: reset on every resume).
+    fn dirs_for_resume(
         &self,
         dirs: &ActorDirs,
         fresh: &dyn Fn() -> Result<(), EngineError>,
-    ) -> Result<PathBuf, EngineError> {
+    ) -> Result<ActorDirs, EngineError> {
         fresh()?;
-        Ok(dirs.bundle.clone())
+        Ok(dirs.clone())
     }
 
     /// After a suspend's checkpoint: the per-run directories are reset, so
@@ -148,16 +175,39 @@ pub(super) fn for_config(fault: Option<Fault>) -> Box<dyn Provisioner> {
     }
 }
 
-/// The one provisioning sequence of a run or restore: reset the per-run
-/// directories, place the identity, lay out the rootfs with its mount
-/// point, write a fresh `config.json`. Every step is `p`'s.
-pub(super) fn provision(p: &dyn Provisioner, at: Provision<'_>) -> Result<(), EngineError> {
+/// The host side of a run or restore: reset the per-run directories,
+/// place the identity, lay out the app rootfs with its mount point and the
+/// pause rootfs. Every step is `p`'s.
+pub(super) fn prepare(p: &dyn Provisioner, at: Provision<'_>) -> Result<(), EngineError> {
     p.reset_dirs(at.dirs)?;
     p.place_identity(at.dirs, at.actor_id)?;
     prepare_rootfs(p, at.spec, at.image, &at.dirs.rootfs)?;
+    prepare_pause_rootfs(p, at.helper_bin, &at.dirs.pause_rootfs)
+}
+
+/// Writes the fresh `config.json` of both containers of `sandbox`: the
+/// pause bundle (its own rootfs, `p`'s pause mount: none) and the app
+/// bundle (the template's process, `p`'s identity mount, the helper), each
+/// with the CRI annotations that put the app into the pause's sandbox.
+pub(super) fn write_bundles(
+    p: &dyn Provisioner,
+    at: Provision<'_>,
+    sandbox: &Sandbox,
+) -> Result<(), EngineError> {
+    let pause = BundleSpec {
+        args: PAUSE_ARGS.iter().map(|a| a.to_string()).collect(),
+        env: Vec::new(),
+        cwd: "/".into(),
+        hostname: "runsc".into(),
+        rootfs: at.dirs.pause_rootfs.clone(),
+        readonly_root: true,
+        identity: p.pause_identity_mount(at.dirs),
+        helper_dir: None,
+        part: SandboxPart::Pause,
+    };
     let mut env = at.spec.env.clone();
     let identity = p.identity_mount(at.dirs, at.actor_id, &mut env);
-    let b = BundleSpec {
+    let app = BundleSpec {
         args: at.spec.args.clone(),
         env,
         cwd: "/".into(),
@@ -166,12 +216,36 @@ pub(super) fn provision(p: &dyn Provisioner, at: Provision<'_>) -> Result<(), En
         readonly_root: true,
         identity,
         helper_dir: Some(at.helper_dir.to_path_buf()),
+        part: SandboxPart::App {
+            sandbox_id: sandbox.pause.clone(),
+        },
     };
-    let oci = bundle::build_spec(&b).map_err(host_err("cannot build the OCI spec"))?;
-    bundle::write_bundle(&at.dirs.bundle, &oci).map_err(host_err(format!(
-        "cannot write {}",
-        at.dirs.bundle.display()
-    )))
+    for (spec, dir) in [(&pause, &at.dirs.pause_bundle), (&app, &at.dirs.bundle)] {
+        let oci = bundle::build_spec(spec).map_err(host_err("cannot build the OCI spec"))?;
+        bundle::write_bundle(dir, &oci)
+            .map_err(host_err(format!("cannot write {}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// The pause container's own minimal rootfs: the agent binary as
+/// `/pause` (hard-linked) and the directories the runtime mounts over;
+/// then `p`'s pause mount point (healthy: none, ID-12).
+fn prepare_pause_rootfs(
+    p: &dyn Provisioner,
+    helper_bin: &Path,
+    pause_rootfs: &Path,
+) -> Result<(), EngineError> {
+    let program = pause_rootfs.join(PAUSE_ARGS[0].trim_start_matches('/'));
+    rootfs::link_or_copy(helper_bin, &program).map_err(host_err(format!(
+        "cannot place the pause program in {}",
+        pause_rootfs.display()
+    )))?;
+    for d in ["proc", "dev", "sys"] {
+        rootfs::mkdir_all_in_root(pause_rootfs, Path::new(d), 0o755)
+            .map_err(host_err("cannot prepare the pause rootfs"))?;
+    }
+    p.pause_mount_point(pause_rootfs)
 }
 
 /// Prepares an actor's rootfs: the template's image tree and binary

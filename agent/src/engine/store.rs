@@ -67,6 +67,7 @@ impl Engine {
                 // actor resumes from its last own snapshot, or the golden.
                 v.state = ActorState::Suspended;
                 v.sandbox = None;
+                v.containers = Vec::new();
                 m.insert(v.id.clone(), Arc::new(Actor::new(v, port)));
             }
             reg.atespaces.insert(a, m);

@@ -196,34 +196,30 @@ impl Engine {
         let dirs = self
             .provisioner
             .actor_dirs(&self.cfg.state_dir, &tdir.join("golden"));
-        provision::provision(
-            self.provisioner.as_ref(),
-            Provision {
-                spec: &spec,
-                image: &image,
-                dirs: &dirs,
-                actor_id: golden_id,
-                helper_dir: &self.helper_dir(),
-            },
-        )?;
+        let sandbox = self.new_sandbox();
+        let at = Provision {
+            spec: &spec,
+            image: &image,
+            dirs: &dirs,
+            actor_id: golden_id,
+            helper_dir: &self.helper_dir(),
+            helper_bin: &self.helper_bin(),
+        };
+        provision::prepare(self.provisioner.as_ref(), at)?;
+        provision::write_bundles(self.provisioner.as_ref(), at, &sandbox)?;
 
-        let cid = self.new_cid();
-        self.journal
-            .record(&cid, &format!("golden:{}", spec.name))?;
+        let owner = format!("golden:{}", spec.name);
         let t0 = Instant::now();
         let result = async {
-            self.runtime
-                .run(&cid, &dirs.bundle, &self.console_log(&dirs.logs)?, self.debug_dir(&dirs.logs))
-                .await
-                .map_err(|source| EngineError::Runtime { context: format!("cannot boot the golden actor {golden_id}"), source: Box::new(source) })?;
+            self.boot_sandbox(&sandbox, &dirs, &owner).await?;
             let boot = t0.elapsed();
             {
                 let mut v = t.view.lock().unwrap();
                 v.status.phase = Phase::WaitGoldenActor;
                 v.status.timings_ms.insert("boot".into(), ms(boot));
             }
-            info!(template = %spec.name, golden = %golden_id, %cid, boot_ms = ms(boot), "golden actor booted; waiting for /healthz");
-            let pool = self.relays(&cid, spec.port);
+            info!(template = %spec.name, golden = %golden_id, pause = %sandbox.pause, app = %sandbox.app, boot_ms = ms(boot), "golden actor booted; waiting for /healthz");
+            let pool = self.relays(&sandbox.app, spec.port);
             let t1 = Instant::now();
             let health = wait_healthy(&pool, self.cfg.golden_health_timeout).await;
             pool.close(Duration::from_secs(2)).await;
@@ -232,8 +228,7 @@ impl Engine {
             let snapshot = tdir.join("snapshot");
             std::fs::create_dir_all(&snapshot).map_err(host_err(format!("cannot create {}", snapshot.display())))?;
             let t2 = Instant::now();
-            self.runtime
-                .checkpoint(&cid, &snapshot, self.debug_dir(&dirs.logs))
+            self.checkpoint_sandbox(&sandbox, &snapshot, &dirs.logs)
                 .await
                 .map_err(|source| EngineError::Runtime { context: format!("cannot checkpoint the golden actor {golden_id}"), source: Box::new(source) })?;
             let mut v = t.view.lock().unwrap();
@@ -250,12 +245,12 @@ impl Engine {
         // (a checkpoint has already stopped it; otherwise it may still run).
         match result {
             Ok(()) => {
-                self.remove_stopped_sandbox_later(cid);
+                self.remove_sandbox_later(sandbox);
                 Ok(())
             }
             Err(e) => {
-                if let Err(r) = self.journal.remove(self.runtime.as_ref(), &cid).await {
-                    error!(%cid, error = %error_chain(&r), "cannot remove the failed golden actor's sandbox");
+                if let Err(r) = self.remove_sandbox(&sandbox).await {
+                    error!(pause = %sandbox.pause, app = %sandbox.app, error = %error_chain(&r), "cannot remove the failed golden actor's sandbox");
                 }
                 Err(e)
             }

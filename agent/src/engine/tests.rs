@@ -29,8 +29,8 @@ mod state_machine {
 
     use super::super::store::Persisted;
     use super::super::{
-        ActorState, Engine, EngineConfig, EngineError, GoldenPaths, Phase, SnapshotSource,
-        TemplateSpec, TemplateStatus, TemplateView,
+        ActorState, ContainerRole, Engine, EngineConfig, EngineError, GoldenPaths, Phase,
+        SnapshotSource, TemplateSpec, TemplateStatus, TemplateView,
     };
     use crate::runtime::recording::{Op, Recording};
 
@@ -122,12 +122,15 @@ mod state_machine {
         assert_eq!(v.state, ActorState::Running);
         let e = f.engine.resume(ATESPACE, "a").await.unwrap_err();
         assert_wrong_state(e, "resume", ActorState::Running);
-        assert_eq!(f.rt.calls_of(Op::Restore).len(), 1);
+        // One restore: of the pause, then the app, with the same image.
+        let restores = f.rt.calls_of(Op::Restore);
+        assert_eq!(restores.len(), 2, "{restores:?}");
         // The router's path takes a running actor as it is.
         let v = f.engine.resume_on_demand(ATESPACE, "a").await.unwrap();
         assert_eq!(v.state, ActorState::Running);
-        assert_eq!(f.rt.calls_of(Op::Restore).len(), 1);
-        assert_eq!(f.rt.listed(), vec![v.sandbox.unwrap()]);
+        assert_eq!(f.rt.calls_of(Op::Restore), restores);
+        let ids: Vec<String> = v.containers.iter().map(|c| c.id.clone()).collect();
+        assert_eq!(f.rt.listed(), ids);
     }
 
     #[tokio::test]
@@ -150,6 +153,8 @@ mod state_machine {
         f.engine.create_actor(ATESPACE, "a", TEMPLATE).unwrap();
         let running = f.engine.resume(ATESPACE, "a").await.unwrap();
         let cid = running.sandbox.clone().unwrap();
+        let mut both: Vec<String> = running.containers.iter().map(|c| c.id.clone()).collect();
+        both.sort();
         let identity = running.dirs.identity.join("actor-id");
         f.rt.fail_next(Op::Checkpoint);
         let e = f.engine.suspend(ATESPACE, "a").await.unwrap_err();
@@ -161,7 +166,8 @@ mod state_machine {
         // Nothing was removed or reset: the container is still recorded
         // and listed, the identity still in place.
         assert!(f.rt.calls_of(Op::Remove).is_empty());
-        assert_eq!(f.engine.recorded_sandboxes(), vec![cid.clone()]);
+        assert_eq!(f.engine.recorded_sandboxes(), both);
+        assert_eq!(f.rt.listed(), both);
         assert_eq!(std::fs::read(&identity).unwrap(), b"a");
         // The next suspend checkpoints the same container and succeeds.
         let v = f.engine.suspend(ATESPACE, "a").await.unwrap();
@@ -169,7 +175,10 @@ mod state_machine {
         let ck = f.rt.calls_of(Op::Checkpoint);
         assert_eq!(ck.len(), 2);
         assert!(ck[0].failed && !ck[1].failed);
-        assert_eq!(ck[1].cid, cid);
+        assert_eq!(
+            ck[1].cid, cid,
+            "the sandbox is checkpointed through its pause"
+        );
         assert!(matches!(v.snapshot, SnapshotSource::Own(_)));
         // ID-10: the identity dir is empty until the next resume.
         assert!(!identity.exists());
@@ -226,24 +235,44 @@ mod state_machine {
 
         let calls = f.rt.calls();
         let starts: Vec<_> = calls.iter().filter(|c| c.op == Op::Restore).collect();
-        assert_eq!(starts.len(), 4);
+        // Three resumes of pause and app each, then c's pause restore,
+        // which failed: its app was never restored.
+        assert_eq!(starts.len(), 7, "{starts:?}");
+        assert!(starts[6].failed && starts[..6].iter().all(|c| !c.failed));
         for c in &starts {
             assert!(c.journaled, "{} restored before it was journaled", c.cid);
         }
-        // Every container started was removed, by its own ID, and its
-        // record only after that.
-        for c in &starts {
+        // Each sandbox: the pause restored first, then the app, same image.
+        for pair in starts[..6].chunks(2) {
             assert!(
-                calls
-                    .iter()
-                    .any(|r| r.op == Op::Remove && r.cid == c.cid && r.journaled),
-                "{} was not removed while still journaled",
-                c.cid
+                pair[0].bundle.as_ref().unwrap().ends_with("pause/bundle"),
+                "{pair:?}"
             );
+            assert!(
+                !pair[1].bundle.as_ref().unwrap().ends_with("pause/bundle"),
+                "{pair:?}"
+            );
+            assert_eq!(pair[0].image, pair[1].image);
         }
+        // Every container started was removed, by its own ID, and its
+        // record only after that; a sandbox's app before its pause.
+        let removal = |cid: &str| {
+            calls
+                .iter()
+                .position(|r| r.op == Op::Remove && r.cid == cid && r.journaled)
+                .unwrap_or_else(|| panic!("{cid} was not removed while still journaled"))
+        };
+        for pair in starts[..6].chunks(2) {
+            assert!(removal(&pair[1].cid) < removal(&pair[0].cid), "{pair:?}");
+        }
+        removal(&starts[6].cid);
         assert!(f.rt.listed().is_empty(), "left: {:?}", f.rt.listed());
         assert!(f.engine.recorded_sandboxes().is_empty());
-        assert_eq!(removed.len(), 2, "the two running actors: {removed:?}");
+        assert_eq!(
+            removed.len(),
+            4,
+            "the two running actors' containers: {removed:?}"
+        );
     }
 
     #[tokio::test]
@@ -270,15 +299,97 @@ mod state_machine {
         let reason = view.status.reason.unwrap_or_default();
         assert!(reason.contains("not healthy"), "{reason}");
         let calls = rt.calls();
-        let run = calls.iter().find(|c| c.op == Op::Run).expect("a run");
-        assert!(run.journaled, "golden run before its record");
-        let remove = calls
+        let created: Vec<_> = calls.iter().filter(|c| c.op == Op::Create).collect();
+        assert_eq!(created.len(), 2, "pause and app: {calls:?}");
+        for c in &created {
+            assert!(
+                c.journaled,
+                "golden container {} created before its record",
+                c.cid
+            );
+        }
+        let started: Vec<&str> = calls
             .iter()
-            .find(|c| c.op == Op::Remove)
-            .expect("the unhealthy golden was removed");
-        assert_eq!(remove.cid, run.cid);
+            .filter(|c| c.op == Op::Start)
+            .map(|c| c.cid.as_str())
+            .collect();
+        assert_eq!(started, [created[0].cid.as_str(), created[1].cid.as_str()]);
+        let removed: Vec<&str> = calls
+            .iter()
+            .filter(|c| c.op == Op::Remove)
+            .map(|c| c.cid.as_str())
+            .collect();
+        assert_eq!(
+            removed,
+            [created[1].cid.as_str(), created[0].cid.as_str()],
+            "the unhealthy golden's app, then its pause"
+        );
         assert!(rt.calls_of(Op::Checkpoint).is_empty());
         assert!(engine.recorded_sandboxes().is_empty());
         assert!(rt.listed().is_empty());
+    }
+
+    /// The `config.json` of a bundle dir.
+    fn oci_config(bundle: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap()
+    }
+
+    /// Mounts of `cfg` at `/run/ate` or under it.
+    fn identity_mounts(cfg: &serde_json::Value) -> Vec<serde_json::Value> {
+        cfg["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| {
+                let d = m["destination"].as_str().unwrap_or("");
+                d == "/run/ate" || d.starts_with("/run/ate/")
+            })
+            .cloned()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_pause_container_gets_its_own_rootfs_and_no_identity() {
+        let f = with_ready_template().await;
+        f.engine.create_actor(ATESPACE, "a", TEMPLATE).unwrap();
+        let v = f.engine.resume(ATESPACE, "a").await.unwrap();
+        let [pause, app] = &v.containers[..] else {
+            panic!("{:?}", v.containers)
+        };
+        assert_eq!(
+            (pause.role, app.role),
+            (ContainerRole::Pause, ContainerRole::App)
+        );
+        assert_eq!(v.sandbox.as_deref(), Some(pause.id.as_str()));
+        let (pc, ac) = (oci_config(&pause.bundle), oci_config(&app.bundle));
+        assert!(identity_mounts(&pc).is_empty(), "{pc}");
+        assert_eq!(pc["root"]["path"], pause.rootfs.to_str().unwrap());
+        assert!(!pause.rootfs.join("run").exists());
+        assert!(pause.rootfs.join("pause").is_file());
+        assert_eq!(
+            pc["process"]["args"],
+            serde_json::json!(["/pause", "pause"])
+        );
+        assert_eq!(
+            pc["annotations"]["io.kubernetes.cri.container-type"],
+            "sandbox"
+        );
+        // The app container is in the pause's sandbox, with the identity.
+        assert_eq!(
+            ac["annotations"]["io.kubernetes.cri.sandbox-id"],
+            pause.id.as_str()
+        );
+        let m = identity_mounts(&ac);
+        assert_eq!(m.len(), 1, "{ac}");
+        assert_eq!(m[0]["source"], v.dirs.identity.to_str().unwrap());
+        assert!(m[0]["options"].as_array().unwrap().contains(&"ro".into()));
+        // A request goes through a relay into the app container.
+        let req = hyper::Request::get("/whoami")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let e = f.engine.forward(ATESPACE, "a", req).await.unwrap_err();
+        assert!(matches!(e, EngineError::Relay(_)), "{e:?}");
+        let execs: Vec<String> = f.rt.calls_of(Op::Exec).into_iter().map(|c| c.cid).collect();
+        assert_eq!(execs, std::slice::from_ref(&app.id));
     }
 }

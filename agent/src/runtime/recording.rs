@@ -18,8 +18,10 @@ use crate::runsc::{DebugLog, RunscError};
 /// A runtime operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// `runsc run`.
-    Run,
+    /// `runsc create`.
+    Create,
+    /// `runsc start`.
+    Start,
     /// `runsc restore`.
     Restore,
     /// `runsc checkpoint`.
@@ -28,16 +30,20 @@ pub enum Op {
     Remove,
     /// `runsc list`.
     List,
+    /// `runsc exec` of a relay (the command is built, never run).
+    Exec,
 }
 
 impl Op {
     fn name(self) -> &'static str {
         match self {
-            Op::Run => "run",
+            Op::Create => "create",
+            Op::Start => "start",
             Op::Restore => "restore",
             Op::Checkpoint => "checkpoint",
             Op::Remove => "delete",
             Op::List => "list",
+            Op::Exec => "exec",
         }
     }
 }
@@ -49,7 +55,7 @@ pub struct Call {
     pub op: Op,
     /// The container ID (`*` for list).
     pub cid: String,
-    /// The bundle given (run, restore).
+    /// The bundle given (create, restore).
     pub bundle: Option<PathBuf>,
     /// The image given (restore, checkpoint).
     pub image: Option<PathBuf>,
@@ -143,17 +149,26 @@ impl Recording {
 
 #[async_trait::async_trait]
 impl Runtime for Recording {
-    async fn run(
+    async fn create(
         &self,
         cid: &str,
         bundle: &Path,
         _console: &Path,
         _debug: DebugLog<'_>,
     ) -> Result<(), RunscError> {
-        self.record(Op::Run, cid, Some(bundle), None)
+        self.record(Op::Create, cid, Some(bundle), None)
             .map_err(|e| *e)?;
         self.listed.lock().unwrap().insert(cid.to_owned());
         Ok(())
+    }
+
+    async fn start(
+        &self,
+        cid: &str,
+        _console: &Path,
+        _debug: DebugLog<'_>,
+    ) -> Result<(), RunscError> {
+        self.record(Op::Start, cid, None, None).map_err(|e| *e)
     }
 
     async fn restore(
@@ -193,6 +208,8 @@ impl Runtime for Recording {
     }
 
     fn exec_relay(&self, cid: &str, _helper_in_sandbox: &str, port: u16) -> Cmd {
+        // Never failed on request: building a command cannot fail.
+        let _ = self.record(Op::Exec, cid, None, None);
         // No sandbox to relay into: a program that does not exist, so a
         // relay started by mistake fails at once and says so.
         Cmd::new("/nonexistent/recording-runtime-has-no-relay")

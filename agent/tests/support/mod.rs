@@ -32,6 +32,14 @@ pub fn in_process_config(state_dir: PathBuf, runsc: PathBuf) -> ate_refagent::en
     }
 }
 
+/// The IDs of a running actor's containers (pause and app), sorted: what
+/// `GET /sandboxes` and `runsc list` show for it.
+pub fn container_ids(v: &ate_agent_api::ActorView) -> Vec<String> {
+    let mut ids: Vec<String> = v.containers.iter().map(|c| c.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
 /// How long the agent has to print its start-up line.
 pub const SPAWN_DEADLINE: Duration = Duration::from_secs(30);
 /// Grace for the agent to remove its sandboxes on SIGTERM.

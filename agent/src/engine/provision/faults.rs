@@ -3,7 +3,7 @@
 //! wrong, and says which statement that breaks. Everything it does not
 //! override is the healthy step.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use tracing::warn;
@@ -27,6 +27,7 @@ pub(super) fn for_fault(fault: Fault) -> Box<dyn Provisioner> {
         Fault::TornWrite => Box::new(TornWrite),
         Fault::SymlinkFollow => Box::new(SymlinkFollow),
         Fault::TrailingNewline => Box::new(TrailingNewline),
+        Fault::IdentityOnPause => Box::new(IdentityOnPause),
     }
 }
 
@@ -101,7 +102,12 @@ impl Provisioner for SharedIdentityDir {
         }
     }
     fn reset_dirs(&self, dirs: &ActorDirs) -> Result<(), EngineError> {
-        reset_all(&[&dirs.bundle, &dirs.rootfs])?;
+        reset_all(&[
+            &dirs.bundle,
+            &dirs.rootfs,
+            &dirs.pause_bundle,
+            &dirs.pause_rootfs,
+        ])?;
         std::fs::create_dir_all(&dirs.identity).map_err(host_err(format!(
             "cannot create {}",
             dirs.identity.display()
@@ -155,8 +161,10 @@ impl Provisioner for FileMount {
 /// `no-reset` breaks ID-10 ("the per-actor directories are deleted and
 /// recreated at the start of every restore; config.json is regenerated on
 /// every resume, so the mount always points at this actor's directory"):
-/// the first actor resumed gets a normal bundle; every later resume, of
-/// any actor, reuses that bundle as it is, and a suspend resets nothing.
+/// the first actor resumed gets normal directories; every later resume, of
+/// any actor, reuses those as they are (only the bundles' sandbox wiring,
+/// the new container IDs, is written into them), so its identity mount is
+/// the first actor's directory; and a suspend resets nothing.
 #[derive(Default)]
 struct NoReset {
     /// The directories of the first actor resumed.
@@ -167,18 +175,18 @@ impl Provisioner for NoReset {
     fn fault(&self) -> Option<Fault> {
         Some(Fault::NoReset)
     }
-    fn bundle_for_resume(
+    fn dirs_for_resume(
         &self,
         dirs: &ActorDirs,
         fresh: &dyn Fn() -> Result<(), EngineError>,
-    ) -> Result<PathBuf, EngineError> {
+    ) -> Result<ActorDirs, EngineError> {
         let mut first = self.first.lock().unwrap();
         if let Some(first) = first.as_ref() {
-            return Ok(first.bundle.clone());
+            return Ok(first.clone());
         }
         fresh()?;
         *first = Some(dirs.clone());
-        Ok(dirs.bundle.clone())
+        Ok(dirs.clone())
     }
     fn after_checkpoint(&self, _dirs: &ActorDirs) -> Result<(), EngineError> {
         Ok(())
@@ -240,6 +248,24 @@ impl Provisioner for TrailingNewline {
     }
     fn write_identity(&self, dir: &Path, id: &str) -> Result<(), IdentityError> {
         identity::write_actor_id(dir, format!("{id}\n").as_bytes())
+    }
+}
+
+/// `identity-on-pause` breaks ID-12 ("the sandbox's pause container gets
+/// no identity mount and no mount point"): the actor's identity directory
+/// is bind-mounted read-only at `/run/ate` in the pause container too,
+/// with `run/ate` created (confined) in the pause rootfs.
+struct IdentityOnPause;
+
+impl Provisioner for IdentityOnPause {
+    fn fault(&self) -> Option<Fault> {
+        Some(Fault::IdentityOnPause)
+    }
+    fn pause_mount_point(&self, pause_rootfs: &Path) -> Result<(), EngineError> {
+        confined_mount_point(pause_rootfs)
+    }
+    fn pause_identity_mount(&self, dirs: &ActorDirs) -> IdentityMount {
+        IdentityMount::ReadOnlyDir(dirs.identity.clone())
     }
 }
 
