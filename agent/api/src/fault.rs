@@ -29,7 +29,8 @@ pub enum Fault {
     WritableMount,
     /// `file-mount`: a single-file bind mount instead of the directory.
     FileMount,
-    /// `no-reset`: bundle and identity dir reused across resumes.
+    /// `no-reset`: the first actor's identity dir and rootfs reused across
+    /// resumes, nothing reset.
     NoReset,
     /// `torn-write`: `actor-id` written in place in small chunks.
     TornWrite,
@@ -126,8 +127,9 @@ impl Fault {
                  directory at /run/ate"
             }
             Fault::NoReset => {
-                "bundle and identity dir are not regenerated: every resume after the first \
-                 reuses the first resumed actor's bundle, and suspend resets nothing"
+                "directories are not regenerated: every resume after the first reuses the first \
+                 resumed actor's identity dir and rootfs (only the bundles' container IDs are new), \
+                 and suspend resets nothing"
             }
             Fault::TornWrite => {
                 "actor-id is truncated and rewritten in place in small chunks (no temp file, \

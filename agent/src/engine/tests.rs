@@ -392,4 +392,44 @@ mod state_machine {
         let execs: Vec<String> = f.rt.calls_of(Op::Exec).into_iter().map(|c| c.cid).collect();
         assert_eq!(execs, std::slice::from_ref(&app.id));
     }
+
+    /// An engine on a state dir holding a Ready template, in `fault` mode.
+    async fn with_ready_template_in(fault: Option<crate::fault::Fault>) -> Fixture {
+        let f = with_ready_template().await;
+        let state = f.engine.cfg.state_dir.clone();
+        let helper = f.engine.cfg.helper_bin.clone();
+        let rt = f.rt.clone();
+        drop(f.engine);
+        let mut cfg = config(&state, &rt, &helper);
+        cfg.fault = fault;
+        let (engine, _) = Engine::open(cfg).await.unwrap();
+        Fixture {
+            _dir: f._dir,
+            engine,
+            rt,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_identity_on_pause_puts_the_identity_on_the_pause_container() {
+        use crate::fault::Fault;
+        for fault in std::iter::once(None).chain(Fault::ALL.into_iter().map(Some)) {
+            let f = with_ready_template_in(fault).await;
+            f.engine.create_actor(ATESPACE, "a", TEMPLATE).unwrap();
+            let v = f.engine.resume(ATESPACE, "a").await.unwrap();
+            let pause = &v.containers[0];
+            let cfg = oci_config(&pause.bundle);
+            let mounted = !identity_mounts(&cfg).is_empty();
+            let mount_point = pause.rootfs.join("run/ate").exists();
+            let on_pause = fault == Some(Fault::IdentityOnPause);
+            assert_eq!(mounted, on_pause, "{fault:?}: {cfg}");
+            assert_eq!(mount_point, on_pause, "{fault:?}");
+            if on_pause {
+                assert_eq!(
+                    identity_mounts(&cfg)[0]["source"],
+                    v.dirs.identity.to_str().unwrap()
+                );
+            }
+        }
+    }
 }

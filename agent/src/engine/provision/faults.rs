@@ -162,9 +162,10 @@ impl Provisioner for FileMount {
 /// recreated at the start of every restore; config.json is regenerated on
 /// every resume, so the mount always points at this actor's directory"):
 /// the first actor resumed gets normal directories; every later resume, of
-/// any actor, reuses those as they are (only the bundles' sandbox wiring,
-/// the new container IDs, is written into them), so its identity mount is
-/// the first actor's directory; and a suspend resets nothing.
+/// any actor, reuses them as they are — the first actor's identity
+/// directory (so that is what is mounted) and rootfs — with only the
+/// bundles' sandbox wiring (the new container IDs) written, into the
+/// resuming actor's own bundle directories; and a suspend resets nothing.
 #[derive(Default)]
 struct NoReset {
     /// The directories of the first actor resumed.
@@ -182,7 +183,17 @@ impl Provisioner for NoReset {
     ) -> Result<ActorDirs, EngineError> {
         let mut first = self.first.lock().unwrap();
         if let Some(first) = first.as_ref() {
-            return Ok(first.clone());
+            let reused = ActorDirs {
+                identity: first.identity.clone(),
+                rootfs: first.rootfs.clone(),
+                pause_rootfs: first.pause_rootfs.clone(),
+                ..dirs.clone()
+            };
+            for d in [&reused.bundle, &reused.pause_bundle] {
+                std::fs::create_dir_all(d)
+                    .map_err(host_err(format!("cannot create {}", d.display())))?;
+            }
+            return Ok(reused);
         }
         fresh()?;
         *first = Some(dirs.clone());
