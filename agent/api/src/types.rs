@@ -86,8 +86,12 @@ impl fmt::Display for Phase {
 /// raw `runsc restore` of the golden image needs (the bench).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GoldenPaths {
-    /// The golden actor's OCI bundle (its `config.json`).
+    /// The golden actor's app container bundle (its `config.json`).
     pub bundle_dir: PathBuf,
+    /// The golden actor's pause container bundle.
+    pub pause_bundle_dir: PathBuf,
+    /// The pause container's program as laid into every pause rootfs.
+    pub pause_bin: PathBuf,
     /// The golden checkpoint image directory.
     pub image_dir: PathBuf,
     /// The template's binary as laid into every rootfs.
@@ -563,6 +567,8 @@ mod tests {
                 reason: None,
                 golden: Some(GoldenPaths {
                     bundle_dir: "/b".into(),
+                    pause_bundle_dir: "/p".into(),
+                    pause_bin: "/pb".into(),
                     image_dir: "/i".into(),
                     image_bin: "/x".into(),
                 }),

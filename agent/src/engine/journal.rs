@@ -190,3 +190,57 @@ pub async fn remove_recorded_sandboxes(
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::recording::{Op, Recording};
+
+    #[tokio::test]
+    async fn orphans_are_removed_apps_first_and_unreadable_records_still_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::new(dir.path());
+        std::fs::create_dir_all(&journal.dir).unwrap();
+        journal
+            .record("ate-x-00000001", "actor:a/b", ContainerRole::Pause)
+            .unwrap();
+        journal
+            .record("ate-x-00000002", "actor:a/b", ContainerRole::App)
+            .unwrap();
+        // An older agent's record (no role), and one that is not JSON.
+        std::fs::write(
+            journal.path("ate-x-00000003"),
+            br#"{"cid":"ate-x-00000003","owner":"actor:a/c","agent_pid":1,"created_unix_ms":0}"#,
+        )
+        .unwrap();
+        std::fs::write(journal.path("ate-x-00000004"), b"torn").unwrap();
+        assert_eq!(
+            journal.recorded_in_removal_order(),
+            [
+                vec![
+                    "ate-x-00000002".to_owned(),
+                    "ate-x-00000003".into(),
+                    "ate-x-00000004".into()
+                ],
+                vec!["ate-x-00000001".to_owned()],
+            ]
+        );
+        let rt = Recording::new(&journal.dir);
+        let removed = remove_recorded_sandboxes(dir.path(), &rt).await.unwrap();
+        assert_eq!(
+            removed,
+            [
+                "ate-x-00000002",
+                "ate-x-00000003",
+                "ate-x-00000004",
+                "ate-x-00000001"
+            ]
+        );
+        let calls = rt.calls();
+        assert!(
+            calls.iter().all(|c| c.op == Op::Remove && c.journaled),
+            "{calls:?}"
+        );
+        assert!(journal.recorded().is_empty());
+    }
+}

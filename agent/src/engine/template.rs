@@ -235,6 +235,8 @@ impl Engine {
             v.status.timings_ms.insert("checkpoint".into(), ms(t2.elapsed()));
             v.status.golden = Some(GoldenPaths {
                 bundle_dir: dirs.bundle.clone(),
+                pause_bundle_dir: dirs.pause_bundle.clone(),
+                pause_bin: self.helper_bin(),
                 image_dir: snapshot,
                 image_bin: image.bin.clone(),
             });

@@ -83,6 +83,8 @@ mod state_machine {
                     reason: None,
                     golden: Some(GoldenPaths {
                         bundle_dir: tdir.join("golden/bundle"),
+                        pause_bundle_dir: tdir.join("golden/pause/bundle"),
+                        pause_bin: state.join("helper/ate-refagent"),
                         image_dir: tdir.join("snapshot"),
                         image_bin: tdir.join("image-bin"),
                     }),
