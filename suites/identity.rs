@@ -66,6 +66,12 @@ fn main() -> ExitCode {
             Needs::HOST,
             planted_symlink_is_refused,
         )
+        .trial_needing(
+            "host::pause_container_has_no_identity",
+            &["ID-12"],
+            Needs::HOST,
+            pause_container_has_no_identity,
+        )
         .main()
 }
 
@@ -932,5 +938,115 @@ async fn planted_symlink_is_refused(ctx: Ctx) -> anyhow::Result<()> {
             )
         })?;
     }
+    Ok(())
+}
+
+/// ID-12: in a restored actor's sandbox the pause container's bundle
+/// mounts nothing at or under `/run/ate` and nothing from the actor's
+/// identity directory, and its rootfs has no `run/ate`; the app container
+/// of the same sandbox does have the read-only bind of that directory, so
+/// the check is looking at the right files.
+async fn pause_container_has_no_identity(ctx: Ctx) -> anyhow::Result<()> {
+    use ate_harness::backend::ContainerRole;
+    let id = running_actor(&ctx, "probe-pause").await?;
+    let host = ctx.host()?;
+    let identity = host
+        .actor_dirs(ctx.atespace(), &id)
+        .await?
+        .identity
+        .context("the backend does not show the actor's identity directory")?;
+    let identity = identity.canonicalize().unwrap_or(identity);
+    let containers = host.containers(ctx.atespace(), &id).await?;
+    let one = |role: ContainerRole| -> anyhow::Result<_> {
+        let of_role: Vec<_> = containers.iter().filter(|c| c.role == role).collect();
+        ensure!(
+            of_role.len() == 1,
+            "actor {id}'s sandbox has {} {role:?} containers, expected exactly one: {containers:?}",
+            of_role.len()
+        );
+        Ok(of_role[0])
+    };
+    let (pause, app) = (one(ContainerRole::Pause)?, one(ContainerRole::App)?);
+    let config = |bundle: &std::path::Path| -> anyhow::Result<serde_json::Value> {
+        let path = bundle.join("config.json");
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("cannot parse {}", path.display()))
+    };
+    let under_run_ate = |m: &serde_json::Value| {
+        let d = m["destination"]
+            .as_str()
+            .unwrap_or("")
+            .trim_end_matches('/');
+        d == "/run/ate" || d.starts_with("/run/ate/")
+    };
+    let from_identity = |m: &serde_json::Value| {
+        m["source"].as_str().is_some_and(|s| {
+            let s = std::path::Path::new(s);
+            let s = s.canonicalize().unwrap_or_else(|_| s.to_path_buf());
+            s.starts_with(&identity)
+        })
+    };
+    let mounts = |cfg: &serde_json::Value| cfg["mounts"].as_array().cloned().unwrap_or_default();
+
+    // The app container: the read-only bind is there (else this trial
+    // could not tell a pause bundle from any other).
+    let app_cfg = config(&app.bundle)?;
+    let app_binds: Vec<_> = mounts(&app_cfg)
+        .into_iter()
+        .filter(|m| under_run_ate(m) && from_identity(m))
+        .collect();
+    ensure!(
+        app_binds.iter().any(|m| m["options"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|x| x == "ro"))),
+        "the app container {} of actor {id} has no read-only bind of {} at /run/ate in {}; mounts: {}",
+        app.id,
+        identity.display(),
+        app.bundle.display(),
+        serde_json::Value::Array(mounts(&app_cfg))
+    );
+
+    // The pause container: no identity mount, no mount point.
+    let pause_cfg = config(&pause.bundle)?;
+    let bad: Vec<_> = mounts(&pause_cfg)
+        .into_iter()
+        .filter(|m| under_run_ate(m) || from_identity(m))
+        .collect();
+    ctx.ensure(bad.is_empty(), "ID-12", || {
+        format!(
+            "the pause container {} of actor {id} mounts the identity: {} in {}",
+            pause.id,
+            serde_json::Value::Array(bad.clone()),
+            pause.bundle.join("config.json").display()
+        )
+    })?;
+    let root = pause_cfg["root"]["path"]
+        .as_str()
+        .context("the pause bundle's config.json has no root.path")?;
+    let root = pause.bundle.join(root);
+    ensure!(
+        root.is_dir(),
+        "the pause container's rootfs {} is not a directory",
+        root.display()
+    );
+    let mount_point = root.join("run/ate");
+    ctx.ensure(
+        std::fs::symlink_metadata(&mount_point).is_err(),
+        "ID-12",
+        || {
+            format!(
+            "the pause container {} of actor {id} has the identity mount point {} in its rootfs",
+            pause.id,
+            mount_point.display()
+        )
+        },
+    )?;
+    let app_root = app_cfg["root"]["path"].as_str().map(|r| app.bundle.join(r));
+    ensure!(
+        app_root.as_deref() != Some(root.as_path()),
+        "the pause and app containers of actor {id} share one rootfs {}",
+        root.display()
+    );
     Ok(())
 }

@@ -221,7 +221,7 @@ async fn resume_actor(
     State(s): State<ApiState>,
     Path((a, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ActorView>> {
-    Ok(Json(s.engine.resume(&a, &id, false).await?))
+    Ok(Json(s.engine.resume(&a, &id).await?))
 }
 
 async fn suspend_actor(

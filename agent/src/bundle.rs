@@ -4,8 +4,10 @@
 //! The identity contract's part of it: an application container gets a
 //! read-only bind mount of its actor's own identity *directory* at
 //! `/run/ate` (ID-6, ID-7); a container with [`IdentityMount::None`] (the
-//! pause container, ID-12) gets no mount there at all. The rest mirrors
-//! what `runsc spec` generates, plus `/dev/pts` and `/dev/shm`.
+//! pause container, ID-12) gets no mount there at all. The CRI annotations
+//! tell gVisor which container is the sandbox's root (pause) and which
+//! joins it ([`SandboxPart`]). The rest mirrors what `runsc spec`
+//! generates, plus `/dev/pts` and `/dev/shm`.
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +52,51 @@ pub enum IdentityMount {
     FaultFile(PathBuf),
 }
 
+/// Which container of an actor's sandbox a bundle is for, as the CRI
+/// annotations gVisor reads say it: the pause container is the sandbox
+/// (`io.kubernetes.cri.container-type: sandbox`), the app container joins
+/// the sandbox named by `io.kubernetes.cri.sandbox-id` (upstream's atelet
+/// writes the same, `cmd/atelet/main.go:668-670` and `:722-726` at
+/// 86e138f6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxPart {
+    /// The sandbox's root (infrastructure) container.
+    Pause,
+    /// An application container in the sandbox whose pause container has
+    /// this ID.
+    App {
+        /// The pause container's ID.
+        sandbox_id: String,
+    },
+}
+
+/// The CRI annotation naming a container's type.
+pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// The CRI annotation naming the sandbox an app container joins.
+pub const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+/// The CRI annotation naming the container within its sandbox.
+pub const CRI_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+
+impl SandboxPart {
+    fn annotations(&self) -> std::collections::HashMap<String, String> {
+        let pairs: Vec<(&str, &str)> = match self {
+            SandboxPart::Pause => vec![
+                (CRI_CONTAINER_TYPE, "sandbox"),
+                (CRI_CONTAINER_NAME, "pause"),
+            ],
+            SandboxPart::App { sandbox_id } => vec![
+                (CRI_CONTAINER_TYPE, "container"),
+                (CRI_SANDBOX_ID, sandbox_id),
+                (CRI_CONTAINER_NAME, "app"),
+            ],
+        };
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
 /// Everything that varies between the containers the agent runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleSpec {
@@ -70,6 +117,8 @@ pub struct BundleSpec {
     /// A host directory bind-mounted read-only (but executable) at
     /// [`HELPER_MOUNT_POINT`], if any (absolute).
     pub helper_dir: Option<PathBuf>,
+    /// Its part in the actor's sandbox (the CRI annotations).
+    pub part: SandboxPart,
 }
 
 /// A bundle that cannot be built or written.
@@ -269,7 +318,7 @@ pub fn build_spec(spec: &BundleSpec) -> Result<Spec, BundleError> {
         .mounts(mounts)
         .linux(linux)
         .build()?;
-    out.set_annotations(None);
+    out.set_annotations(Some(spec.part.annotations()));
     Ok(out)
 }
 
@@ -337,7 +386,35 @@ mod tests {
             readonly_root: true,
             identity: IdentityMount::ReadOnlyDir("/var/lib/ate/actors/ns/a/identity".into()),
             helper_dir: None,
+            part: SandboxPart::App {
+                sandbox_id: "ate-0123abcd-00000001".into(),
+            },
         }
+    }
+
+    #[test]
+    fn cri_annotations_put_the_app_into_the_pause_sandbox() {
+        let app = roundtrip(&base());
+        assert_eq!(
+            app["annotations"],
+            serde_json::json!({
+                "io.kubernetes.cri.container-type": "container",
+                "io.kubernetes.cri.sandbox-id": "ate-0123abcd-00000001",
+                "io.kubernetes.cri.container-name": "app",
+            })
+        );
+        let pause = roundtrip(&BundleSpec {
+            part: SandboxPart::Pause,
+            identity: IdentityMount::None,
+            ..base()
+        });
+        assert_eq!(
+            pause["annotations"],
+            serde_json::json!({
+                "io.kubernetes.cri.container-type": "sandbox",
+                "io.kubernetes.cri.container-name": "pause",
+            })
+        );
     }
 
     /// The spec as JSON, written and read back through `write_bundle`.

@@ -106,8 +106,15 @@ impl Engine {
             });
         }
         let view = self.get_actor(atespace, id)?;
-        let cid = match (&view.state, &view.sandbox) {
-            (ActorState::Running, Some(cid)) => cid.clone(),
+        // The app container: the pause container has neither `/.ate` nor
+        // the actor's process (ID-12).
+        let app = view
+            .containers
+            .iter()
+            .find(|c| c.role == ate_agent_api::ContainerRole::App)
+            .map(|c| c.id.clone());
+        let cid = match (&view.state, app) {
+            (ActorState::Running, Some(cid)) => cid,
             (state, _) => {
                 return Err(EngineError::WrongState {
                     op: "check",
@@ -161,7 +168,7 @@ impl Engine {
         args: &[String],
     ) -> Result<serde_json::Value, EngineError> {
         let cmd = self
-            .runsc()
+            .runtime()
             .exec(cid, &checker_in_sandbox(), args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

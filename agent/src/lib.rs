@@ -14,7 +14,9 @@
 //! - [`fault`]: deliberate contract violations for the suite's self-test
 //!   (off unless `serve --fault NAME`),
 //! - [`relay`]: the path into an actor's own network stack,
-//! - [`runsc`]: the `runsc` command vectors,
+//! - [`pause`]: the program of each sandbox's pause container,
+//! - [`runtime`]: what the engine asks of the container runtime, as a
+//!   trait; [`runsc`]: the `runsc` command vectors that implement it,
 //! - [`names`], [`identity`], [`rootfs`], [`bundle`]: the identity contract's
 //!   host side (ID-14/15, ID-9/10, ID-13, ID-6/7).
 
@@ -24,10 +26,12 @@ pub mod check;
 pub mod engine;
 pub mod identity;
 pub mod names;
+pub mod pause;
 pub mod relay;
 pub mod rootfs;
 pub mod router;
 pub mod runsc;
+pub mod runtime;
 pub mod server;
 
 /// Fault modes: the list lives in `ate-agent-api`, the one source the

@@ -1,5 +1,6 @@
 //! `ate-refagent`: `serve` runs the agent; `relay` is its helper inside a
-//! sandbox (started by the agent with `runsc exec`, never by hand).
+//! sandbox (started by the agent with `runsc exec`, never by hand); `pause`
+//! is the program of each sandbox's pause container.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,12 +86,16 @@ enum Command {
         #[arg(long, default_value_t = 80)]
         port: u16,
     },
+    /// Inside a sandbox: the pause container's process; does nothing until
+    /// it is killed.
+    Pause,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Command::Relay { port } => ate_refagent::relay::run_in_sandbox(port),
+        Command::Pause => ate_refagent::pause::run_in_sandbox(),
         Command::Gc {
             state_dir,
             remove,

@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tracing::{debug, warn};
 
-use crate::runsc::Runsc;
+use crate::runtime::Runtime;
 
 /// The relay's side, inside the sandbox: blocking std I/O only (a tokio
 /// client inside gVisor can miss the peer's close; DESIGN.md). Never
@@ -141,7 +141,7 @@ struct Conn {
 /// The relays into one running container: idle keep-alive connections are
 /// reused, new ones are started on demand.
 pub struct RelayPool {
-    runsc: Runsc,
+    runtime: Arc<dyn Runtime>,
     cid: String,
     helper_in_sandbox: String,
     port: u16,
@@ -156,9 +156,14 @@ struct PoolInner {
 
 impl RelayPool {
     /// A pool for container `cid` whose app listens on `port`.
-    pub fn new(runsc: Runsc, cid: &str, helper_in_sandbox: &str, port: u16) -> Arc<Self> {
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        cid: &str,
+        helper_in_sandbox: &str,
+        port: u16,
+    ) -> Arc<Self> {
         Arc::new(RelayPool {
-            runsc,
+            runtime,
             cid: cid.to_owned(),
             helper_in_sandbox: helper_in_sandbox.to_owned(),
             port,
@@ -196,7 +201,7 @@ impl RelayPool {
             source,
         };
         let mut child = self
-            .runsc
+            .runtime
             .exec_relay(&self.cid, &self.helper_in_sandbox, self.port)
             .stdin(Stdio::piped())
             .spawn()

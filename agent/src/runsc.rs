@@ -159,9 +159,12 @@ impl Runsc {
         })
     }
 
-    /// `runsc run --detach --bundle B CID`: boots a container from scratch;
-    /// its stdio (and runsc's) goes to the file `console`.
-    pub async fn run(
+    /// `runsc create --bundle B CID`: creates a container (the sandbox
+    /// itself for a pause bundle, a container in its sandbox for an app
+    /// bundle); its stdio (and runsc's) goes to the file `console`. As
+    /// upstream's ateom does (`cmd/ateom-gvisor/runsc.go:37-73` at
+    /// 86e138f6), without its per-actor `-root` and `-pid-file`.
+    pub async fn create(
         &self,
         cid: &str,
         bundle: &Path,
@@ -170,15 +173,37 @@ impl Runsc {
     ) -> Result<(), RunscError> {
         let cmd = self
             .base(debug)
-            .args(["run", "--detach", "--bundle"])
+            .args(["create", "--bundle"])
             .arg(bundle)
             .arg(cid)
             .timeout(self.op_timeout);
-        self.call_with_console("run", cid, cmd, console).await
+        self.call_with_console("create", cid, cmd, console).await
+    }
+
+    /// `runsc start CID`: starts a created container
+    /// (`cmd/ateom-gvisor/runsc.go:75-105` at 86e138f6; this runsc has no
+    /// `-allow-connected-on-save`). For a container joining a sandbox
+    /// runsc hands *this* command's stdio to the container's process, so
+    /// it goes to the file `console` too (a pipe would never close).
+    pub async fn start(
+        &self,
+        cid: &str,
+        console: &Path,
+        debug: DebugLog<'_>,
+    ) -> Result<(), RunscError> {
+        let cmd = self
+            .base(debug)
+            .args(["start"])
+            .arg(cid)
+            .timeout(self.op_timeout);
+        self.call_with_console("start", cid, cmd, console).await
     }
 
     /// `runsc restore --detach --image-path I --bundle B CID`; stdio to
-    /// the file `console`.
+    /// the file `console`. Called on each container of a sandbox with the
+    /// same image, pause first (`cmd/ateom-gvisor/runsc.go:176-210` at
+    /// 86e138f6; this runsc's restore creates the container itself and
+    /// has no `-background`).
     pub async fn restore(
         &self,
         cid: &str,
@@ -199,6 +224,8 @@ impl Runsc {
     }
 
     /// `runsc checkpoint --image-path I CID`; the container is stopped after.
+    /// Given the pause (root) container, it saves the whole sandbox
+    /// (`cmd/ateom-gvisor/main.go:279-281` at 86e138f6).
     pub async fn checkpoint(
         &self,
         cid: &str,

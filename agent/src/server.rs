@@ -127,7 +127,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .context("runsc is required to run actors")?;
     let cfg = EngineConfig {
         state_dir: state_dir.clone(),
-        runsc: opts.runsc.clone(),
+        runtime: std::sync::Arc::new(opts.runsc.clone()),
         helper_bin: opts.helper_bin.clone(),
         checker_bin: opts.checker_bin.clone(),
         golden_health_timeout: opts.golden_health_timeout,

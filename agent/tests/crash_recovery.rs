@@ -42,7 +42,12 @@ async fn sigkilled_agent_orphans_are_removed_and_actor_resumes_its_own_state() -
     // Its own snapshot now holds counter = 1.
     api.suspend("crash", "survivor").await?;
     let v = api.resume("crash", "survivor").await?;
-    let cid = v.sandbox.expect("a RUNNING actor names its sandbox");
+    let cid = v
+        .sandbox
+        .clone()
+        .expect("a RUNNING actor names its sandbox");
+    let containers = support::container_ids(&v);
+    assert_eq!(containers.len(), 2, "pause and app: {v:?}");
     let c: Counter = r1.post_json("crash", "survivor", "/counter").await?;
     assert_eq!(c.counter, 2, "in-memory only, never checkpointed");
 
@@ -57,14 +62,16 @@ async fn sigkilled_agent_orphans_are_removed_and_actor_resumes_its_own_state() -
     let a2 = support::spawn(&bins, &state, &dir.path().join("agent-2.log")).await?;
     let orphans = a2.line().orphans_removed.clone();
     eprintln!("orphans removed by the new agent: {orphans:?}");
-    assert!(
-        orphans.contains(&cid),
-        "the new agent did not report removing {cid}: {orphans:?}"
-    );
-    assert!(
-        !support::runsc_ids().await?.contains(&cid),
-        "orphan {cid} is still listed by runsc"
-    );
+    for c in &containers {
+        assert!(
+            orphans.contains(c),
+            "the new agent did not report removing {c} (of sandbox {cid}): {orphans:?}"
+        );
+        assert!(
+            !support::runsc_ids().await?.contains(c),
+            "orphan {c} is still listed by runsc"
+        );
+    }
 
     let api = a2.client().clone();
     let v = api.actor("crash", "survivor").await?;

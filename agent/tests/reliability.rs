@@ -29,7 +29,7 @@ use ate_harness::fixture::StaticBins;
 use ate_harness::probe::{unhex, Counter, IdentityWatch, Whoami};
 use ate_harness::router::{actor_host, RouterClient, ACTOR_DOMAIN};
 use serde::Deserialize;
-use support::{proc_stat, runsc_ids_of, Guard, ProcStat, TERM_GRACE};
+use support::{container_ids, proc_stat, runsc_ids_of, Guard, ProcStat, TERM_GRACE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Name of the template every test deploys.
@@ -486,12 +486,13 @@ async fn concurrent_resumes_of_one_actor_make_one_sandbox() -> anyhow::Result<()
         .clone()
         .with_context(|| format!("the 200 resume names no sandbox: {:?}", oks[0]))?;
 
-    let sandboxes = rig.settle_sandboxes(std::slice::from_ref(&cid)).await?;
+    let containers = container_ids(&oks[0]);
+    assert_eq!(containers.len(), 2, "pause and app: {:?}", oks[0]);
+    let sandboxes = rig.settle_sandboxes(&containers).await?;
     let listed = runsc_ids_of(&rig.instance).await?;
     assert_eq!(
-        listed,
-        vec![cid.clone()],
-        "runsc must list exactly the actor's one sandbox for this agent"
+        listed, containers,
+        "runsc must list exactly the actor's one sandbox (pause and app) for this agent"
     );
     let v = rig.api.actor("rel", "solo").await?;
     assert_eq!(v.state, ActorState::Running, "{v:?}");
@@ -579,7 +580,12 @@ async fn concurrent_resumes_of_16_actors_each_read_their_own_id() -> anyhow::Res
     let distinct: BTreeSet<&String> = seen.values().collect();
     assert_eq!(distinct.len(), N, "IDs read are not all distinct: {seen:?}");
     let listed = rig
-        .settle_sandboxes(&cids.iter().cloned().collect::<Vec<_>>())
+        .settle_sandboxes(
+            &views
+                .iter()
+                .flat_map(|v| container_ids(v))
+                .collect::<Vec<_>>(),
+        )
         .await?;
 
     let (p50, max) = p50_max(&ms);
@@ -691,7 +697,7 @@ async fn twenty_five_cycles_keep_own_id_and_own_state() -> anyhow::Result<()> {
     assert_eq!(v.last_restore_from, Some(RestoreSource::Own), "{v:?}");
     let n = rig.api.actor("rel", "neighbour").await?;
     assert_eq!(n.restores, CYCLES + 1, "{n:?}");
-    let running: Vec<String> = [&v, &n].iter().filter_map(|x| x.sandbox.clone()).collect();
+    let running: Vec<String> = [&v, &n].iter().flat_map(|x| container_ids(x)).collect();
     rig.settle_sandboxes(&running).await?;
 
     let (sp50, smax) = p50_max(&suspend_ms);
@@ -1040,14 +1046,14 @@ async fn bad_input_is_rejected_exactly_and_changes_nothing() -> anyhow::Result<(
     rig.create_actor("rel", "steady").await?;
     rig.create_actor("rel", "idle").await?;
     let v = rig.api.resume("rel", "steady").await?;
-    let steady_cid = v.sandbox.context("sandbox")?;
+    let steady_cid = v.sandbox.clone().context("sandbox")?;
+    let steady_containers = container_ids(&v);
     let router = rig.router();
     for k in 1..=3 {
         let c: Counter = router.post_json("rel", "steady", "/counter").await?;
         assert_eq!(c.counter, k);
     }
-    rig.settle_sandboxes(std::slice::from_ref(&steady_cid))
-        .await?;
+    rig.settle_sandboxes(&steady_containers).await?;
 
     // ---- the control API table
     const LABEL: &str = "must match ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";

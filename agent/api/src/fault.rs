@@ -7,9 +7,10 @@
 //! [`Fault::ALL`], and the self-test takes its rows (and the statements a
 //! failing trial must name, [`Fault::breaks`]) from it.
 //!
-//! Every fault branch in the agent is small, guarded by
-//! `Some(Fault::X)`, and commented with the contract statement it breaks;
-//! with no fault the agent takes exactly its healthy path.
+//! In the agent each fault is one implementation of its provisioning
+//! trait (`engine/provision/faults.rs`), overriding only the steps it gets
+//! wrong and documented with the contract statement it breaks; with no
+//! fault the agent takes exactly its healthy path.
 
 use std::fmt;
 use std::str::FromStr;
@@ -28,7 +29,8 @@ pub enum Fault {
     WritableMount,
     /// `file-mount`: a single-file bind mount instead of the directory.
     FileMount,
-    /// `no-reset`: bundle and identity dir reused across resumes.
+    /// `no-reset`: the first actor's identity dir and rootfs reused across
+    /// resumes, nothing reset.
     NoReset,
     /// `torn-write`: `actor-id` written in place in small chunks.
     TornWrite,
@@ -37,6 +39,9 @@ pub enum Fault {
     SymlinkFollow,
     /// `trailing-newline`: the file holds the ID plus `"\n"`.
     TrailingNewline,
+    /// `identity-on-pause`: the identity directory is mounted on the
+    /// sandbox's pause container too.
+    IdentityOnPause,
 }
 
 /// A `--fault` name that is not one of [`Fault::ALL`].
@@ -49,7 +54,7 @@ pub struct UnknownFault {
 
 impl Fault {
     /// Every fault mode, in a fixed order.
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::EnvIdentity,
         Fault::BakedIdentity,
         Fault::SharedIdentityDir,
@@ -59,6 +64,7 @@ impl Fault {
         Fault::TornWrite,
         Fault::SymlinkFollow,
         Fault::TrailingNewline,
+        Fault::IdentityOnPause,
     ];
 
     /// The kebab-case name (`--fault NAME`).
@@ -73,6 +79,7 @@ impl Fault {
             Fault::TornWrite => "torn-write",
             Fault::SymlinkFollow => "symlink-follow",
             Fault::TrailingNewline => "trailing-newline",
+            Fault::IdentityOnPause => "identity-on-pause",
         }
     }
 
@@ -90,6 +97,7 @@ impl Fault {
             Fault::TornWrite => &["ID-9"],
             Fault::SymlinkFollow => &["ID-13"],
             Fault::TrailingNewline => &["ID-2"],
+            Fault::IdentityOnPause => &["ID-12"],
         }
     }
 
@@ -119,8 +127,9 @@ impl Fault {
                  directory at /run/ate"
             }
             Fault::NoReset => {
-                "bundle and identity dir are not regenerated: every resume after the first \
-                 reuses the first resumed actor's bundle, and suspend resets nothing"
+                "directories are not regenerated: every resume after the first reuses the first \
+                 resumed actor's identity dir and rootfs (only the bundles' container IDs are new), \
+                 and suspend resets nothing"
             }
             Fault::TornWrite => {
                 "actor-id is truncated and rewritten in place in small chunks (no temp file, \
@@ -130,6 +139,10 @@ impl Fault {
                 "the mount point run/ate is created following symlinks out of the rootfs"
             }
             Fault::TrailingNewline => "actor-id holds the ID followed by a newline",
+            Fault::IdentityOnPause => {
+                "the identity directory is bind-mounted at /run/ate in the pause container too, \
+                 with its mount point in the pause rootfs"
+            }
         }
     }
 }

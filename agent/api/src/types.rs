@@ -86,8 +86,12 @@ impl fmt::Display for Phase {
 /// raw `runsc restore` of the golden image needs (the bench).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GoldenPaths {
-    /// The golden actor's OCI bundle (its `config.json`).
+    /// The golden actor's app container bundle (its `config.json`).
     pub bundle_dir: PathBuf,
+    /// The golden actor's pause container bundle.
+    pub pause_bundle_dir: PathBuf,
+    /// The pause container's program as laid into every pause rootfs.
+    pub pause_bin: PathBuf,
     /// The golden checkpoint image directory.
     pub image_dir: PathBuf,
     /// The template's binary as laid into every rootfs.
@@ -236,8 +240,12 @@ pub struct ActorView {
     pub template: String,
     /// State.
     pub state: ActorState,
-    /// Container ID while running.
+    /// The sandbox ID while running: its pause (root) container's ID.
     pub sandbox: Option<String>,
+    /// The containers of its sandbox while running, pause first (empty
+    /// when suspended). `runsc exec` into the actor targets the app.
+    #[serde(default)]
+    pub containers: Vec<ContainerView>,
     /// Where the next restore comes from.
     pub snapshot: SnapshotSource,
     /// Restores so far.
@@ -252,17 +260,61 @@ pub struct ActorView {
     pub dirs: ActorDirs,
 }
 
+/// A container's part in an actor's sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerRole {
+    /// The sandbox's root (infrastructure) container: no identity (ID-12).
+    Pause,
+    /// The application container: the template's binary, the identity
+    /// mount at `/run/ate`.
+    App,
+}
+
+impl ContainerRole {
+    /// The wire spelling (`pause`, `app`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ContainerRole::Pause => "pause",
+            ContainerRole::App => "app",
+        }
+    }
+}
+
+impl fmt::Display for ContainerRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One container of a running actor's sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerView {
+    /// Pause or app.
+    pub role: ContainerRole,
+    /// Its runsc container ID.
+    pub id: String,
+    /// Its OCI bundle directory (`config.json`).
+    pub bundle: PathBuf,
+    /// Its rootfs on the host.
+    pub rootfs: PathBuf,
+}
+
 /// Host directories of one actor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActorDirs {
     /// Root of everything this actor owns.
     pub root: PathBuf,
-    /// OCI bundle (`config.json`).
+    /// The app container's OCI bundle (`config.json`).
     pub bundle: PathBuf,
-    /// Identity directory, bind-mounted at `/run/ate`.
+    /// Identity directory, bind-mounted at `/run/ate` in the app container.
     pub identity: PathBuf,
-    /// The actor's rootfs.
+    /// The app container's rootfs.
     pub rootfs: PathBuf,
+    /// The pause container's OCI bundle.
+    pub pause_bundle: PathBuf,
+    /// The pause container's own minimal rootfs.
+    pub pause_rootfs: PathBuf,
     /// runsc debug logs, when enabled.
     pub logs: PathBuf,
 }
@@ -274,6 +326,8 @@ impl ActorDirs {
             bundle: root.join("bundle"),
             identity: root.join("identity"),
             rootfs: root.join("rootfs"),
+            pause_bundle: root.join("pause").join("bundle"),
+            pause_rootfs: root.join("pause").join("rootfs"),
             logs: root.join("logs"),
             root: root.to_path_buf(),
         }
@@ -542,6 +596,8 @@ mod tests {
                 reason: None,
                 golden: Some(GoldenPaths {
                     bundle_dir: "/b".into(),
+                    pause_bundle_dir: "/p".into(),
+                    pause_bin: "/pb".into(),
                     image_dir: "/i".into(),
                     image_bin: "/x".into(),
                 }),
@@ -555,6 +611,12 @@ mod tests {
             template: "t".into(),
             state: ActorState::Running,
             sandbox: Some("c".into()),
+            containers: vec![ContainerView {
+                role: ContainerRole::Pause,
+                id: "c".into(),
+                bundle: "/r/pause/bundle".into(),
+                rootfs: "/r/pause/rootfs".into(),
+            }],
             snapshot: SnapshotSource::Own("/o".into()),
             restores: 1,
             last_restore_from: Some(RestoreSource::Own),

@@ -21,16 +21,24 @@ use ate_harness::fixture::{static_bins, BuildOptions, StaticBins};
 pub fn in_process_config(state_dir: PathBuf, runsc: PathBuf) -> ate_refagent::engine::EngineConfig {
     ate_refagent::engine::EngineConfig {
         state_dir,
-        runsc: ate_refagent::runsc::Runsc {
+        runtime: std::sync::Arc::new(ate_refagent::runsc::Runsc {
             program: runsc,
             ..ate_refagent::runsc::Runsc::default()
-        },
+        }),
         helper_bin: std::env::current_exe().unwrap(),
         checker_bin: None,
         golden_health_timeout: Duration::from_secs(1),
         runsc_debug: false,
         fault: None,
     }
+}
+
+/// The IDs of a running actor's containers (pause and app), sorted: what
+/// `GET /sandboxes` and `runsc list` show for it.
+pub fn container_ids(v: &ate_agent_api::ActorView) -> Vec<String> {
+    let mut ids: Vec<String> = v.containers.iter().map(|c| c.id.clone()).collect();
+    ids.sort();
+    ids
 }
 
 /// How long the agent has to print its start-up line.

@@ -59,17 +59,21 @@ pub(crate) fn is_exec(p: &ProcInfo) -> bool {
 }
 
 /// The sandbox's host processes: `runsc-sandbox` and `runsc-gofer` name
-/// the container ID or its bundle (`--bundle=B` / `--bundle B`).
-pub(crate) fn sandbox_mem(procs: &[ProcInfo], cid: &str, bundle: &Path) -> SandboxMem {
-    let bundle = bundle.to_string_lossy();
-    let flag = format!("--bundle={bundle}");
+/// one of its container IDs (pause, app) or bundles (`--bundle=B` /
+/// `--bundle B`).
+pub(crate) fn sandbox_mem(procs: &[ProcInfo], cids: &[&str], bundles: &[&Path]) -> SandboxMem {
+    let bundles: Vec<String> = bundles
+        .iter()
+        .map(|b| b.to_string_lossy().into_owned())
+        .collect();
+    let flags: Vec<String> = bundles.iter().map(|b| format!("--bundle={b}")).collect();
     let mine: Vec<&ProcInfo> = procs
         .iter()
         .filter(|p| !is_exec(p))
         .filter(|p| {
             p.args
                 .iter()
-                .any(|a| a == cid || a == bundle.as_ref() || *a == flag)
+                .any(|a| cids.contains(&a.as_str()) || bundles.contains(a) || flags.contains(a))
         })
         .collect();
     let rss = mine

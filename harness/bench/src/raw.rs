@@ -12,11 +12,30 @@ use ate_harness::cmd::{Cmd, Stdio};
 use serde_json::Value;
 
 use crate::run::{bounded, ms};
-use crate::OP_TIMEOUT;
+use crate::{OP_TIMEOUT, RAW_PREFIX};
 
-/// `runsc --network=none restore --detach --image-path SNAPSHOT --bundle
-/// ROOT/bundle CID`, stdio to `ROOT/console.log`, the container registered
-/// first; returns the restore's milliseconds.
+/// The raw app container ID number `seq` of bench run `run`; its pause
+/// container's ID is [`raw_pause_id`]. Fixed width, and the two differ in
+/// one letter (`-a`/`-p`): runsc resolves an ID given on its command line
+/// as a prefix, so no ID may be a prefix of another.
+pub(crate) fn raw_app_id(run: &str, seq: usize) -> String {
+    format!("{RAW_PREFIX}{run}-a{seq:04}")
+}
+
+/// The pause container ID of the raw sandbox whose app is `app`.
+pub(crate) fn raw_pause_id(app: &str) -> String {
+    match app.rfind("-a") {
+        Some(i) => format!("{}-p{}", &app[..i], &app[i + 2..]),
+        None => format!("{app}-pause"),
+    }
+}
+
+/// A raw sandbox as the agent restores one (`engine/sandbox.rs`): `runsc
+/// --network=none restore --detach --image-path SNAPSHOT --bundle B ID`
+/// of the pause container (`ROOT/pause/bundle`), then of the app container
+/// `cid` (`ROOT/bundle`), with the same image; stdio to
+/// `ROOT/console.log`; both registered first. Returns the milliseconds of
+/// both restores.
 pub(crate) async fn raw_restore(
     runsc: &Path,
     snapshot: &Path,
@@ -25,6 +44,27 @@ pub(crate) async fn raw_restore(
     root: &Path,
 ) -> Result<f64> {
     raw.register(cid)?;
+    let pause = raw_pause_id(cid);
+    let t0 = Instant::now();
+    restore_one(
+        runsc,
+        snapshot,
+        &pause,
+        &root.join("pause").join("bundle"),
+        root,
+    )
+    .await?;
+    restore_one(runsc, snapshot, cid, &root.join("bundle"), root).await?;
+    Ok(ms(t0.elapsed()))
+}
+
+async fn restore_one(
+    runsc: &Path,
+    snapshot: &Path,
+    cid: &str,
+    bundle: &Path,
+    root: &Path,
+) -> Result<()> {
     let console = root.join("console.log");
     let open = || {
         std::fs::OpenOptions::new()
@@ -36,25 +76,25 @@ pub(crate) async fn raw_restore(
         .args(["--network=none", "restore", "--detach", "--image-path"])
         .arg(snapshot)
         .arg("--bundle")
-        .arg(root.join("bundle"))
+        .arg(bundle)
         .arg(cid)
         .timeout(OP_TIMEOUT)
         .stdout(Stdio::file(open()?))
         .stderr(Stdio::file(open()?));
-    let t0 = Instant::now();
     cmd.run().await.with_context(|| {
         format!(
             "raw restore of {cid} failed; console:\n{}",
             std::fs::read_to_string(&console).unwrap_or_default()
         )
     })?;
-    Ok(ms(t0.elapsed()))
+    Ok(())
 }
 
-/// The raw containers of a run: each registered (in memory and as a record
-/// file) before runsc is asked to start it, unregistered only once runsc
-/// deleted it. Whatever is still registered when this is dropped (a panic)
-/// is removed then, by ID.
+/// The raw sandboxes of a run, by app container ID: both containers
+/// registered (in memory and as record files) before runsc is asked to
+/// start either, unregistered only once runsc deleted them (the app, then
+/// the pause). Whatever is still registered when this is dropped (a
+/// panic) is removed then, by ID.
 pub(crate) struct RawSandboxes {
     runsc: PathBuf,
     records: PathBuf,
@@ -75,6 +115,7 @@ impl RawSandboxes {
 
     fn register(&self, cid: &str) -> Result<()> {
         std::fs::write(self.records.join(cid), b"")?;
+        std::fs::write(self.records.join(raw_pause_id(cid)), b"")?;
         self.live.lock().unwrap().insert(cid.to_owned());
         *self.created.lock().unwrap() += 1;
         Ok(())
@@ -84,14 +125,18 @@ impl RawSandboxes {
         *self.created.lock().unwrap()
     }
 
+    /// Removes the app container `cid`, then its pause, each record after
+    /// its container.
     async fn remove(runsc: &Path, records: &Path, cid: &str) -> Result<()> {
-        remove_container(runsc, cid).await?;
-        let _ = std::fs::remove_file(records.join(cid));
+        for id in [cid.to_owned(), raw_pause_id(cid)] {
+            remove_container(runsc, &id).await?;
+            let _ = std::fs::remove_file(records.join(&id));
+        }
         Ok(())
     }
 
-    /// Removes these containers (16 at a time); tries every one, then
-    /// reports those it could not remove.
+    /// Removes these sandboxes, by app container ID (16 at a time); tries
+    /// every one, then reports those it could not remove.
     pub(crate) async fn remove_many(&self, ids: &[String]) -> Result<()> {
         let runsc = self.runsc.clone();
         let records = self.records.clone();
@@ -136,24 +181,26 @@ impl Drop for RawSandboxes {
     fn drop(&mut self) {
         let ids: Vec<String> = self.live.lock().unwrap().iter().cloned().collect();
         std::thread::scope(|s| {
-            for cid in &ids {
+            for app in &ids {
                 let runsc = &self.runsc;
                 s.spawn(move || {
-                    let _ = std::process::Command::new(runsc)
-                        .args(["--network=none", "kill", cid, "KILL"])
-                        .output();
-                    match std::process::Command::new(runsc)
-                        .args(["--network=none", "delete", "-force", cid])
-                        .output()
-                    {
-                        Ok(o) if o.status.success() => {
-                            eprintln!("bench: removed raw container {cid}")
+                    for cid in [app.clone(), raw_pause_id(app)] {
+                        let _ = std::process::Command::new(runsc)
+                            .args(["--network=none", "kill", &cid, "KILL"])
+                            .output();
+                        match std::process::Command::new(runsc)
+                            .args(["--network=none", "delete", "-force", &cid])
+                            .output()
+                        {
+                            Ok(o) if o.status.success() => {
+                                eprintln!("bench: removed raw container {cid}")
+                            }
+                            Ok(o) => eprintln!(
+                                "bench: CANNOT remove raw container {cid}: {}",
+                                String::from_utf8_lossy(&o.stderr).trim()
+                            ),
+                            Err(e) => eprintln!("bench: CANNOT remove raw container {cid}: {e}"),
                         }
-                        Ok(o) => eprintln!(
-                            "bench: CANNOT remove raw container {cid}: {}",
-                            String::from_utf8_lossy(&o.stderr).trim()
-                        ),
-                        Err(e) => eprintln!("bench: CANNOT remove raw container {cid}: {e}"),
                     }
                 });
             }
@@ -223,12 +270,15 @@ pub(crate) async fn sweep_stale_runs(work_root: &Path, runsc: &Path) {
         if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             continue; // a live run
         }
-        for rec in std::fs::read_dir(dir.join("raw-sandboxes"))
+        // Sorted, the app containers (`-a`) come before the pauses (`-p`).
+        let mut recorded: Vec<String> = std::fs::read_dir(dir.join("raw-sandboxes"))
             .into_iter()
             .flatten()
             .flatten()
-        {
-            let cid = rec.file_name().to_string_lossy().into_owned();
+            .map(|rec| rec.file_name().to_string_lossy().into_owned())
+            .collect();
+        recorded.sort();
+        for cid in recorded {
             match remove_container(runsc, &cid).await {
                 Ok(()) => eprintln!("bench: removed raw container {cid} left by {name}"),
                 Err(e) => eprintln!("bench: cannot remove {cid} left by {name}: {e:#}"),

@@ -20,7 +20,9 @@ use tokio::io::AsyncWriteExt;
 use crate::agent::BenchAgent;
 use crate::options::BenchOptions;
 use crate::procfs::{disk_usage, machine, relay_rss_kib, sandbox_mem, scan_procs, SandboxMem};
-use crate::raw::{raw_restore, runsc_list, runsc_state, sweep_stale_runs, RawSandboxes};
+use crate::raw::{
+    raw_app_id, raw_pause_id, raw_restore, runsc_list, runsc_state, sweep_stale_runs, RawSandboxes,
+};
 use crate::relay::{read_response, relay_answers, routed_answers};
 use crate::report::{
     render_table, row_line, targets, write_json, ActorCheck, Checks, Cleanup, FanoutRow,
@@ -253,7 +255,12 @@ pub(crate) struct Ctx {
 pub(crate) struct Golden {
     id: String,
     snapshot: PathBuf,
+    /// The golden app container's `config.json`.
     config: Value,
+    /// The golden pause container's `config.json`.
+    pause_config: Value,
+    /// The pause program the agent lays into every pause rootfs.
+    pause_bin: PathBuf,
     image_bin: PathBuf,
     /// The image binary's path inside the rootfs (`args[0]` without `/`).
     bin_in_rootfs: String,
@@ -391,12 +398,16 @@ impl Ctx {
             .clone()
             .context("a Ready template without golden paths")?;
         let snapshot = paths.image_dir;
-        let config_path = paths.bundle_dir.join("config.json");
-        let config: Value = serde_json::from_slice(
-            &std::fs::read(&config_path)
-                .with_context(|| format!("cannot read {}", config_path.display()))?,
-        )
-        .with_context(|| format!("{} is not JSON", config_path.display()))?;
+        let read_config = |bundle: &Path| -> Result<Value> {
+            let path = bundle.join("config.json");
+            serde_json::from_slice(
+                &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", path.display()))
+        };
+        let config = read_config(&paths.bundle_dir)?;
+        let pause_config = read_config(&paths.pause_bundle_dir)?;
+        let pause_bin = paths.pause_bin;
         let args0 = view.spec.args.first().context("template has no args[0]")?;
         let image_bin = paths.image_bin;
         let timings: BTreeMap<String, u64> = status.timings_ms.clone();
@@ -418,6 +429,8 @@ impl Ctx {
                 id,
                 snapshot,
                 config,
+                pause_config,
+                pause_bin,
                 image_bin,
                 bin_in_rootfs: args0.trim_start_matches('/').to_owned(),
             },
@@ -427,10 +440,33 @@ impl Ctx {
 
     // ------------------------------------------------------------------ raw
 
-    /// Prepares a bare bundle for `cid` under `root` the way the agent
-    /// prepares an actor's: rootfs (binary hard-linked, mount points),
-    /// identity dir holding `id`, the golden's config.json re-pointed.
+    /// Prepares bare bundles for the sandbox of app container `cid` under
+    /// `root` the way the agent prepares an actor's: the pause container's
+    /// own rootfs (the pause program hard-linked) and the golden's pause
+    /// config.json re-pointed, in `root/pause/`; the app rootfs (binary
+    /// hard-linked, mount points), identity dir holding `cid`, the golden's
+    /// config.json re-pointed and wired to the raw pause container.
     fn prepare_raw_bundle(golden: &Golden, root: &Path, cid: &str) -> Result<()> {
+        let pause_rootfs = root.join("pause").join("rootfs");
+        let pause_bundle = root.join("pause").join("bundle");
+        for d in ["proc", "dev", "sys"] {
+            std::fs::create_dir_all(pause_rootfs.join(d))?;
+        }
+        std::fs::hard_link(&golden.pause_bin, pause_rootfs.join("pause")).with_context(|| {
+            format!(
+                "cannot hard-link {} into {}",
+                golden.pause_bin.display(),
+                pause_rootfs.display()
+            )
+        })?;
+        std::fs::create_dir_all(&pause_bundle)?;
+        let mut pause_config = golden.pause_config.clone();
+        pause_config["root"]["path"] = json!(pause_rootfs);
+        std::fs::write(
+            pause_bundle.join("config.json"),
+            serde_json::to_vec_pretty(&pause_config)?,
+        )?;
+
         let rootfs = root.join("rootfs");
         let identity = root.join("identity");
         let bundle = root.join("bundle");
@@ -462,6 +498,7 @@ impl Ctx {
             .find(|m| m["destination"] == "/run/ate")
             .context("golden config.json has no /run/ate mount")?;
         id_mount["source"] = json!(identity);
+        config["annotations"]["io.kubernetes.cri.sandbox-id"] = json!(raw_pause_id(cid));
         std::fs::write(
             bundle.join("config.json"),
             serde_json::to_vec_pretty(&config)?,
@@ -482,7 +519,7 @@ impl Ctx {
             self.seq += 1;
             // Fixed width: runsc resolves an ID given on its command line
             // as a prefix, so `…-2` would be ambiguous beside `…-21`.
-            let cid = format!("{RAW_PREFIX}{}-{:04}", self.run_id, self.seq);
+            let cid = raw_app_id(&self.run_id, self.seq);
             let root = base.join(&cid);
             Self::prepare_raw_bundle(golden, &root, &cid)?;
             items.push((cid, root));
@@ -510,7 +547,13 @@ impl Ctx {
         let procs = scan_procs();
         let mem: Vec<SandboxMem> = items
             .iter()
-            .map(|(cid, root)| sandbox_mem(&procs, cid, &root.join("bundle")))
+            .map(|(cid, root)| {
+                sandbox_mem(
+                    &procs,
+                    &[cid, &raw_pause_id(cid)],
+                    &[&root.join("bundle"), &root.join("pause").join("bundle")],
+                )
+            })
             .collect();
         let disk: Vec<(u64, u64)> = items
             .iter()
@@ -647,9 +690,14 @@ impl Ctx {
         }
 
         let procs = scan_procs();
-        let mem: Vec<SandboxMem> = actors
+        // Each sandbox's processes: those of its pause and app containers.
+        let mem: Vec<SandboxMem> = views
             .iter()
-            .map(|(_, cid, _, bundle, _)| sandbox_mem(&procs, cid, bundle))
+            .map(|(_, v)| {
+                let ids: Vec<&str> = v.containers.iter().map(|c| c.id.as_str()).collect();
+                let bundles: Vec<&Path> = v.containers.iter().map(|c| c.bundle.as_path()).collect();
+                sandbox_mem(&procs, &ids, &bundles)
+            })
             .collect();
         let disk: Vec<(u64, u64)> = actors
             .iter()
@@ -742,7 +790,7 @@ impl Ctx {
         let mut ids = Vec::new();
         for i in 0..self.opts.paired_samples {
             self.seq += 1;
-            let cid = format!("{RAW_PREFIX}{}-{:04}", self.run_id, self.seq);
+            let cid = raw_app_id(&self.run_id, self.seq);
             let root = self.dir.join("raw").join(&cid);
             Self::prepare_raw_bundle(golden, &root, &cid)?;
             let id = format!("p{i}");

@@ -71,9 +71,10 @@ async fn bench_at_n2_restores_from_the_golden_with_own_ids_and_cleans_up() -> an
             "{} N=2 conc={}: samples",
             f.path, f.concurrency
         );
+        // One runsc-sandbox, and a runsc-gofer per container (pause, app).
         assert!(
-            (f.processes_per_sandbox - 2.0).abs() < f64::EPSILON,
-            "{} conc={}: expected runsc-sandbox and runsc-gofer per sandbox, found {}",
+            (f.processes_per_sandbox - 3.0).abs() < f64::EPSILON,
+            "{} conc={}: expected runsc-sandbox and two runsc-gofers per sandbox, found {}",
             f.path,
             f.concurrency,
             f.processes_per_sandbox

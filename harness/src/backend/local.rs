@@ -22,8 +22,9 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::{
-    ActorInfo, ActorState, Backend, Env, Evidence, Golden, HostAccess, HostDirs, IdentityDir,
-    IdentityWatch, RestoreSource, SandboxAccess, TemplateOutcome, TemplatePhase, TryWrite,
+    ActorInfo, ActorState, Backend, ContainerRole, Env, Evidence, Golden, HostAccess,
+    HostContainer, HostDirs, IdentityDir, IdentityWatch, RestoreSource, SandboxAccess,
+    TemplateOutcome, TemplatePhase, TryWrite,
 };
 use ate_checker::Command as Check;
 type BackendResult<T> = super::Result<T>;
@@ -560,9 +561,7 @@ impl Backend for LocalBackend {
                     continue;
                 }
             };
-            if let Some(cid) = &view.sandbox {
-                needles.push(cid.clone());
-            }
+            needles.extend(view.containers.iter().map(|c| c.id.clone()));
             let stem = format!("{}-{}", a.atespace, a.id);
             let cfg = view.dirs.bundle.join("config.json");
             if cfg.exists() {
@@ -570,6 +569,14 @@ impl Backend for LocalBackend {
                 std::fs::copy(&cfg, &to)
                     .with_context(|| format!("cannot copy {}", cfg.display()))?;
                 written.push(to);
+                // The pause container's bundle (ID-12), written with it.
+                let pause = view.dirs.pause_bundle.join("config.json");
+                if pause.exists() {
+                    let to = dir.join(format!("{stem}.pause.config.json"));
+                    std::fs::copy(&pause, &to)
+                        .with_context(|| format!("cannot copy {}", pause.display()))?;
+                    written.push(to);
+                }
             } else {
                 notes.push(format!(
                     "{}/{}: no config.json ({}; the bundle is reset after a suspend, ID-10)",
@@ -705,6 +712,25 @@ impl HostAccess for LocalBackend {
             .await
             .map_err(anyhow::Error::from)?;
         Ok(host_dirs(&v))
+    }
+
+    async fn containers(&self, atespace: &str, id: &str) -> BackendResult<Vec<HostContainer>> {
+        let v = self
+            .client
+            .actor(atespace, id)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(v.containers
+            .iter()
+            .map(|c| HostContainer {
+                role: match c.role {
+                    api::ContainerRole::Pause => ContainerRole::Pause,
+                    api::ContainerRole::App => ContainerRole::App,
+                },
+                id: c.id.clone(),
+                bundle: c.bundle.clone(),
+            })
+            .collect())
     }
 
     async fn rewrite_identity(

@@ -120,6 +120,27 @@ pub struct HostDirs {
     pub logs: Option<PathBuf>,
 }
 
+/// A container's part in an actor's sandbox ([`HostAccess::containers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerRole {
+    /// The sandbox's infrastructure (pause) container: ID-12 says it gets
+    /// no identity mount and no mount point.
+    Pause,
+    /// An application container: it gets the identity mount (ID-1).
+    App,
+}
+
+/// One container of a running actor's sandbox, as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostContainer {
+    /// Pause or app.
+    pub role: ContainerRole,
+    /// The runtime's container ID.
+    pub id: String,
+    /// Its OCI bundle directory (holding `config.json`).
+    pub bundle: PathBuf,
+}
+
 /// How a template deployment ended.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TemplateOutcome {
@@ -185,6 +206,10 @@ pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 pub trait HostAccess: Send + Sync {
     /// The actor's directories on the host.
     async fn actor_dirs(&self, atespace: &str, id: &str) -> Result<HostDirs>;
+
+    /// The containers of a running actor's sandbox (pause and app), with
+    /// their bundles.
+    async fn containers(&self, atespace: &str, id: &str) -> Result<Vec<HostContainer>>;
 
     /// Rewrites a running actor's identity file on the host, cycling
     /// through `values` for `for_ms` ms, then its own ID again. Returns the
