@@ -265,17 +265,17 @@ fn an_unreachable_cluster_fails_every_trial_with_the_reason() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    // The three host trials are skipped on kind (no host access), the
+    // The four host trials are skipped on kind (no host access), the
     // rest fail with the set-up error.
     assert!(
-        stderr.contains("identity: 0 passed, 7 failed, 3 skipped"),
+        stderr.contains("identity: 0 passed, 7 failed, 4 skipped"),
         "{stderr}"
     );
     let suite: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.join("suites/identity.json")).unwrap())
             .unwrap();
     let trials = suite["trials"].as_array().unwrap();
-    assert_eq!(trials.len(), 10);
+    assert_eq!(trials.len(), 11);
     for t in trials {
         let msg = t["message"].as_str().unwrap();
         if t["name"]
@@ -389,7 +389,7 @@ fn dry_run_with_deploy_agent_and_install_prints_the_pipeline_and_the_digest_chec
 }
 
 /// Under CI=true only an unwaived skip fails the run: the nightly kind
-/// job's declared waivers (ci/waivers/kind.txt) turn the three host trials'
+/// job's declared waivers (ci/waivers/kind.txt) turn the four host trials'
 /// skips into *waived* with the reason, in report.json and report.md.
 #[test]
 fn declared_waivers_turn_kind_host_skips_into_waived() {
@@ -429,7 +429,7 @@ fn declared_waivers_turn_kind_host_skips_into_waived() {
         "{md}"
     );
     assert!(
-        stderr.contains("3 trial(s) skipped without a waiver"),
+        stderr.contains("4 trial(s) skipped without a waiver"),
         "{stderr}"
     );
     let (stderr, json, md, merged) = run(true);
@@ -439,7 +439,7 @@ fn declared_waivers_turn_kind_host_skips_into_waived() {
         .iter()
         .filter(|t| t.get("waived").is_some())
         .collect();
-    assert_eq!(waived.len(), 3, "{trials:#?}");
+    assert_eq!(waived.len(), 4, "{trials:#?}");
     for t in waived {
         assert_eq!(t["verdict"], "skip");
         assert!(
