@@ -139,23 +139,17 @@ struct Conn {
 }
 
 /// The relays into one running container: idle keep-alive connections are
-/// reused, new ones are started on demand, and one can be started ahead of
-/// the first request ([`RelayPool::prewarm`], right after a restore), so
-/// that request does not wait for a `runsc exec` (30-70 ms here).
+/// reused, new ones are started on demand.
 pub struct RelayPool {
     runtime: Arc<dyn Runtime>,
     cid: String,
     helper_in_sandbox: String,
     port: u16,
     inner: Mutex<PoolInner>,
-    /// Signalled when a prewarm ends (with or without a connection).
-    warmed: tokio::sync::Notify,
 }
 
 struct PoolInner {
     closed: bool,
-    /// A prewarm is starting a relay.
-    warming: bool,
     idle: Vec<Conn>,
     children: Vec<Spawned>,
 }
@@ -175,56 +169,10 @@ impl RelayPool {
             port,
             inner: Mutex::new(PoolInner {
                 closed: false,
-                warming: false,
                 idle: Vec::new(),
                 children: Vec::new(),
             }),
-            warmed: tokio::sync::Notify::new(),
         })
-    }
-
-    /// Starts one relay in the background and keeps it idle for the next
-    /// request. A request that finds no idle relay while this runs waits
-    /// for it instead of starting its own; if it fails, the request starts
-    /// one as usual. A pool closed meanwhile ends the relay at once.
-    pub fn prewarm(self: &Arc<Self>) {
-        {
-            let mut inner = self.inner.lock().unwrap();
-            if inner.closed || inner.warming || !inner.idle.is_empty() {
-                return;
-            }
-            inner.warming = true;
-        }
-        let pool = self.clone();
-        tokio::spawn(async move {
-            let conn = pool.connect().await;
-            {
-                let mut inner = pool.inner.lock().unwrap();
-                inner.warming = false;
-                match conn {
-                    Ok(c) if !inner.closed => inner.idle.push(c),
-                    Ok(_) => {}
-                    Err(e) => debug!(cid = %pool.cid, error = %e, "prewarming a relay failed; the next request starts one"),
-                }
-            }
-            pool.warmed.notify_waiters();
-        });
-    }
-
-    /// An idle relay, waiting for a prewarm in flight if there is one.
-    async fn idle_or_warming(&self) -> Result<Option<Conn>, RelayError> {
-        loop {
-            let notified = self.warmed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(c) = self.take_idle()? {
-                return Ok(Some(c));
-            }
-            if !self.inner.lock().unwrap().warming {
-                return Ok(None);
-            }
-            notified.await;
-        }
     }
 
     /// Number of relay processes started so far and not yet closed.
@@ -299,7 +247,7 @@ impl RelayPool {
     /// Sends one request into the container and reads the whole response.
     /// The caller bounds the time (`tokio::time::timeout`).
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<FullResponse, RelayError> {
-        let mut conn = match self.idle_or_warming().await? {
+        let mut conn = match self.take_idle()? {
             Some(c) => c,
             None => self.connect().await?,
         };

@@ -397,9 +397,6 @@ impl Engine {
             .await?;
         let restore = t0.elapsed();
         let relays = self.relays(&sandbox.app, port);
-        // The first routed request after a restore should not wait for a
-        // `runsc exec`: start its relay now.
-        relays.prewarm();
         Ok((Running { sandbox, relays }, dirs, restore))
     }
 

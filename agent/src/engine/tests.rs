@@ -394,9 +394,7 @@ mod state_machine {
         let e = f.engine.forward(ATESPACE, "a", req).await.unwrap_err();
         assert!(matches!(e, EngineError::Relay(_)), "{e:?}");
         let execs: Vec<String> = f.rt.calls_of(Op::Exec).into_iter().map(|c| c.cid).collect();
-        // (the relay prewarmed after the restore, then the request's own:
-        // both into the app container, none into the pause)
-        assert!(!execs.is_empty() && execs.iter().all(|c| *c == app.id), "{execs:?}");
+        assert_eq!(execs, std::slice::from_ref(&app.id));
     }
 
     /// An engine on a state dir holding a Ready template, in `fault` mode.
