@@ -23,7 +23,6 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tracing::{debug, info};
 
 use super::exec::Executor;
@@ -775,13 +774,7 @@ fn oci_architecture(path: &Path, elf: &[u8]) -> Result<&'static str, OciError> {
 
 /// `sha256:<lowercase hex>`.
 fn sha256_digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
-    for byte in hash.iter() {
-        out.push_str(&format!("{byte:02x}"));
-    }
-    out
+    format!("sha256:{}", crate::sha256_hex(bytes))
 }
 
 /// The image config, fields in a fixed order.
