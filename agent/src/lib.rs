@@ -25,7 +25,6 @@ pub mod bundle;
 pub mod check;
 pub mod engine;
 pub mod identity;
-pub mod names;
 pub mod pause;
 pub mod relay;
 pub mod rootfs;
@@ -33,6 +32,10 @@ pub mod router;
 pub mod runsc;
 pub mod runtime;
 pub mod server;
+
+/// Names and the Host rules (ID-14, ID-15): they live in `ate-agent-api`,
+/// shared with the node backend's routing front in the harness.
+pub use ate_agent_api::names;
 
 /// Fault modes: the list lives in `ate-agent-api`, the one source the
 /// agent and the self-test read.
