@@ -343,7 +343,13 @@ impl AteletClient {
         }
     }
 
-    async fn unary<Req>(&self, method: &'static str, actor: &str, worker: &str, req: Req) -> Result<(), CallError>
+    async fn unary<Req>(
+        &self,
+        method: &'static str,
+        actor: &str,
+        worker: &str,
+        req: Req,
+    ) -> Result<(), CallError>
     where
         Req: prost::Message + Send + Sync + 'static,
     {
@@ -355,12 +361,15 @@ impl AteletClient {
             message: s.message().to_owned(),
         };
         let mut grpc = self.grpc.clone();
-        grpc.ready()
-            .await
-            .map_err(|e| err(tonic::Status::unavailable(format!("atelet is not reachable: {e}"))))?;
+        grpc.ready().await.map_err(|e| {
+            err(tonic::Status::unavailable(format!(
+                "atelet is not reachable: {e}"
+            )))
+        })?;
         let mut request = tonic::Request::new(req);
         request.set_timeout(self.deadline);
-        let path = PathAndQuery::try_from(format!("/{SERVICE}/{method}")).expect("a valid method path");
+        let path =
+            PathAndQuery::try_from(format!("/{SERVICE}/{method}")).expect("a valid method path");
         let codec = tonic_prost::ProstCodec::<Req, Empty>::default();
         match grpc.unary(request, path, codec).await {
             Ok(_) => Ok(()),

@@ -59,7 +59,9 @@ struct Method<T, Req> {
     _req: PhantomData<fn(Req)>,
 }
 
-impl<T: Send + Sync + 'static, Req: Send + 'static> tonic::server::UnaryService<Req> for Method<T, Req> {
+impl<T: Send + Sync + 'static, Req: Send + 'static> tonic::server::UnaryService<Req>
+    for Method<T, Req>
+{
     type Response = Empty;
     type Future = BoxFuture<Result<Response<Empty>, Status>>;
     fn call(&mut self, request: Request<Req>) -> Self::Future {

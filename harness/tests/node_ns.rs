@@ -40,7 +40,9 @@ async fn http_get(node: &Node, addr: SocketAddr) -> String {
             Err(e) => panic!("cannot connect to {addr} from the node's network: {e}"),
         }
     };
-    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
         .await
@@ -63,12 +65,28 @@ async fn node_and_pods_are_private_and_leave_nothing() {
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let pids = node.holder_pids();
-    assert_eq!(pids.len(), 3, "one holder for the node, one per pod: {pids:?}");
+    assert_eq!(
+        pids.len(),
+        3,
+        "one holder for the node, one per pod: {pids:?}"
+    );
     let (a, b) = (&node.workers()[0], &node.workers()[1]);
 
     // Each pod has its eth0 with its own link-local address.
     for w in [a, b] {
-        let addrs = out(node.in_worker(w, "ip", &["-4".into(), "-o".into(), "addr".into(), "show".into(), "dev".into(), "eth0".into()])).await;
+        let addrs = out(node.in_worker(
+            w,
+            "ip",
+            &[
+                "-4".into(),
+                "-o".into(),
+                "addr".into(),
+                "show".into(),
+                "dev".into(),
+                "eth0".into(),
+            ],
+        ))
+        .await;
         assert!(
             addrs.contains(&format!("inet {}/30", w.pod_addr)),
             "pod {} has no {} on eth0: {addrs}",
@@ -85,7 +103,10 @@ async fn node_and_pods_are_private_and_leave_nothing() {
         .timeout(Duration::from_secs(10))
         .run()
         .await;
-    assert!(rmem.is_err(), "/proc/sys/net/core/rmem_default is still visible in the node");
+    assert!(
+        rmem.is_err(),
+        "/proc/sys/net/core/rmem_default is still visible in the node"
+    );
     let fwd = "/proc/sys/net/ipv4/ip_forward".to_owned();
     let b_before = out(node.in_worker(b, "cat", std::slice::from_ref(&fwd))).await;
     let flipped = if b_before == "1" { "0" } else { "1" };
@@ -96,14 +117,29 @@ async fn node_and_pods_are_private_and_leave_nothing() {
         .run()
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(out(node.in_worker(a, "cat", std::slice::from_ref(&fwd))).await, flipped);
-    assert_eq!(out(node.in_worker(b, "cat", std::slice::from_ref(&fwd))).await, b_before, "pod b's ip_forward changed with a's");
-    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), host_forward, "the host's ip_forward changed");
+    assert_eq!(
+        out(node.in_worker(a, "cat", std::slice::from_ref(&fwd))).await,
+        flipped
+    );
+    assert_eq!(
+        out(node.in_worker(b, "cat", std::slice::from_ref(&fwd))).await,
+        b_before,
+        "pod b's ip_forward changed with a's"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_forward,
+        "the host's ip_forward changed"
+    );
 
     // /var/lib/ateom-gvisor in the node is this run's directory.
     out(node.in_node("touch", &["/var/lib/ateom-gvisor/written-in-node".into()])).await;
     assert!(node.var_lib().join("written-in-node").exists());
-    assert_eq!(Path::new("/var/lib/ateom-gvisor").exists(), host_has_var_lib, "the host's /var/lib changed");
+    assert_eq!(
+        Path::new("/var/lib/ateom-gvisor").exists(),
+        host_has_var_lib,
+        "the host's /var/lib changed"
+    );
 
     // A server in pod a is reached from the node's network, not the host's.
     let www = tmp.path().join("www");
@@ -111,7 +147,18 @@ async fn node_and_pods_are_private_and_leave_nothing() {
     std::fs::write(www.join("index.html"), "served by pod w-a").unwrap();
     let listen = format!("{}:80", a.pod_addr);
     let httpd = node
-        .in_worker(a, "/usr/bin/busybox", &["httpd".into(), "-f".into(), "-p".into(), listen.clone(), "-h".into(), www.display().to_string()])
+        .in_worker(
+            a,
+            "/usr/bin/busybox",
+            &[
+                "httpd".into(),
+                "-f".into(),
+                "-p".into(),
+                listen.clone(),
+                "-h".into(),
+                www.display().to_string(),
+            ],
+        )
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -139,16 +186,25 @@ async fn node_and_pods_are_private_and_leave_nothing() {
     let l = node.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let port = l.local_addr().unwrap().port();
     let accept = tokio::spawn(async move { l.accept().await.map(|_| ()) });
-    node.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.expect("node loopback");
+    node.connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .expect("node loopback");
     accept.await.unwrap().unwrap();
 
     // A host-loopback forward leads to the pod too (clients that dial a
     // plain address: tonic, reqwest).
     let fwd = node.forward(addr).await.unwrap();
-    let mut s = tokio::net::TcpStream::connect(fwd.local_addr()).await.unwrap();
-    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(fwd.local_addr())
+        .await
+        .unwrap();
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(String::from_utf8_lossy(&buf).contains("served by pod w-a"));
     drop(fwd);
 
@@ -159,14 +215,26 @@ async fn node_and_pods_are_private_and_leave_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let left: Vec<_> = pids.iter().filter(|p| alive(**p)).collect();
-    assert!(left.is_empty(), "namespace holders still alive after teardown: {left:?}");
+    assert!(
+        left.is_empty(),
+        "namespace holders still alive after teardown: {left:?}"
+    );
     let host_links = out(Cmd::new("ip").args(["-o", "link", "show"])).await;
-    assert!(!host_links.contains("ate-w"), "a veth of the node is on the host: {host_links}");
+    assert!(
+        !host_links.contains("ate-w"),
+        "a veth of the node is on the host: {host_links}"
+    );
 }
 
 #[tokio::test]
 async fn bad_worker_counts_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let e = Node::create(tmp.path(), &[]).await.err().expect("0 workers refused");
-    assert!(format!("{e:#}").contains("1 to 254 workers, 0 were asked for"), "{e:#}");
+    let e = Node::create(tmp.path(), &[])
+        .await
+        .err()
+        .expect("0 workers refused");
+    assert!(
+        format!("{e:#}").contains("1 to 254 workers, 0 were asked for"),
+        "{e:#}"
+    );
 }

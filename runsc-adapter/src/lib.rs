@@ -61,7 +61,13 @@ pub fn filter(args: &[String], drop: &[String]) -> (Vec<String>, Dropped) {
         }
     }
     let subcommand = subcommand(&kept);
-    (kept, Dropped { subcommand, dropped })
+    (
+        kept,
+        Dropped {
+            subcommand,
+            dropped,
+        },
+    )
 }
 
 /// runsc's subcommand: the first argument that is not a flag or a flag's
@@ -69,7 +75,13 @@ pub fn filter(args: &[String], drop: &[String]) -> (Vec<String>, Dropped) {
 /// a flag not spelled `-f=v` is taken to consume the next argument unless
 /// that looks like a flag too; booleans ateom passes are listed.
 fn subcommand(args: &[String]) -> Option<String> {
-    const BOOLEAN: &[&str] = &["alsologtostderr", "debug", "allow-connected-on-save", "strace", "log-packets"];
+    const BOOLEAN: &[&str] = &[
+        "alsologtostderr",
+        "debug",
+        "allow-connected-on-save",
+        "strace",
+        "log-packets",
+    ];
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
@@ -105,18 +117,64 @@ mod tests {
     fn drops_exactly_the_configured_flags_in_every_spelling() {
         let drop = v(&["allow-connected-on-save", "background"]);
         let (kept, d) = filter(
-            &v(&["-log-format", "json", "--alsologtostderr", "-allow-connected-on-save", "-root", "/r", "start", "c1"]),
+            &v(&[
+                "-log-format",
+                "json",
+                "--alsologtostderr",
+                "-allow-connected-on-save",
+                "-root",
+                "/r",
+                "start",
+                "c1",
+            ]),
             &drop,
         );
-        assert_eq!(kept, v(&["-log-format", "json", "--alsologtostderr", "-root", "/r", "start", "c1"]));
+        assert_eq!(
+            kept,
+            v(&[
+                "-log-format",
+                "json",
+                "--alsologtostderr",
+                "-root",
+                "/r",
+                "start",
+                "c1"
+            ])
+        );
         assert_eq!(d.dropped, v(&["-allow-connected-on-save"]));
         assert_eq!(d.subcommand.as_deref(), Some("start"));
 
         let (kept, d) = filter(
-            &v(&["-root", "/r", "restore", "-bundle", "/b", "-image-path", "/i", "--background=true", "-direct", "-detach", "c1"]),
+            &v(&[
+                "-root",
+                "/r",
+                "restore",
+                "-bundle",
+                "/b",
+                "-image-path",
+                "/i",
+                "--background=true",
+                "-direct",
+                "-detach",
+                "c1",
+            ]),
             &drop,
         );
-        assert_eq!(kept, v(&["-root", "/r", "restore", "-bundle", "/b", "-image-path", "/i", "-direct", "-detach", "c1"]));
+        assert_eq!(
+            kept,
+            v(&[
+                "-root",
+                "/r",
+                "restore",
+                "-bundle",
+                "/b",
+                "-image-path",
+                "/i",
+                "-direct",
+                "-detach",
+                "c1"
+            ])
+        );
         assert_eq!(d.dropped, v(&["--background=true"]));
         assert_eq!(d.subcommand.as_deref(), Some("restore"));
     }
@@ -124,7 +182,16 @@ mod tests {
     #[test]
     fn nothing_else_changes() {
         let drop = v(&["background"]);
-        let args = v(&["-root", "/r", "delete", "-force", "-backgroundx", "---background", "background", "c-background"]);
+        let args = v(&[
+            "-root",
+            "/r",
+            "delete",
+            "-force",
+            "-backgroundx",
+            "---background",
+            "background",
+            "c-background",
+        ]);
         let (kept, d) = filter(&args, &drop);
         assert_eq!(kept, args);
         assert!(d.dropped.is_empty());
@@ -137,6 +204,9 @@ mod tests {
         assert!(supported(help, "bundle"));
         assert!(!supported(help, "back"));
         assert!(!supported(help, "restore"));
-        assert!(!supported("  -net-disconnect-ok\n", "allow-connected-on-save"));
+        assert!(!supported(
+            "  -net-disconnect-ok\n",
+            "allow-connected-on-save"
+        ));
     }
 }

@@ -12,9 +12,10 @@ fn main() {
         Err(e) => fail(&format!("cannot find its own path: {e}")),
     };
     let cfg_path = format!("{}.adapter.json", exe.display());
-    let cfg: Config = match std::fs::read(&cfg_path).map_err(|e| e.to_string()).and_then(|b| {
-        serde_json::from_slice(&b).map_err(|e| e.to_string())
-    }) {
+    let cfg: Config = match std::fs::read(&cfg_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
         Ok(c) => c,
         Err(e) => fail(&format!("cannot read its config {cfg_path}: {e}")),
     };

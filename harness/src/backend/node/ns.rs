@@ -71,7 +71,8 @@ impl Holder {
         loop {
             match std::fs::read_link(holder.ns("net")) {
                 Ok(theirs) if theirs != ours => {
-                    let exe = std::fs::read_link(format!("/proc/{}/exe", holder.pid())).unwrap_or_default();
+                    let exe = std::fs::read_link(format!("/proc/{}/exe", holder.pid()))
+                        .unwrap_or_default();
                     if exe.file_name().is_some_and(|n| n == "cat") {
                         break;
                     }
@@ -143,7 +144,10 @@ pub struct Node {
 /// `.2`. At most 254 workers.
 fn worker_addrs(i: usize) -> (Ipv4Addr, Ipv4Addr) {
     let third = u8::try_from(i + 1).expect("at most 254 workers");
-    (Ipv4Addr::new(169, 254, third, 1), Ipv4Addr::new(169, 254, third, 2))
+    (
+        Ipv4Addr::new(169, 254, third, 1),
+        Ipv4Addr::new(169, 254, third, 2),
+    )
 }
 
 impl Node {
@@ -193,13 +197,37 @@ impl Node {
         // /var/lib are covered (they live under the workspace's target/).
         let steps: Vec<Vec<String>> = vec![
             argv(&["mount", "--bind", "/proc/sys", &s(&real_sys)]),
-            argv(&["mount", "-t", "tmpfs", "-o", "mode=0755", "ate-node-run", "/run"]),
+            argv(&[
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                "mode=0755",
+                "ate-node-run",
+                "/run",
+            ]),
             argv(&["mkdir", "-p", "/run/netns"]),
             argv(&["mount", "--bind", &s(&run_netns), "/run/netns"]),
-            argv(&["mount", "-t", "tmpfs", "-o", "mode=0755", "ate-node-var-lib", "/var/lib"]),
+            argv(&[
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                "mode=0755",
+                "ate-node-var-lib",
+                "/var/lib",
+            ]),
             argv(&["mkdir", "-p", "/var/lib/ateom-gvisor"]),
             argv(&["mount", "--bind", &s(&var_lib), "/var/lib/ateom-gvisor"]),
-            argv(&["mount", "-t", "tmpfs", "-o", "mode=0555", "ate-node-proc-sys-net", "/proc/sys/net"]),
+            argv(&[
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                "mode=0555",
+                "ate-node-proc-sys-net",
+                "/proc/sys/net",
+            ]),
             argv(&["mkdir", "/proc/sys/net/ipv4"]),
             argv(&[
                 "ln",
@@ -210,7 +238,10 @@ impl Node {
             argv(&["ip", "link", "set", "lo", "up"]),
         ];
         for step in &steps {
-            self.in_node(&step[0], &step[1..]).timeout(STEP_TIMEOUT).run().await?;
+            self.in_node(&step[0], &step[1..])
+                .timeout(STEP_TIMEOUT)
+                .run()
+                .await?;
         }
         for (i, uid) in uids.iter().enumerate() {
             let w = self.add_worker(i, uid).await?;
@@ -229,12 +260,25 @@ impl Node {
         let node_if = format!("ate-w{i}");
         let pod = holder.pid().to_string();
         let in_node: Vec<Vec<String>> = vec![
-            argv(&["ip", "link", "add", &node_if, "type", "veth", "peer", "name", "eth0", "netns", &pod]),
-            argv(&["ip", "addr", "add", &format!("{node_addr}/30"), "dev", &node_if]),
+            argv(&[
+                "ip", "link", "add", &node_if, "type", "veth", "peer", "name", "eth0", "netns",
+                &pod,
+            ]),
+            argv(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{node_addr}/30"),
+                "dev",
+                &node_if,
+            ]),
             argv(&["ip", "link", "set", &node_if, "up"]),
         ];
         for step in &in_node {
-            self.in_node(&step[0], &step[1..]).timeout(STEP_TIMEOUT).run().await?;
+            self.in_node(&step[0], &step[1..])
+                .timeout(STEP_TIMEOUT)
+                .run()
+                .await?;
         }
         let worker = Worker {
             uid: uid.to_owned(),
@@ -244,13 +288,30 @@ impl Node {
             holder,
         };
         let in_pod: Vec<Vec<String>> = vec![
-            argv(&["ip", "addr", "add", &format!("{pod_addr}/30"), "dev", "eth0"]),
+            argv(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{pod_addr}/30"),
+                "dev",
+                "eth0",
+            ]),
             argv(&["ip", "link", "set", "eth0", "up"]),
             argv(&["ip", "link", "set", "lo", "up"]),
-            argv(&["ip", "route", "add", "default", "via", &node_addr.to_string()]),
+            argv(&[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &node_addr.to_string(),
+            ]),
         ];
         for step in &in_pod {
-            self.in_worker(&worker, &step[0], &step[1..]).timeout(STEP_TIMEOUT).run().await?;
+            self.in_worker(&worker, &step[0], &step[1..])
+                .timeout(STEP_TIMEOUT)
+                .run()
+                .await?;
         }
         Ok(worker)
     }
@@ -279,7 +340,9 @@ impl Node {
     }
 
     fn holder(&self) -> &Holder {
-        self.holder.as_ref().expect("the node is used after its teardown")
+        self.holder
+            .as_ref()
+            .expect("the node is used after its teardown")
     }
 
     /// The PIDs of the namespace holders (the node's first), for a record
@@ -328,9 +391,12 @@ impl Node {
                         Ok(mut outbound) => {
                             let _ = inbound.set_nodelay(true);
                             let _ = outbound.set_nodelay(true);
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
-                        Err(e) => debug!(%target, error = %e, "forward into the node: connect failed"),
+                        Err(e) => {
+                            debug!(%target, error = %e, "forward into the node: connect failed")
+                        }
                     }
                 });
             }
@@ -394,7 +460,10 @@ impl Drop for Forward {
 
 /// A TCP connection to `addr` made in the network namespace at `netns`.
 pub async fn connect_in(netns: &Path, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
-    let std = in_netns(netns, move || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))).await?;
+    let std = in_netns(netns, move || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    })
+    .await?;
     std.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(std)
 }

@@ -51,8 +51,12 @@ impl S3Endpoint {
         secret_key: &str,
     ) -> Result<S3Endpoint> {
         let addr = listener.local_addr()?;
-        std::fs::create_dir_all(root.join(bucket))
-            .with_context(|| format!("cannot create the bucket directory {}", root.join(bucket).display()))?;
+        std::fs::create_dir_all(root.join(bucket)).with_context(|| {
+            format!(
+                "cannot create the bucket directory {}",
+                root.join(bucket).display()
+            )
+        })?;
         let fs = s3s_fs::FileSystem::new(root)
             .map_err(|e| anyhow::anyhow!("cannot open {} as an S3 store: {e:?}", root.display()))?;
         let service = {

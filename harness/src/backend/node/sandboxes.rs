@@ -60,19 +60,27 @@ pub fn leftovers(layout: &Layout) -> Result<Vec<Leftover>> {
         let actor_dir = actor.file_name().to_string_lossy().into_owned();
         let state_dir = actor.path().join("runsc-state");
         let root_arg = format!("--root={IN_NODE}/actors/{actor_dir}/runsc-state");
-        for f in std::fs::read_dir(&state_dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(&state_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let path = f.path();
             if path.extension().is_none_or(|e| e != "state") {
                 continue;
             }
-            let Ok(text) = std::fs::read(&path) else { continue };
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
             let Ok(state) = serde_json::from_slice::<StateFile>(&text) else {
                 warn!(file = %path.display(), "unreadable runsc state file");
                 continue;
             };
             let sandbox = state.sandbox.as_ref().map_or(0, |s| s.pid);
             for (role, pid) in [("runsc-sandbox", sandbox), ("runsc-gofer", state.gofer_pid)] {
-                let Ok(pid) = u32::try_from(pid) else { continue };
+                let Ok(pid) = u32::try_from(pid) else {
+                    continue;
+                };
                 if pid != 0 && runs_as(pid, &root_arg) {
                     found.push(Leftover {
                         container: state.id.clone(),
@@ -109,7 +117,10 @@ pub async fn kill_leftovers(layout: &Layout) -> Result<Vec<Leftover>> {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let alive: Vec<&Leftover> = found.iter().filter(|l| Path::new(&format!("/proc/{}", l.pid)).exists()).collect();
+        let alive: Vec<&Leftover> = found
+            .iter()
+            .filter(|l| Path::new(&format!("/proc/{}", l.pid)).exists())
+            .collect();
         if alive.is_empty() {
             return Ok(found);
         }
