@@ -389,6 +389,7 @@ async fn symlinks_are_in_the_layer() -> anyhow::Result<()> {
             binary: &probe,
             path_in_image: "probe",
             symlinks: &symlinks,
+            extra_binaries: &[],
         };
         let image = build_image(&spec)?;
         push(&http, &repo, "symlinks", &image).await?;

@@ -237,6 +237,10 @@ pub struct ImageSpec<'a> {
     /// Extra symlinks: path in the image (relative, like `path_in_image`)
     /// and target (written as given, absolute or with `..`).
     pub symlinks: &'a [(String, String)],
+    /// More static executables beside the entrypoint: the file and its
+    /// path in the image (relative). The node backend ships the harness's
+    /// checker in the probe image this way, to run it with `runsc exec`.
+    pub extra_binaries: &'a [(PathBuf, String)],
 }
 
 impl<'a> ImageSpec<'a> {
@@ -247,6 +251,7 @@ impl<'a> ImageSpec<'a> {
             binary,
             path_in_image,
             symlinks: &[],
+            extra_binaries: &[],
         }
     }
 }
@@ -364,9 +369,28 @@ impl BuiltImage {
 pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage, OciError> {
     let binary = read_static_binary(spec.binary)?;
     let architecture = oci_architecture(spec.binary, &binary)?;
+    let mut extras = Vec::with_capacity(spec.extra_binaries.len());
+    for (file, _) in spec.extra_binaries {
+        let bytes = read_static_binary(file)?;
+        let arch = oci_architecture(file, &bytes)?;
+        if arch != architecture {
+            return Err(OciError::InvalidSpec {
+                problem: format!(
+                    "{} is {arch} but the entrypoint {} is {architecture}: an image has one architecture",
+                    file.display(),
+                    spec.binary.display()
+                ),
+            });
+        }
+        extras.push(bytes);
+    }
     let entries = layout(spec)?;
 
-    let tar = write_tar(&entries, spec.path_in_image, &binary).map_err(OciError::Layer)?;
+    let mut files: Vec<(&str, &[u8])> = vec![(spec.path_in_image, &binary)];
+    for ((_, path), bytes) in spec.extra_binaries.iter().zip(&extras) {
+        files.push((path, bytes));
+    }
+    let tar = write_tar(&entries, &files).map_err(OciError::Layer)?;
     let diff_id = sha256_digest(&tar);
     let layer = Blob::new(LAYER_MEDIA_TYPE, gzip(&tar).map_err(OciError::Layer)?);
 
@@ -616,7 +640,8 @@ pub async fn push_with(
 #[derive(Debug, PartialEq, Eq)]
 enum Entry<'a> {
     Dir(String),
-    Binary,
+    /// The n-th executable: 0 the entrypoint, then `extra_binaries`.
+    Binary(usize),
     Symlink(&'a str, &'a str),
 }
 
@@ -627,6 +652,14 @@ fn layout<'a>(spec: &ImageSpec<'a>) -> Result<Vec<Entry<'a>>, OciError> {
     check_image_path(spec.path_in_image)
         .map_err(|problem| invalid(format!("path_in_image `{}` {problem}", spec.path_in_image)))?;
     let mut files: Vec<&str> = vec![spec.path_in_image];
+    for (_, path) in spec.extra_binaries {
+        check_image_path(path)
+            .map_err(|problem| invalid(format!("extra binary path `{path}` {problem}")))?;
+        if files.contains(&path.as_str()) {
+            return Err(invalid(format!("`{path}` is in the image twice")));
+        }
+        files.push(path);
+    }
     for (path, target) in spec.symlinks {
         check_image_path(path)
             .map_err(|problem| invalid(format!("symlink path `{path}` {problem}")))?;
@@ -659,7 +692,7 @@ fn layout<'a>(spec: &ImageSpec<'a>) -> Result<Vec<Entry<'a>>, OciError> {
         }
     }
     let mut entries: Vec<Entry> = dirs.into_iter().map(Entry::Dir).collect();
-    entries.push(Entry::Binary);
+    entries.extend((0..=spec.extra_binaries.len()).map(Entry::Binary));
     entries.extend(
         spec.symlinks
             .iter()
@@ -688,7 +721,7 @@ fn check_image_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn write_tar(entries: &[Entry], binary_path: &str, binary: &[u8]) -> io::Result<Vec<u8>> {
+fn write_tar(entries: &[Entry], files: &[(&str, &[u8])]) -> io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     for entry in entries {
         match entry {
@@ -696,9 +729,10 @@ fn write_tar(entries: &[Entry], binary_path: &str, binary: &[u8]) -> io::Result<
                 let mut header = header(tar::EntryType::Directory, 0o755, 0);
                 tar.append_data(&mut header, format!("{dir}/"), io::empty())?;
             }
-            Entry::Binary => {
-                let mut header = header(tar::EntryType::Regular, 0o755, binary.len() as u64);
-                tar.append_data(&mut header, binary_path, binary)?;
+            Entry::Binary(n) => {
+                let (path, bytes) = files[*n];
+                let mut header = header(tar::EntryType::Regular, 0o755, bytes.len() as u64);
+                tar.append_data(&mut header, path, bytes)?;
             }
             Entry::Symlink(path, target) => {
                 let mut header = header(tar::EntryType::Symlink, 0o777, 0);
@@ -1273,6 +1307,7 @@ mod tests {
             binary: &bin,
             path_in_image: "bin/probe",
             symlinks: &symlinks,
+            extra_binaries: &[],
         };
         let image = build_image(&spec).unwrap();
         let entries = untar(&image);
@@ -1357,6 +1392,7 @@ mod tests {
                 binary: &bin,
                 path_in_image: path,
                 symlinks: &symlinks,
+                extra_binaries: &[],
             };
             let err = build_image(&spec).unwrap_err().to_string();
             assert!(err.contains(want), "{path} {symlinks:?}: {err}");
@@ -1367,6 +1403,7 @@ mod tests {
             binary: &bin,
             path_in_image: "probe",
             symlinks: &run,
+            extra_binaries: &[],
         };
         let names: Vec<String> = untar(&build_image(&spec).unwrap())
             .into_iter()
