@@ -33,6 +33,7 @@ pub const CHECKER_BIN_ENV: &str = "ATE_CHECKER_BIN";
 const PROBE_PACKAGE: (&str, &str) = ("ate-probe", "ate-probe");
 const AGENT_PACKAGE: (&str, &str) = ("ate-refagent", "ate-refagent");
 const CHECKER_PACKAGE: (&str, &str) = ("ate-checker", ate_checker::BIN_NAME);
+const ADAPTER_PACKAGE: (&str, &str) = ("ate-runsc-adapter", "ate-runsc-adapter");
 const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
 const LOCK_FILE: &str = ".ate-build.lock";
 const LOCK_POLL: Duration = Duration::from_millis(100);
@@ -263,6 +264,16 @@ pub async fn static_bins(opts: &BuildOptions) -> Result<StaticBins, FixtureError
     debug!(probe = %bins.probe.display(), agent = %bins.agent.display(),
         checker = %bins.checker.display(), "static binaries");
     Ok(bins)
+}
+
+/// The runsc adapter (crate `runsc-adapter`), built like the others: the
+/// node backend places it in atelet's asset cache, where ateom-gvisor runs
+/// it in the node's mount namespace. Built on demand, in its own `cargo
+/// build` under the same lock, so a suite on another backend never pays
+/// for it.
+pub async fn runsc_adapter(opts: &BuildOptions) -> Result<PathBuf, FixtureError> {
+    let built = build_static(opts, &[ADAPTER_PACKAGE]).await?;
+    Ok(built.into_iter().next().expect("one package, one binary"))
 }
 
 /// An override is used only if it is an executable, static ELF file.
