@@ -92,6 +92,17 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Started as `/pause` with no arguments, as atelet starts the pause
+    // container of every sandbox (upstream `cmd/atelet/main.go:682-692`:
+    // the process is `/pause` alone, like Kubernetes' pause image): the
+    // node backend's pause image holds this binary at `/pause`.
+    let mut argv = std::env::args_os();
+    let named_pause = argv
+        .next()
+        .is_some_and(|a0| std::path::Path::new(&a0).file_name() == Some("pause".as_ref()));
+    if named_pause && argv.next().is_none() {
+        return ate_refagent::pause::run_in_sandbox();
+    }
     let cli = Cli::parse();
     match cli.cmd {
         Command::Relay { port } => ate_refagent::relay::run_in_sandbox(port),
