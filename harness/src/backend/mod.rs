@@ -211,6 +211,14 @@ pub trait HostAccess: Send + Sync {
     /// their bundles.
     async fn containers(&self, atespace: &str, id: &str) -> Result<Vec<HostContainer>>;
 
+    /// A path as the runtime wrote it in a bundle (a mount's source, an
+    /// absolute `root.path`), as the harness sees it on the host. The same
+    /// path unless the runtime lives in a mount namespace of its own (the
+    /// node backend: `/var/lib/ateom-gvisor` is this run's directory).
+    fn host_path(&self, seen_by_runtime: &Path) -> PathBuf {
+        seen_by_runtime.to_owned()
+    }
+
     /// Rewrites a running actor's identity file on the host, cycling
     /// through `values` for `for_ms` ms, then its own ID again. Returns the
     /// number of writes.
