@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::kind::{self, KindBackend, KindFlags, KindOptions};
 use super::local::{self, LocalBackend, LocalFlags, LocalOptions};
+use super::node::{self, NodeBackend, NodeFlags, NodeOptions};
 use super::Backend;
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,7 @@ pub struct RunContext {
 }
 
 /// Backends this build can drive.
-pub const BACKENDS: &[&str] = &["local", "kind"];
+pub const BACKENDS: &[&str] = &["local", "kind", "node"];
 
 /// The selected backend with its own options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,11 +40,17 @@ pub enum BackendOptions {
     Local(LocalFlags),
     /// Agent Substrate on a kind cluster.
     Kind(KindFlags),
+    /// The user's atelet and ateom-gvisor on this machine.
+    Node(NodeFlags),
 }
 
 /// Every backend's flag group, by backend name.
 pub fn flag_groups() -> Vec<(&'static str, &'static [Spec])> {
-    vec![("local", local::FLAGS), ("kind", kind::FLAGS)]
+    vec![
+        ("local", local::FLAGS),
+        ("kind", kind::FLAGS),
+        ("node", node::FLAGS),
+    ]
 }
 
 /// The options of backend `name`, read and checked.
@@ -51,6 +58,7 @@ pub fn parse(name: &str, values: &Values<'_>) -> anyhow::Result<BackendOptions> 
     match name {
         "local" => Ok(BackendOptions::Local(LocalFlags::from_values(values)?)),
         "kind" => Ok(BackendOptions::Kind(KindFlags::from_values(values)?)),
+        "node" => Ok(BackendOptions::Node(NodeFlags::from_values(values)?)),
         other => anyhow::bail!(
             "unknown backend {other:?}: valid backends are: {}",
             BACKENDS.join(", ")
@@ -64,6 +72,7 @@ impl BackendOptions {
         match self {
             BackendOptions::Local(_) => "local",
             BackendOptions::Kind(_) => "kind",
+            BackendOptions::Node(_) => "node",
         }
     }
 
@@ -71,7 +80,7 @@ impl BackendOptions {
     /// takes minutes (upstream waits up to 5).
     pub fn default_golden_timeout(&self) -> Duration {
         match self {
-            BackendOptions::Local(_) => Duration::from_secs(60),
+            BackendOptions::Local(_) | BackendOptions::Node(_) => Duration::from_secs(60),
             BackendOptions::Kind(_) => Duration::from_secs(300),
         }
     }
@@ -79,11 +88,13 @@ impl BackendOptions {
     /// What this machine lacks for the backend, if anything; the runner
     /// skips every trial with this reason. The kind backend checks its own
     /// prerequisites in its preflight, where a failure fails every trial:
-    /// a user who asked for a cluster gets no silent skip.
+    /// a user who asked for a cluster gets no silent skip. So does the node
+    /// backend, in `bring_up`: a user who gave (or forgot) their atelet
+    /// build must hear what is wrong as a failure.
     pub fn prerequisites(&self, probe_bin: Option<&Path>) -> Option<String> {
         match self {
             BackendOptions::Local(f) => f.prerequisites(probe_bin),
-            BackendOptions::Kind(_) => None,
+            BackendOptions::Kind(_) | BackendOptions::Node(_) => None,
         }
     }
 
@@ -91,7 +102,7 @@ impl BackendOptions {
     /// starts, so trials that need the host are handed to libtest as
     /// ignored, with the reason, instead of running to a skip.
     pub fn sees_host(&self) -> bool {
-        matches!(self, BackendOptions::Local(_))
+        matches!(self, BackendOptions::Local(_) | BackendOptions::Node(_))
     }
 
     /// Print the plan instead of running (`--dry-run`, kind only).
@@ -103,7 +114,7 @@ impl BackendOptions {
     pub fn agent_fault(&self) -> Option<&str> {
         match self {
             BackendOptions::Local(f) => f.agent_fault.as_deref(),
-            BackendOptions::Kind(_) => None,
+            BackendOptions::Kind(_) | BackendOptions::Node(_) => None,
         }
     }
 }
@@ -122,6 +133,19 @@ pub async fn start(
             started(kind.clone());
             kind.bring_up().await?;
             Ok(kind)
+        }
+        BackendOptions::Node(n) => {
+            let node = Arc::new(NodeBackend::new(NodeOptions {
+                run_id: opts.run_id.clone(),
+                flags: n.clone(),
+                probe_bin: opts.probe_bin.clone(),
+                state_root: paths::state_root().join("node"),
+                log_dir: opts.report_dir.join("logs"),
+                start_timeout: Duration::from_secs(30),
+            }));
+            started(node.clone());
+            node.bring_up().await?;
+            Ok(node)
         }
         BackendOptions::Local(l) => {
             let local: Arc<dyn Backend> = Arc::new(

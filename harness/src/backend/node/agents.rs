@@ -77,11 +77,15 @@ fn log_file(logs: &Path, name: &str) -> Result<std::fs::File> {
     std::fs::File::create(&p).with_context(|| format!("cannot create {}", p.display()))
 }
 
-/// The last lines of a log, for an error message.
-fn tail(path: &Path) -> String {
+/// The last `n` lines of a log, for an error message.
+pub(super) fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(8)..].join("\n")
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn tail(path: &Path) -> String {
+    log_tail(path, 8)
 }
 
 impl NodeAgents {
@@ -96,7 +100,8 @@ impl NodeAgents {
         logs: &Path,
         deadline: Duration,
     ) -> Result<NodeAgents> {
-        std::fs::create_dir_all(logs).with_context(|| format!("cannot create {}", logs.display()))?;
+        std::fs::create_dir_all(logs)
+            .with_context(|| format!("cannot create {}", logs.display()))?;
         let mut me = NodeAgents {
             atelet: None,
             ateoms: Vec::new(),
@@ -144,7 +149,11 @@ impl NodeAgents {
         for w in node.workers() {
             let log = log_file(&self.logs, &format!("ateom-{}.log", w.uid))?;
             let ateom = node
-                .in_worker(w, &bins.ateom.display().to_string(), &[format!("--pod-uid={}", w.uid)])
+                .in_worker(
+                    w,
+                    &bins.ateom.display().to_string(),
+                    &[format!("--pod-uid={}", w.uid)],
+                )
                 .stdin(Stdio::null())
                 .stdout_file(log.try_clone()?)
                 .stderr_file(log)
