@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         .trial_needing(
             "host::atomic_rewrite_is_never_torn",
             &["ID-9"],
-            Needs::HOST,
+            Needs::HOST_REWRITE,
             atomic_rewrite_is_never_torn,
         )
         .trial_needing(

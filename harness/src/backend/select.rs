@@ -105,6 +105,15 @@ impl BackendOptions {
         matches!(self, BackendOptions::Local(_) | BackendOptions::Node(_))
     }
 
+    /// Why the backend has no hook to rewrite a running actor's identity
+    /// file (ID-9), when it has none; known before it starts.
+    pub fn no_identity_rewrite(&self) -> Option<&'static str> {
+        match self {
+            BackendOptions::Node(_) => Some(node::NO_REWRITE_HOOK),
+            BackendOptions::Local(_) | BackendOptions::Kind(_) => None,
+        }
+    }
+
     /// Print the plan instead of running (`--dry-run`, kind only).
     pub fn dry_run(&self) -> bool {
         matches!(self, BackendOptions::Kind(k) if k.dry_run)

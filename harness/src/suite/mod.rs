@@ -57,11 +57,22 @@ type Body = Arc<dyn Fn(Ctx) -> BoxFut + Send + Sync>;
 pub struct Needs {
     /// [`HostAccess`](crate::backend::HostAccess): the actors' host.
     pub host: bool,
+    /// [`HostAccess::rewrite_identity`](crate::backend::HostAccess::rewrite_identity):
+    /// a hook that rewrites a running actor's identity file.
+    pub rewrite: bool,
 }
 
 impl Needs {
     /// The trial needs to see the actors' host.
-    pub const HOST: Needs = Needs { host: true };
+    pub const HOST: Needs = Needs {
+        host: true,
+        rewrite: false,
+    };
+    /// The trial rewrites a running actor's identity file on the host.
+    pub const HOST_REWRITE: Needs = Needs {
+        host: true,
+        rewrite: true,
+    };
 }
 
 pub(crate) struct TrialDef {
@@ -160,6 +171,7 @@ impl Suite {
         }
         let sees_host = opts.backend.sees_host();
         let backend_name = opts.backend.name();
+        let opts_backend = opts.backend.clone();
         let rt = Arc::new(
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -177,6 +189,9 @@ impl Suite {
                 let skip = match &missing {
                     Some(reason) => Some(format!("prerequisite missing: {reason}")),
                     None if def.needs.host && !sees_host => Some(trial::no_host(backend_name)),
+                    None if def.needs.rewrite => opts_backend
+                        .no_identity_rewrite()
+                        .map(|why| format!("backend {backend_name} cannot rewrite a running actor's identity file: {why}")),
                     None => None,
                 };
                 let (shared, rt) = (shared.clone(), rt.clone());

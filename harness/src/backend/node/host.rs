@@ -142,9 +142,10 @@ impl HostAccess for NodeBackend {
     ) -> BackendResult<u64> {
         Err(BackendError::Unsupported {
             backend: "node",
-            what: "rewrite a running actor's identity file: atelet writes actor-id once per Run/Restore \
-                   (cmd/atelet/main.go:648) and has no hook to rewrite it while the actor runs"
-                .into(),
+            what: format!(
+                "rewrite a running actor's identity file: {}",
+                super::NO_REWRITE_HOOK
+            ),
         })
     }
 

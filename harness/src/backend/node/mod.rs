@@ -77,6 +77,10 @@ pub const CHECKER_IN_IMAGE: &str = "ate-check";
 /// The flags the adapter drops: the two of ateom's that runsc 20240729
 /// lacks (CONTRACT.md V; `cmd/ateom-gvisor/runsc.go:75-105, 176-210`).
 pub const DROPPED_FLAGS: [&str; 2] = ["allow-connected-on-save", "background"];
+/// Why ID-9's rewrite hook cannot exist on a real node.
+pub const NO_REWRITE_HOOK: &str =
+    "atelet writes actor-id once per Run/Restore (cmd/atelet/main.go:648) and has \
+     no hook to rewrite it while the actor runs";
 /// One atelet call's deadline.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -162,6 +166,12 @@ impl NodeBackend {
             ateom: flags.ateom.clone().expect("checked"),
         };
         let t0 = Instant::now();
+        let mut phases: Vec<(&str, Duration)> = Vec::new();
+        let mut mark = Instant::now();
+        let mut phase = |name: &'static str, phases: &mut Vec<(&str, Duration)>| {
+            phases.push((name, mark.elapsed()));
+            mark = Instant::now();
+        };
         std::fs::create_dir_all(&self.opts.state_root)
             .with_context(|| format!("cannot create {}", self.opts.state_root.display()))?;
         for line in record::gc_stale_runs(&self.opts.state_root).await? {
@@ -173,6 +183,7 @@ impl NodeBackend {
         std::fs::create_dir_all(&self.opts.log_dir)
             .with_context(|| format!("cannot create {}", self.opts.log_dir.display()))?;
         let rec = RunRecord::create(&self.run_dir)?;
+        phase("gc", &mut phases);
 
         let prints = vec![
             agents::fingerprint(&bins.atelet).await?,
@@ -192,6 +203,7 @@ impl NodeBackend {
         let statics = crate::fixture::static_bins(&build).await?;
         let adapter = crate::fixture::runsc_adapter(&build).await?;
         let probe = self.opts.probe_bin.clone().unwrap_or(statics.probe.clone());
+        phase("binaries", &mut phases);
 
         let uids: Vec<String> = (0..flags.workers)
             .map(|i| format!("w{i}-{}", self.opts.run_id))
@@ -207,6 +219,7 @@ impl NodeBackend {
                 pid,
             )?;
         }
+        phase("namespaces", &mut phases);
         let layout = Layout::new(&node.var_lib());
         let netns = node.netns();
         let mut parts_node = Some(node);
@@ -233,6 +246,7 @@ impl NodeBackend {
                 rec.add("docker-registry", pid)?;
             }
             let (runsc_sha, adapter_log) = self.place_adapter(&layout, &adapter, &flags.runsc)?;
+            let agents_started = Instant::now();
             let agents = NodeAgents::start(
                 node,
                 &bins,
@@ -273,7 +287,9 @@ impl NodeBackend {
                 logs,
             ));
             let front = Front::start(control.clone(), netns.clone()).await?;
+            let agents_took = agents_started.elapsed();
             Ok::<_, anyhow::Error>((
+                agents_took,
                 s3,
                 registry,
                 agents,
@@ -285,18 +301,19 @@ impl NodeBackend {
             ))
         }
         .await;
-        let (s3, registry, agents, forward, front, control, runsc_sha, adapter_log) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                if let Some(node) = parts_node.take() {
-                    let _ = sandboxes::kill_leftovers(&layout).await;
-                    if let Err(t) = node.teardown().await {
-                        warn!(error = %format!("{t:#}"), "node teardown after a failed start");
+        let (agents_took, s3, registry, agents, forward, front, control, runsc_sha, adapter_log) =
+            match result {
+                Ok(v) => v,
+                Err(e) => {
+                    if let Some(node) = parts_node.take() {
+                        let _ = sandboxes::kill_leftovers(&layout).await;
+                        if let Err(t) = node.teardown().await {
+                            warn!(error = %format!("{t:#}"), "node teardown after a failed start");
+                        }
                     }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-        };
+            };
         let front_addr = front.addr();
         let pause_image_bin = statics.agent.clone();
         *self.parts.lock().expect("parts lock") = Some(Parts {
@@ -307,7 +324,9 @@ impl NodeBackend {
             _atelet_forward: forward,
             front,
         });
+        phase("S3, registry, atelet and ateoms, front", &mut phases);
         let pause_image = self.push_pause(&pause_image_bin).await?;
+        phase("pause image", &mut phases);
         let _ = self.up.set(Up {
             control,
             front: front_addr,
@@ -325,10 +344,19 @@ impl NodeBackend {
             ms = t0.elapsed().as_millis() as u64,
             "node up: namespaces, S3, registry, atelet and ateoms, routing front"
         );
+        let shown: Vec<String> = phases
+            .iter()
+            .map(|(n, d)| format!("{n} {:.2} s", d.as_secs_f64()))
+            .chain(std::iter::once(format!(
+                "of which atelet and ateoms ready {:.2} s",
+                agents_took.as_secs_f64()
+            )))
+            .collect();
         eprintln!(
-            "node: up in {:.2} s ({} workers; atelet {}, ateom {})",
+            "node: up in {:.2} s with {} workers ({}); atelet {}, ateom {}",
             t0.elapsed().as_secs_f64(),
             flags.workers,
+            shown.join(", "),
             bins.atelet.display(),
             bins.ateom.display()
         );
