@@ -296,6 +296,11 @@ async fn gc(state_root: Option<PathBuf>) -> anyhow::Result<()> {
     {
         println!("kind: {line}");
     }
+    // node runs: by their records (PIDs with start times) and runsc's
+    // state files in each run's node directory.
+    for line in ate_harness::backend::node::record::gc_stale_runs(&root.join("node")).await? {
+        println!("node: {line}");
+    }
     let bins =
         ate_harness::fixture::static_bins(&ate_harness::fixture::BuildOptions::default()).await?;
     let removed = ate_harness::backend::local::gc_stale_runs(&bins.agent, &root, true).await?;

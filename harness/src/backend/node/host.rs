@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
 use super::layout::{Layout, IN_NODE};
-use super::{NodeBackend, APP_CONTAINER, CHECKER_IN_IMAGE, NAMESPACE, PAUSE_CONTAINER};
+use super::{NodeBackend, APP_CONTAINER, CHECKER_IN_IMAGE, PAUSE_CONTAINER};
 use crate::backend::{
     BackendError, ContainerRole, Env, Evidence, HostAccess, HostContainer, HostDirs, IdentityDir,
     IdentityWatch, Result as BackendResult, SandboxAccess, TemplateOutcome, TemplatePhase,
@@ -45,7 +45,7 @@ impl NodeBackend {
         actor: &str,
         cmd: &ate_checker::Command,
     ) -> Result<T> {
-        let root = Layout::new(Path::new(IN_NODE)).runsc_state(NAMESPACE, template, actor);
+        let root = Layout::new(Path::new(IN_NODE)).runsc_state(&self.namespace(), template, actor);
         let runsc = which::which(&self.opts.flags.runsc)
             .with_context(|| format!("runsc {} not found", self.opts.flags.runsc.display()))?;
         let mut argv = vec![

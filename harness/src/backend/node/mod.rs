@@ -63,9 +63,6 @@ use super::{
 use crate::router::{RoutedResponse, RouterClient};
 use crate::run_id::RunId;
 
-/// The namespace atelet is told for every template of a run (atelet knows
-/// no atespaces; a DNS-1123 label, `internal/resources/validate.go:42-59`).
-pub const NAMESPACE: &str = "ate-conformance";
 /// The probe's container name (not `pause`, which is reserved,
 /// `validate.go:80-100`).
 pub const APP_CONTAINER: &str = "probe";
@@ -146,6 +143,15 @@ impl NodeBackend {
             up: OnceLock::new(),
             golden_evidence: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The template namespace atelet is told for every template of this
+    /// run: `ate-conf-<run>` (atelet knows no atespaces; a DNS-1123 label,
+    /// `internal/resources/validate.go:42-59`). It makes every actor
+    /// directory of the run its own (`<ns>:<template>:<id>`), which
+    /// [`sandboxes`] relies on to never kill another run's process.
+    pub fn namespace(&self) -> String {
+        self.opts.run_id.namespace()
     }
 
     fn up(&self) -> Result<&Up> {
@@ -498,17 +504,17 @@ impl NodeBackend {
                 .as_ref()
                 .ok_or_else(|| anyhow!("the node is torn down"))?
                 .s3
-                .uri_prefix(NAMESPACE, name)
+                .uri_prefix(&self.namespace(), name)
         };
         let t = Instant::now();
         let w = up
             .control
-            .run_golden(NAMESPACE, name, &golden_id, &spec, self.assets()?)
+            .run_golden(&self.namespace(), name, &golden_id, &spec, self.assets()?)
             .await?;
         let ran = t.elapsed();
         let target = Target {
             ateom_uid: up.control.workers().uid(w).to_owned(),
-            namespace: NAMESPACE.into(),
+            namespace: self.namespace(),
             template: name.to_owned(),
             actor_id: golden_id.clone(),
         };
@@ -539,7 +545,7 @@ impl NodeBackend {
         up.control.add_template(
             name,
             TemplateRec {
-                namespace: NAMESPACE.into(),
+                namespace: self.namespace(),
                 spec,
                 golden_uri: uri.clone(),
             },
