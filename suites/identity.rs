@@ -921,6 +921,7 @@ async fn planted_symlink_is_refused(ctx: Ctx) -> anyhow::Result<()> {
         // "<path> is a symlink"; upstream's atelet creates the mount point
         // through os.Root, which refuses with "path escapes from parent"
         // naming "run/ate" (cmd/atelet/oci.go:235-250).
+        ctx.note(format!("{} refused: {reason}", outcome.name));
         let names_it = reason.contains(&format!("{path} is a symlink"))
             || (reason.contains("run/ate") && reason.contains("escapes"));
         ctx.ensure(names_it, "ID-13", || {

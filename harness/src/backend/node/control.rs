@@ -356,10 +356,10 @@ impl Control {
     /// often says only `exit status N`; the reason is in ateom's log).
     fn explain(&self, w: usize, e: CallError) -> anyhow::Error {
         let tail = super::agents::log_tail(&self.ateom_logs[w], 6);
-        anyhow!(e).context(format!(
-            "the last lines of ateom-gvisor's log ({}):\n{tail}",
+        anyhow!(
+            "{e}\n(the last lines of ateom-gvisor's log {}:\n{tail})",
             self.ateom_logs[w].display()
-        ))
+        )
     }
 
     /// Creates actor `atespace/id` of `template`, suspended with no
