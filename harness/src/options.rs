@@ -639,8 +639,17 @@ mod tests {
             .to_string();
         assert_eq!(
             e,
-            "unknown backend \"kubernetes\": valid backends are: local, kind"
+            "unknown backend \"kubernetes\": valid backends are: local, kind, node"
         );
+        let e = run(&["--backend", "node", "--node-workers", "0"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--node-workers") && e.contains("\"0\"") && e.contains("1 to 254"),
+            "{e}"
+        );
+        let e = run(&["--atelet-bin", "/x"], &[]).unwrap_err().to_string();
+        assert!(e.contains("--atelet-bin is for the node backend"), "{e}");
         let e = run(&["--run-id", "Bad_ID"], &[]).unwrap_err().to_string();
         assert!(e.contains("\"Bad_ID\""), "{e}");
         let e = run(&["--report-dir"], &[]).unwrap_err().to_string();
