@@ -35,7 +35,10 @@
 //! wrong (an actor reads another ID, a restore fails, a sandbox is left).
 
 //!
-//! Code map, one module per job: `options` (what to measure), `run` (the
+//! With `--node` the bench measures the node backend instead ([`run_node`]:
+//! the user's atelet and ateom-gvisor, or the stand-in; see `node.rs`).
+//!
+//! Code map, one module per job: `node` (the node backend's restores), `options` (what to measure), `run` (the
 //! run itself), `raw` (raw runsc restores and their cleanup), `agent` (the
 //! agent under test), `relay` (the probe's answers, routed or relayed),
 //! `procfs` (RSS, disk, the machine), `stats` (latency statistics),
@@ -57,6 +60,7 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(120);
 const AGENT_TERM_GRACE: Duration = Duration::from_secs(90);
 
 mod agent;
+mod node;
 mod options;
 mod procfs;
 mod raw;
@@ -65,6 +69,10 @@ mod report;
 mod run;
 mod stats;
 
+pub use node::{
+    atelet_breakdowns, render_node, run_node, AteletRestore, NodeBenchOptions, NodeReport,
+    NodeSample,
+};
 pub use options::{cores, default_out, BenchOptions};
 pub use report::{
     render_table, write_json, ActorCheck, Checks, Cleanup, FanoutRow, GoldenInfo, Machine,

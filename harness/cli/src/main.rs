@@ -89,6 +89,19 @@ enum Command {
         /// The runsc program.
         #[arg(long, env = "ATE_RUNSC", default_value = "runsc")]
         runsc: PathBuf,
+        /// Measure the node backend instead: restores through the user's
+        /// atelet and ateom-gvisor, against atelet's own breakdown.
+        #[arg(long)]
+        node: bool,
+        /// With --node: the atelet under test.
+        #[arg(long, env = "ATE_ATELET_BIN", requires = "node")]
+        atelet_bin: Option<PathBuf>,
+        /// With --node: the ateom-gvisor under test.
+        #[arg(long, env = "ATE_ATEOM_BIN", requires = "node")]
+        ateom_bin: Option<PathBuf>,
+        /// With --node: restores per pass (sequential, then concurrent).
+        #[arg(long, default_value_t = 8, requires = "node")]
+        node_n: usize,
     },
 }
 
@@ -379,8 +392,37 @@ fn main() -> ExitCode {
                 on_demand,
                 out,
                 runsc,
+                node,
+                atelet_bin,
+                ateom_bin,
+                node_n,
             } => {
                 let d = ate_bench::BenchOptions::default();
+                if node {
+                    let opts = ate_bench::NodeBenchOptions {
+                        flags: ate_harness::backend::node::NodeFlags {
+                            atelet: atelet_bin,
+                            ateom: ateom_bin,
+                            workers: concurrency.unwrap_or(d.concurrency).max(1) + 1,
+                            runsc,
+                        },
+                        n: node_n,
+                        concurrency: concurrency.unwrap_or(d.concurrency).max(1),
+                        work_root: d.work_root.clone(),
+                    };
+                    let report = ate_bench::run_node(&opts).await?;
+                    println!(
+                        "{}",
+                        ate_bench::render_node(&report, opts.n, opts.concurrency)
+                    );
+                    let out = out.unwrap_or_else(|| d.work_root.join("bench-node.json"));
+                    if let Some(dir) = out.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
+                    println!("JSON: {}", out.display());
+                    return Ok::<bool, anyhow::Error>(true);
+                }
                 let opts = ate_bench::BenchOptions {
                     ns: n,
                     concurrency: concurrency.unwrap_or(d.concurrency),
