@@ -92,6 +92,16 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Run as `/pause` with no arguments, the binary is the pause program:
+    // upstream's atelet gives a pause container exactly that process
+    // (`cmd/atelet/main.go:682-692` at 86e138f6), so a pause image can be
+    // this binary alone at `/pause` (the node backend and its stand-in).
+    let mut argv = std::env::args_os();
+    if let (Some(arg0), None) = (argv.next(), argv.next()) {
+        if std::path::Path::new(&arg0).file_name().is_some_and(|n| n == "pause") {
+            ate_refagent::pause::run_in_sandbox();
+        }
+    }
     let cli = Cli::parse();
     match cli.cmd {
         Command::Relay { port } => ate_refagent::relay::run_in_sandbox(port),
