@@ -32,7 +32,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let run = async {
-        let ateom = Ateom::start(&Paths::default(), &args.pod_uid)?;
+        let ateom = Ateom::start(&Paths::default(), &args.pod_uid).await?;
         eprintln!("ateom-gvisor stand-in: worker {} up", args.pod_uid);
         ateom.serve_until_signal().await
     };

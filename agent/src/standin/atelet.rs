@@ -18,19 +18,23 @@
 //! - runsc comes only from the asset cache
 //!   (`static-files/runsc-<sha256>`); a miss is an error, never a download
 //!   (upstream fetches the url, `cmd/atelet/sandbox_assets.go:117-181`).
-//! - Readiness (`readyz.http_get`) is polled at the worker pod's `eth0`
-//!   address, which the ateom stand-in records
-//!   ([`Paths::pod_addr_file`]); upstream polls the actor's veth address
-//!   from ateom's netns (`cmd/ateom-gvisor/main.go:231-234`,
-//!   `internal/readyz/readyz.go`). Each probe sends `Connection: close`
-//!   and closes its side first, so it leaves no connected endpoint that
-//!   would block a checkpoint with this runsc (CONTRACT.md V).
+//! - Readiness (`readyz.http_get`) is polled at the actor's address,
+//!   `169.254.17.2:<port>`, from the worker pod's netns (where upstream's
+//!   ateom polls it, `cmd/ateom-gvisor/main.go:231-234`,
+//!   `internal/readyz/readyz.go`), entered through the ateom stand-in's
+//!   PID ([`Paths::ateom_pid_file`]). Each probe reads its whole response
+//!   and closes its side first, as Go's client does: a connection the actor
+//!   closes first lingers and blocks a checkpoint with this runsc
+//!   (CONTRACT.md V).
+//! - The actor's `eth0` is given its address again before every sandbox
+//!   start ([`super::ateom::configure_actor_veth`]); upstream's ateom sets
+//!   the whole actor network up per Run/Restore.
 //! - EXTERNAL snapshot objects hold the raw files (see [`super::snapshot`]).
 //! - `DATA` scope (`runsc fscheckpoint`) and durable-dir volumes are not
 //!   implemented (runsc 20240729 lacks `fscheckpoint`): `UNIMPLEMENTED`.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,9 +178,13 @@ impl Atelet {
         let rs = self.runsc_for(r);
         let mut errors = Vec::new();
         for c in r.containers.iter().rev() {
-            if let Err(e) = rs.delete(c).await {
-                warn!(actor = %r.actor, container = %c, error = %e, "cannot delete container");
-                errors.push(e.to_string());
+            let t = std::time::Instant::now();
+            match rs.delete(c).await {
+                Ok(()) => info!(actor = %r.actor, container = %c, elapsed = ?t.elapsed(), "deleted container"),
+                Err(e) => {
+                    warn!(actor = %r.actor, container = %c, error = %e, "cannot delete container");
+                    errors.push(e.to_string());
+                }
             }
         }
         if errors.is_empty() {
@@ -194,12 +202,37 @@ impl Atelet {
         }
     }
 
-    /// SIGTERM: removes every container of every worker's actor.
+    /// SIGTERM: removes every container of every worker's actor, the
+    /// workers at once (a caller gives a grace period of seconds).
     pub async fn shutdown(&self) {
         let slots: Vec<Slot> = self.workers.lock().expect("never poisoned").values().cloned().collect();
-        for s in slots {
+        let all = slots.into_iter().map(|s| async move {
             let mut g = s.lock().await;
-            self.teardown(&mut g).await;
+            if let Some(r) = g.take() {
+                self.remove_containers_at_once(&r).await;
+            }
+        });
+        futures_util::future::join_all(all).await;
+    }
+
+    /// Every container of `r` deleted at once (each `runsc delete` takes
+    /// 1-2 s on a loaded machine; a SIGTERM's grace is short), then each
+    /// that failed once more on its own.
+    async fn remove_containers_at_once(&self, r: &Running) {
+        let rs = self.runsc_for(r);
+        let tries = r.containers.iter().map(|c| {
+            let rs = rs.clone();
+            async move { (c.clone(), rs.delete(c).await) }
+        });
+        let failed: Vec<String> = futures_util::future::join_all(tries)
+            .await
+            .into_iter()
+            .filter_map(|(c, res)| res.err().map(|_| c))
+            .collect();
+        for c in failed {
+            if let Err(e) = rs.delete(&c).await {
+                warn!(actor = %r.actor, container = %c, error = %e, "cannot delete container at shutdown");
+            }
         }
     }
 
@@ -362,11 +395,12 @@ impl Atelet {
         bundle::write_bundle(&bundle_dir, &spec).map_err(|e| format!("while writing OCI spec: {}", chain(&e)))
     }
 
-    /// The worker pod's address (recorded by the ateom stand-in).
-    fn pod_addr(&self, uid: &str) -> Result<Ipv4Addr, String> {
-        let f = self.cfg.paths.pod_addr_file(uid);
+    /// The worker pod's netns: `/proc/<ateom stand-in>/ns/net`.
+    fn pod_netns(&self, uid: &str) -> Result<PathBuf, String> {
+        let f = self.cfg.paths.ateom_pid_file(uid);
         let text = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e} (is the ateom stand-in of worker {uid} running?)", f.display()))?;
-        text.trim().parse().map_err(|e| format!("{}: {e}", f.display()))
+        let pid: u32 = text.trim().parse().map_err(|e| format!("{}: {e}", f.display()))?;
+        Ok(PathBuf::from(format!("/proc/{pid}/ns/net")))
     }
 
     /// Waits until every container with `readyz.http_get` answers 200
@@ -379,17 +413,17 @@ impl Atelet {
         if probes.is_empty() {
             return Ok(());
         }
-        let addr = self.pod_addr(uid)?;
+        let netns = self.pod_netns(uid)?;
         for (name, h) in probes {
             let port = u16::try_from(h.port).ok().filter(|p| *p > 0).ok_or_else(|| format!("invalid readyz config for {name:?}: port {}", h.port))?;
             let path = if h.path.is_empty() { READYZ_DEFAULT_PATH.to_owned() } else { h.path.clone() };
-            let target = SocketAddr::from((addr, port));
+            let target = SocketAddr::from((super::ateom::ACTOR_IP, port));
             let start = tokio::time::Instant::now();
             let mut attempts = 0u32;
             let mut last;
             loop {
                 attempts += 1;
-                match tokio::time::timeout(READYZ_REQUEST, get_status(target, &path)).await {
+                match tokio::time::timeout(READYZ_REQUEST, get_status(&netns, target, &path)).await {
                     Ok(Ok(200)) => {
                         info!(container = %name, %target, attempts, elapsed = ?start.elapsed(), "readyz reached 200");
                         break;
@@ -447,6 +481,9 @@ impl Atelet {
             containers: Vec::new(),
         };
         let started = async {
+            super::ateom::configure_actor_veth(&Paths::netns_name(&t.uid))
+                .await
+                .map_err(|e| format!("while setting up actor network: {e}"))?;
             self.start_containers(&mut run, &spec, None).await?;
             self.wait_ready(&t.uid, &spec.containers).await.map_err(|e| format!("while waiting for container readyz: {e}"))
         }
@@ -633,6 +670,9 @@ impl Atelet {
             containers: Vec::new(),
         };
         let started = async {
+            super::ateom::configure_actor_veth(&Paths::netns_name(&t.uid))
+                .await
+                .map_err(|e| format!("while setting up actor network: {e}"))?;
             self.start_containers(&mut run, &spec, Some(&image)).await?;
             self.wait_ready(&t.uid, &spec.containers).await.map_err(|e| format!("while waiting for container readyz: {e}"))
         }
@@ -688,26 +728,58 @@ pub fn record_from_request(sa: Option<&ate_atelet_api::SandboxAssets>) -> Result
     })
 }
 
-/// One readiness GET: the status code. `Connection: close`, and the socket
-/// is closed by us as soon as the status line is read.
-async fn get_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+/// One readiness GET: the status code. Keep-alive (no `Connection:
+/// close`), the whole response read by its `Content-Length`, then the
+/// socket is closed by us: the client closes first, as Go's client does
+/// when upstream's readyz ends (`CloseIdleConnections`). A connection the
+/// actor closed first lingers in gVisor for seconds and makes runsc
+/// 20240729 refuse the next checkpoint (CONTRACT.md V).
+async fn get_status(netns: &Path, addr: SocketAddr, path: &str) -> std::io::Result<u16> {
+    let mut s = connect_in(netns, addr, READYZ_REQUEST).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 512];
-    while !buf.windows(2).any(|w| w == b"\r\n") {
+    let mut chunk = [0u8; 1024];
+    loop {
         let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
         buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()))
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len || n == 0 {
+                return head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| std::io::Error::other(format!("not an HTTP status line: {:?}", head.lines().next().unwrap_or(""))));
+            }
+        }
+        if n == 0 {
+            return Err(std::io::Error::other(format!("connection closed after {} bytes", buf.len())));
+        }
     }
-    let line = String::from_utf8_lossy(&buf);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP status line: {:?}", line.lines().next().unwrap_or(""))))
+}
+
+/// A TCP connection made in the netns `netns`, from a thread of its own
+/// that joins it (no other thread changes namespace).
+async fn connect_in(netns: &Path, addr: SocketAddr, timeout: Duration) -> std::io::Result<tokio::net::TcpStream> {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(netns)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        // SAFETY: setns affects only this thread, which ends right after.
+        let r = if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            std::net::TcpStream::connect_timeout(&addr, timeout)
+        };
+        let _ = tx.send(r);
+    });
+    let s = rx.await.map_err(|_| std::io::Error::other("the connecting thread ended"))??;
+    s.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(s)
 }
 
 #[async_trait::async_trait]

@@ -124,17 +124,22 @@ impl Paths {
         self.ateom(uid).join("ateom.sock")
     }
 
-    /// Stand-in only: `ateoms/<uid>/standin-pod-ipv4`, the worker pod's
-    /// `eth0` address as the ateom stand-in found it before gVisor took
-    /// the interface (atelet's readiness checks dial it; upstream's ateom
-    /// dials its own veth address instead, `cmd/ateom-gvisor/main.go:68`).
-    pub fn pod_addr_file(&self, uid: &str) -> PathBuf {
-        self.ateom(uid).join("standin-pod-ipv4")
+    /// Stand-in only: `ateoms/<uid>/standin-pid`, the ateom stand-in's
+    /// PID: the atelet stand-in makes its readiness connections in that
+    /// process's (the pod's) netns, where upstream's ateom makes them
+    /// (`cmd/ateom-gvisor/main.go:231-234`).
+    pub fn ateom_pid_file(&self, uid: &str) -> PathBuf {
+        self.ateom(uid).join("standin-pid")
+    }
+
+    /// `ateom:<uid>`, the actor netns's name (`ateompath.go:52-54`).
+    pub fn netns_name(uid: &str) -> String {
+        format!("ateom:{uid}")
     }
 
     /// `/run/netns/ateom:<uid>` (`ateompath.go:52-60`).
     pub fn netns(&self, uid: &str) -> PathBuf {
-        self.netns_dir.join(format!("ateom:{uid}"))
+        self.netns_dir.join(Paths::netns_name(uid))
     }
 
     /// `actors/<ns>:<template>:<id>` (`ateompath.go:63-69`).

@@ -45,20 +45,48 @@ pub struct ActorRunsc {
     timeout: Duration,
 }
 
-/// The messages of runsc's output: each JSON log line's `msg` (its
-/// `-log-format json`), other lines as they are; the last `n` non-empty.
+/// The messages of runsc's output, the last `n`: each JSON log line's
+/// `msg` (`-log-format json`) and each warning, error or fatal line of
+/// its `--alsologtostderr` (glog: `W1202 06:15:46.620790 17146 file.go:1]
+/// text`, the text kept); when there are none, the first other non-empty
+/// line (a panic's reason comes before its Go stack dump), shortened.
 pub fn messages(text: &str, n: usize) -> String {
-    let lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| l.to_owned())
-        })
-        .collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
+    let mut msgs = Vec::new();
+    let mut first_other = None;
+    for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(m) = serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_owned))
+        {
+            msgs.push(m);
+            continue;
+        }
+        let glog = l.len() > 5 && l.as_bytes()[1..5].iter().all(u8::is_ascii_digit) && l.contains("] ");
+        if glog {
+            if matches!(l.as_bytes()[0], b'W' | b'E' | b'F') {
+                msgs.push(l.split_once("] ").map(|(_, t)| t.to_owned()).unwrap_or_default());
+            }
+            continue;
+        }
+        if first_other.is_none() {
+            first_other = Some(l.to_owned());
+        }
+    }
+    let mut out: Vec<String> = msgs[msgs.len().saturating_sub(n)..].iter().map(|m| elide(m, 600)).collect();
+    if out.is_empty() {
+        out.extend(first_other.map(|l| elide(&l, 600)));
+    }
+    out.join(" | ")
+}
+
+fn elide(s: &str, max: usize) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() <= max {
+        return s.to_owned();
+    }
+    let head: String = chars[..max / 3].iter().collect();
+    let tail: String = chars[chars.len() - 2 * max / 3..].iter().collect();
+    format!("{head} [...] {tail}")
 }
 
 impl ActorRunsc {
@@ -169,7 +197,11 @@ impl ActorRunsc {
             return Ok(());
         }
         let text = format!("{}\n{}", out.stdout_str(), out.stderr_str());
-        Err(fail(format!("{} ({})", messages(&text, 4), out.status)))
+        let dir = self.paths.runsc_logs(&self.actor, c);
+        let log = dir.join(format!("{op}.log"));
+        let kept = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&log, &text));
+        let kept = if kept.is_ok() { format!("; output in {}", log.display()) } else { String::new() };
+        Err(fail(format!("{} ({}{kept})", messages(&text, 4), out.status)))
     }
 
     /// `runsc create`.
@@ -252,6 +284,9 @@ mod tests {
     #[test]
     fn messages_are_the_json_msgs() {
         let text = "{\"msg\":\"starting\",\"level\":\"info\"}\n\nplain\n{\"msg\":\"endpoint cannot be saved in connected state\"}\n";
-        assert_eq!(messages(text, 2), "plain | endpoint cannot be saved in connected state");
+        assert_eq!(messages(text, 1), "endpoint cannot be saved in connected state");
+        let glog = "I1202 06:15:46.620790   17146 main.go:196] **** gVisor ****\nW1202 06:15:46.7   17146 util.go:64] FATAL ERROR: checkpoint failed: endpoint cannot be saved in connected state\ngoroutine 1\n";
+        assert_eq!(messages(glog, 4), "FATAL ERROR: checkpoint failed: endpoint cannot be saved in connected state");
+        assert_eq!(messages("panic: boom\ngoroutine 1 [running]:\n", 4), "panic: boom");
     }
 }
