@@ -98,7 +98,10 @@ fn main() -> std::process::ExitCode {
     // this binary alone at `/pause` (the node backend and its stand-in).
     let mut argv = std::env::args_os();
     if let (Some(arg0), None) = (argv.next(), argv.next()) {
-        if std::path::Path::new(&arg0).file_name().is_some_and(|n| n == "pause") {
+        if std::path::Path::new(&arg0)
+            .file_name()
+            .is_some_and(|n| n == "pause")
+        {
             ate_refagent::pause::run_in_sandbox();
         }
     }

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ate_atelet_api::{
-    snapshot, ArchAssets, AssetFile, AteletClient, CheckpointType, Container, HttpGetAction, LocalConfig, Readyz,
-    RunRequest, SandboxAssets, SnapshotRequest, SnapshotScope, Target, WorkloadSpec,
+    snapshot, ArchAssets, AssetFile, AteletClient, CheckpointType, Container, HttpGetAction,
+    LocalConfig, Readyz, RunRequest, SandboxAssets, SnapshotRequest, SnapshotScope, Target,
+    WorkloadSpec,
 };
 use ate_harness::backend::kind::oci::{build_image, push, ImageSpec, Repo};
 use ate_harness::backend::node::agents::{Binaries, NodeAgents, ATELET_PORT};
@@ -39,7 +40,10 @@ fn require_prerequisites() {
         rustix::process::geteuid().is_root(),
         "the stand-in test makes namespaces, mounts and gVisor sandboxes: run it as root"
     );
-    assert!(Path::new(RUNSC).is_file(), "{RUNSC} is missing: apt-get install -t bookworm-backports runsc");
+    assert!(
+        Path::new(RUNSC).is_file(),
+        "{RUNSC} is missing: apt-get install -t bookworm-backports runsc"
+    );
     assert!(
         which("docker-registry"),
         "docker-registry is missing: apt-get install docker-registry"
@@ -69,7 +73,10 @@ fn sha256_hex(b: &[u8]) -> String {
 /// GET `path` at `addr` from the node's network: status and body. Reads by
 /// Content-Length and closes first.
 async fn get(node: &Node, addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let mut s = node.connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut s = node
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     // Keep-alive: the client closes first (a connection the actor closed
     // first lingers and blocks the next checkpoint, CONTRACT.md V).
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
@@ -81,16 +88,27 @@ async fn get(node: &Node, addr: SocketAddr, path: &str) -> Result<(u16, String),
     loop {
         let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
             .await
-            .map_err(|_| format!("no full answer from {addr} within 5 s: {:?}", String::from_utf8_lossy(&buf)))?
+            .map_err(|_| {
+                format!(
+                    "no full answer from {addr} within 5 s: {:?}",
+                    String::from_utf8_lossy(&buf)
+                )
+            })?
             .map_err(|e| e.to_string())?;
         buf.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buf).into_owned();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+            let len = head.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+            });
             if len.is_some_and(|l| body.len() >= l) || n == 0 {
-                let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+                let code = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
                 return Ok((code, body.to_owned()));
             }
         }
@@ -101,10 +119,16 @@ async fn get(node: &Node, addr: SocketAddr, path: &str) -> Result<(u16, String),
 }
 
 async fn whoami(node: &Node, addr: SocketAddr) -> String {
-    let (code, body) = get(node, SocketAddr::new(addr.ip(), 80), "/whoami").await.unwrap_or_else(|e| panic!("{e}"));
+    let (code, body) = get(node, SocketAddr::new(addr.ip(), 80), "/whoami")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    v["file"].as_str().unwrap_or_else(|| panic!("no file in {body}")).to_owned()
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["file"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no file in {body}"))
+        .to_owned()
 }
 
 fn target(uid: &str, id: &str) -> Target {
@@ -167,7 +191,11 @@ fn state_files(var_lib: &Path) -> Vec<PathBuf> {
     if let Ok(actors) = std::fs::read_dir(var_lib.join("actors")) {
         for a in actors.flatten() {
             if let Ok(rd) = std::fs::read_dir(a.path().join("runsc-state")) {
-                out.extend(rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "state")));
+                out.extend(
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "state")),
+                );
             }
         }
     }
@@ -178,7 +206,9 @@ fn state_files(var_lib: &Path) -> Vec<PathBuf> {
 async fn standin_runs_checkpoints_and_restores_each_actor_with_its_own_id() {
     require_prerequisites();
     let t0 = Instant::now();
-    let bins = static_bins(&BuildOptions::from_env()).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let bins = static_bins(&BuildOptions::from_env())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!("static binaries ready after {:?}", t0.elapsed());
 
     let tmp = tempfile::tempdir().unwrap();
@@ -197,7 +227,13 @@ async fn standin_runs_checkpoints_and_restores_each_actor_with_its_own_id() {
     teardown.unwrap_or_else(|e| panic!("node teardown: {e:#}"));
 }
 
-async fn scenario(node: &Node, probe: &Path, agent: &Path, tmp: &Path, outside: &Path) -> Result<(), String> {
+async fn scenario(
+    node: &Node,
+    probe: &Path,
+    agent: &Path,
+    tmp: &Path,
+    outside: &Path,
+) -> Result<(), String> {
     let layout = Layout::new(&node.var_lib());
 
     // The registry, in the node's network; pushed to through a forward.
@@ -213,7 +249,10 @@ async fn scenario(node: &Node, probe: &Path, agent: &Path, tmp: &Path, outside: 
     )
     .unwrap();
     let registry = node
-        .in_node("docker-registry", &["serve".into(), reg_cfg.display().to_string()])
+        .in_node(
+            "docker-registry",
+            &["serve".into(), reg_cfg.display().to_string()],
+        )
         .stdin(ate_cmd::Stdio::null())
         .stdout(ate_cmd::Stdio::null())
         .stderr_file(std::fs::File::create(reg_dir.join("stderr.log")).unwrap())
@@ -224,15 +263,33 @@ async fn scenario(node: &Node, probe: &Path, agent: &Path, tmp: &Path, outside: 
     result
 }
 
-async fn with_registry(node: &Node, layout: &Layout, probe: &Path, agent: &Path, tmp: &Path, outside: &Path) -> Result<(), String> {
-    let fwd = node.forward("127.0.0.1:5000".parse().unwrap()).await.map_err(|e| e.to_string())?;
+async fn with_registry(
+    node: &Node,
+    layout: &Layout,
+    probe: &Path,
+    agent: &Path,
+    tmp: &Path,
+    outside: &Path,
+) -> Result<(), String> {
+    let fwd = node
+        .forward("127.0.0.1:5000".parse().unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match http.get(format!("http://{}/v2/", fwd.local_addr())).send().await {
+        match http
+            .get(format!("http://{}/v2/", fwd.local_addr()))
+            .send()
+            .await
+        {
             Ok(r) if r.status().is_success() => break,
             _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            other => return Err(format!("docker-registry in the node did not answer: {other:?}")),
+            other => {
+                return Err(format!(
+                    "docker-registry in the node did not answer: {other:?}"
+                ))
+            }
         }
     }
     let push_as = |name: &str| Repo {
@@ -249,9 +306,15 @@ async fn with_registry(node: &Node, layout: &Layout, probe: &Path, agent: &Path,
         symlinks: &planted,
     })
     .map_err(|e| e.to_string())?;
-    let p = push(&http, &push_as("probe"), "v1", &probe_img).await.map_err(|e| e.to_string())?;
-    let q = push(&http, &push_as("pause"), "v1", &pause_img).await.map_err(|e| e.to_string())?;
-    let x = push(&http, &push_as("evil"), "v1", &evil_img).await.map_err(|e| e.to_string())?;
+    let p = push(&http, &push_as("probe"), "v1", &probe_img)
+        .await
+        .map_err(|e| e.to_string())?;
+    let q = push(&http, &push_as("pause"), "v1", &pause_img)
+        .await
+        .map_err(|e| e.to_string())?;
+    let x = push(&http, &push_as("evil"), "v1", &evil_img)
+        .await
+        .map_err(|e| e.to_string())?;
     let spec = WorkloadSpec {
         containers: vec![Container {
             name: "probe".into(),
@@ -283,18 +346,33 @@ async fn with_registry(node: &Node, layout: &Layout, probe: &Path, agent: &Path,
     }
 
     // S3 in the node's network.
-    let listener = node.listen("127.0.0.1:0".parse().unwrap()).await.map_err(|e| e.to_string())?;
-    let s3 = S3Endpoint::start(listener, &tmp.join("s3"), "ate", "ate-key", "ate-secret-key")
+    let listener = node
+        .listen("127.0.0.1:0".parse().unwrap())
         .await
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| e.to_string())?;
+    let s3 = S3Endpoint::start(
+        listener,
+        &tmp.join("s3"),
+        "ate",
+        "ate-key",
+        "ate-secret-key",
+    )
+    .await
+    .map_err(|e| format!("{e:#}"))?;
 
     let bins = Binaries {
         atelet: PathBuf::from(env!("CARGO_BIN_EXE_ate-standin-atelet")),
         ateom: PathBuf::from(env!("CARGO_BIN_EXE_ate-standin-ateom")),
     };
-    let mut agents = NodeAgents::start(node, &bins, &s3.atelet_env(), &tmp.join("logs"), Duration::from_secs(20))
-        .await
-        .map_err(|e| format!("{e:#}"))?;
+    let mut agents = NodeAgents::start(
+        node,
+        &bins,
+        &s3.atelet_env(),
+        &tmp.join("logs"),
+        Duration::from_secs(20),
+    )
+    .await
+    .map_err(|e| format!("{e:#}"))?;
     let result = drive(node, layout, &spec, &sha, &s3, &x.digest, outside).await;
     let stopped = agents.stop().await;
     let logs = std::fs::read_to_string(tmp.join("logs/atelet.log")).unwrap_or_default();
@@ -304,7 +382,9 @@ async fn with_registry(node: &Node, layout: &Layout, probe: &Path, agent: &Path,
     // SIGTERM removed every container; each ateom its socket.
     let left = state_files(&node.var_lib());
     if !left.is_empty() {
-        return Err(format!("runsc containers left after atelet's SIGTERM: {left:?}"));
+        return Err(format!(
+            "runsc containers left after atelet's SIGTERM: {left:?}"
+        ));
     }
     for uid in ["w0", "w1"] {
         if layout.ateom_socket(uid).exists() {
@@ -312,7 +392,9 @@ async fn with_registry(node: &Node, layout: &Layout, probe: &Path, agent: &Path,
         }
     }
     let dropped = std::fs::read_to_string(&drops).unwrap_or_default();
-    if !dropped.contains("dropped -allow-connected-on-save") || !dropped.contains("dropped -background") {
+    if !dropped.contains("dropped -allow-connected-on-save")
+        || !dropped.contains("dropped -background")
+    {
         return Err(format!("the adapter dropped no flags: {dropped:?}"));
     }
     s3.stop().await;
@@ -329,7 +411,10 @@ async fn drive(
     evil_digest: &str,
     outside: &Path,
 ) -> Result<(), String> {
-    let fwd = node.forward(SocketAddr::from(([127, 0, 0, 1], ATELET_PORT))).await.map_err(|e| e.to_string())?;
+    let fwd = node
+        .forward(SocketAddr::from(([127, 0, 0, 1], ATELET_PORT)))
+        .await
+        .map_err(|e| e.to_string())?;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", fwd.local_addr()))
         .unwrap()
         .connect()
@@ -355,20 +440,31 @@ async fn drive(
             .await
             .map_err(|e| format!("reflection: {e}"))?
             .into_inner();
-        let msg = stream.message().await.map_err(|e| format!("reflection: {e}"))?.ok_or("reflection: no answer")?;
+        let msg = stream
+            .message()
+            .await
+            .map_err(|e| format!("reflection: {e}"))?
+            .ok_or("reflection: no answer")?;
         let names: Vec<String> = match msg.message_response {
-            Some(MessageResponse::ListServicesResponse(l)) => l.service.into_iter().map(|s| s.name).collect(),
+            Some(MessageResponse::ListServicesResponse(l)) => {
+                l.service.into_iter().map(|s| s.name).collect()
+            }
             other => return Err(format!("reflection: unexpected answer {other:?}")),
         };
         if !names.iter().any(|n| n == "atelet.AteomHerder") {
-            return Err(format!("reflection does not list atelet.AteomHerder: {names:?}"));
+            return Err(format!(
+                "reflection does not list atelet.AteomHerder: {names:?}"
+            ));
         }
         eprintln!("reflection lists {names:?}");
     }
 
     let golden = target("w0", "probe-golden");
     let t = Instant::now();
-    client.run(run_request(&golden, spec, sha)).await.map_err(|e| e.to_string())?;
+    client
+        .run(run_request(&golden, spec, sha))
+        .await
+        .map_err(|e| e.to_string())?;
     eprintln!("Run (golden) {:?}", t.elapsed());
     let id = whoami(node, pod(w0)).await;
     if id != "probe-golden" {
@@ -392,22 +488,46 @@ async fn drive(
     let beta = target("w1", "probe-beta");
     for (who, w) in [(&alpha, w0), (&beta, w1)] {
         let t = Instant::now();
-        client.restore(SnapshotRequest::external(who, spec, &prefix)).await.map_err(|e| e.to_string())?;
-        eprintln!("Restore {} on {} {:?}", who.actor_id, who.ateom_uid, t.elapsed());
+        client
+            .restore(SnapshotRequest::external(who, spec, &prefix))
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "Restore {} on {} {:?}",
+            who.actor_id,
+            who.ateom_uid,
+            t.elapsed()
+        );
         let id = whoami(node, pod(w)).await;
         if id != who.actor_id {
-            return Err(format!("{} restored from the golden reads {id:?}", who.actor_id));
+            return Err(format!(
+                "{} restored from the golden reads {id:?}",
+                who.actor_id
+            ));
         }
     }
     // The restored bundle binds the actor's own identity dir at /run/ate, read-only.
-    let cfg = std::fs::read_to_string(layout.bundle(NS, TMPL, "probe-alpha", "probe").join("config.json")).map_err(|e| e.to_string())?;
+    let cfg = std::fs::read_to_string(
+        layout
+            .bundle(NS, TMPL, "probe-alpha", "probe")
+            .join("config.json"),
+    )
+    .map_err(|e| e.to_string())?;
     let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
-    let m = cfg["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/run/ate").ok_or("no /run/ate mount")?;
+    let m = cfg["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/run/ate")
+        .ok_or("no /run/ate mount")?;
     let want = format!("/var/lib/ateom-gvisor/actors/{NS}:{TMPL}:probe-alpha/identity");
     if m["source"] != want.as_str() || !m["options"].as_array().unwrap().iter().any(|o| o == "ro") {
         return Err(format!("the /run/ate mount is {m}"));
     }
-    if std::fs::read(layout.identity(NS, TMPL, "probe-alpha").join("actor-id")).map_err(|e| e.to_string())? != b"probe-alpha" {
+    if std::fs::read(layout.identity(NS, TMPL, "probe-alpha").join("actor-id"))
+        .map_err(|e| e.to_string())?
+        != b"probe-alpha"
+    {
         return Err("the identity file on the host is not probe-alpha".into());
     }
 
@@ -415,7 +535,10 @@ async fn drive(
     let took = checkpoint(&client, local(&beta, spec, "suspend-1")).await?;
     eprintln!("Checkpoint LOCAL {took:?}");
     let t = Instant::now();
-    client.restore(local(&beta, spec, "suspend-1")).await.map_err(|e| e.to_string())?;
+    client
+        .restore(local(&beta, spec, "suspend-1"))
+        .await
+        .map_err(|e| e.to_string())?;
     eprintln!("Restore LOCAL {:?}", t.elapsed());
     let id = whoami(node, pod(w1)).await;
     if id != "probe-beta" {
@@ -426,7 +549,11 @@ async fn drive(
     // point, nothing written outside.
     let mut evil = spec.clone();
     evil.containers[0].image = format!("127.0.0.1:5000/ate/evil@{evil_digest}");
-    let e = client.run(run_request(&target("w1", "probe-evil"), &evil, sha)).await.err().ok_or("the planted symlink was followed")?;
+    let e = client
+        .run(run_request(&target("w1", "probe-evil"), &evil, sha))
+        .await
+        .err()
+        .ok_or("the planted symlink was followed")?;
     if !e.message.contains("path escapes from parent") {
         return Err(format!("planted symlink: {e}"));
     }
@@ -436,13 +563,21 @@ async fn drive(
     // An empty command.
     let mut empty = spec.clone();
     empty.containers[0].command.clear();
-    let e = client.run(run_request(&target("w1", "probe-empty"), &empty, sha)).await.err().ok_or("an empty command ran")?;
+    let e = client
+        .run(run_request(&target("w1", "probe-empty"), &empty, sha))
+        .await
+        .err()
+        .ok_or("an empty command ran")?;
     if !e.message.contains("Spec.Process.Arg must be defined") {
         return Err(format!("empty command: {e}"));
     }
     // A runsc not in the asset cache.
     let e = client
-        .run(run_request(&target("w1", "probe-nocache"), spec, &"0".repeat(64)))
+        .run(run_request(
+            &target("w1", "probe-nocache"),
+            spec,
+            &"0".repeat(64),
+        ))
         .await
         .err()
         .ok_or("ran without runsc")?;

@@ -21,7 +21,11 @@ use clap::{ArgAction, Parser};
 use tracing::{error, info};
 
 #[derive(Parser, Debug)]
-#[command(name = "atelet", disable_version_flag = true, about = "atelet stand-in (ate-conformance)")]
+#[command(
+    name = "atelet",
+    disable_version_flag = true,
+    about = "atelet stand-in (ate-conformance)"
+)]
 struct Args {
     /// The port to listen on.
     #[arg(long, default_value_t = 8085)]
@@ -61,7 +65,9 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let s3 = match snapshot::S3Config::from_env(|k| std::env::var(k).ok()) {

@@ -10,7 +10,11 @@ use ate_refagent::standin::{ateom::Ateom, paths::Paths, version_line};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(name = "ateom-gvisor", disable_version_flag = true, about = "ateom-gvisor stand-in (ate-conformance)")]
+#[command(
+    name = "ateom-gvisor",
+    disable_version_flag = true,
+    about = "ateom-gvisor stand-in (ate-conformance)"
+)]
 struct Args {
     /// The UID of the current pod.
     #[arg(long, default_value = "")]

@@ -39,7 +39,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ate_atelet_api::{snapshot, CheckpointType, Container, RunRequest, SnapshotRequest, SnapshotScope, WorkloadSpec};
+use ate_atelet_api::{
+    snapshot, CheckpointType, Container, RunRequest, SnapshotRequest, SnapshotScope, WorkloadSpec,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Status;
 use tracing::{info, warn};
@@ -47,7 +49,9 @@ use tracing::{info, warn};
 use super::image::ImageStore;
 use super::paths::{check_name, ActorRef, Paths, PAUSE};
 use super::runsc::ActorRunsc;
-use super::snapshot::{object_key, parse_uri_prefix, AssetEntry, S3Client, SandboxRecord, MANIFEST};
+use super::snapshot::{
+    object_key, parse_uri_prefix, AssetEntry, S3Client, SandboxRecord, MANIFEST,
+};
 use crate::bundle::{self, BundleSpec, IdentityMount, SandboxPart};
 
 /// The architecture whose assets are used (Go's `runtime.GOARCH` spelling,
@@ -100,7 +104,13 @@ struct Target {
     actor: ActorRef,
 }
 
-fn target(uid: &str, ns: &str, tmpl: &str, id: &str, spec: Option<&WorkloadSpec>) -> Result<Target, Status> {
+fn target(
+    uid: &str,
+    ns: &str,
+    tmpl: &str,
+    id: &str,
+    spec: Option<&WorkloadSpec>,
+) -> Result<Target, Status> {
     let inv = |e: super::paths::NameError| Status::invalid_argument(e.to_string());
     check_name("target_ateom_uid", uid).map_err(inv)?;
     check_name("actor_template_namespace", ns).map_err(inv)?;
@@ -111,13 +121,20 @@ fn target(uid: &str, ns: &str, tmpl: &str, id: &str, spec: Option<&WorkloadSpec>
     for c in &spec.containers {
         check_name("container name", &c.name).map_err(inv)?;
         if c.name == PAUSE {
-            return Err(Status::invalid_argument("container name \"pause\" is reserved for the pause container"));
+            return Err(Status::invalid_argument(
+                "container name \"pause\" is reserved for the pause container",
+            ));
         }
         if !seen.insert(c.name.as_str()) {
-            return Err(Status::invalid_argument(format!("duplicate container name {:?}", c.name)));
+            return Err(Status::invalid_argument(format!(
+                "duplicate container name {:?}",
+                c.name
+            )));
         }
         if !c.volume_mounts.is_empty() {
-            return Err(Status::unimplemented("volume mounts (durable-dir) are not implemented by the atelet stand-in"));
+            return Err(Status::unimplemented(
+                "volume mounts (durable-dir) are not implemented by the atelet stand-in",
+            ));
         }
     }
     Ok(Target {
@@ -132,7 +149,10 @@ fn target(uid: &str, ns: &str, tmpl: &str, id: &str, spec: Option<&WorkloadSpec>
 
 /// A failed step of a call, as a status naming the call, actor and worker.
 fn failed(method: &str, t: &Target, step: &str, e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("{method} of actor {} on worker {}: {step}: {e}", t.actor, t.uid))
+    Status::internal(format!(
+        "{method} of actor {} on worker {}: {step}: {e}",
+        t.actor, t.uid
+    ))
 }
 
 /// `Display` of an error with its causes, `: `-joined.
@@ -150,7 +170,10 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 impl Atelet {
     /// A service with `cfg`.
     pub fn new(cfg: Config) -> Atelet {
-        let images = ImageStore::new(&cfg.paths.image_cache(), cfg.localhost_registry_replacement.clone());
+        let images = ImageStore::new(
+            &cfg.paths.image_cache(),
+            cfg.localhost_registry_replacement.clone(),
+        );
         Atelet {
             cfg,
             images,
@@ -180,7 +203,9 @@ impl Atelet {
         for c in r.containers.iter().rev() {
             let t = std::time::Instant::now();
             match rs.delete(c).await {
-                Ok(()) => info!(actor = %r.actor, container = %c, elapsed = ?t.elapsed(), "deleted container"),
+                Ok(()) => {
+                    info!(actor = %r.actor, container = %c, elapsed = ?t.elapsed(), "deleted container")
+                }
                 Err(e) => {
                     warn!(actor = %r.actor, container = %c, error = %e, "cannot delete container");
                     errors.push(e.to_string());
@@ -205,7 +230,13 @@ impl Atelet {
     /// SIGTERM: removes every container of every worker's actor, the
     /// workers at once (a caller gives a grace period of seconds).
     pub async fn shutdown(&self) {
-        let slots: Vec<Slot> = self.workers.lock().expect("never poisoned").values().cloned().collect();
+        let slots: Vec<Slot> = self
+            .workers
+            .lock()
+            .expect("never poisoned")
+            .values()
+            .cloned()
+            .collect();
         let all = slots.into_iter().map(|s| async move {
             let mut g = s.lock().await;
             if let Some(r) = g.take() {
@@ -255,8 +286,13 @@ impl Atelet {
         let path = self.cfg.paths.sandbox_assets_file(a);
         let json = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
         std::fs::create_dir_all(self.cfg.paths.actor(a))?;
-        crate::identity::write_file_atomic(&self.cfg.paths.actor(a), "sandbox-assets.json", &json, 0o600)
-            .map_err(|e| std::io::Error::other(format!("{}: {}", path.display(), chain(&e))))
+        crate::identity::write_file_atomic(
+            &self.cfg.paths.actor(a),
+            "sandbox-assets.json",
+            &json,
+            0o600,
+        )
+        .map_err(|e| std::io::Error::other(format!("{}: {}", path.display(), chain(&e))))
     }
 
     /// The cached runsc of `rec` (`cmd/atelet/sandbox_assets.go:95-181`,
@@ -267,8 +303,14 @@ impl Atelet {
             .get("runsc")
             .ok_or_else(|| Status::invalid_argument("sandbox assets have no \"runsc\" file"))?;
         let sha = &entry.sha256;
-        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(Status::invalid_argument(format!("invalid runsc sha256 {sha:?}: want 64 lowercase hex digits")));
+        if sha.len() != 64
+            || !sha
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(Status::invalid_argument(format!(
+                "invalid runsc sha256 {sha:?}: want 64 lowercase hex digits"
+            )));
         }
         let path = self.cfg.paths.runsc_binary(sha);
         if !path.is_file() {
@@ -287,18 +329,39 @@ impl Atelet {
     async fn prepare_bundles(&self, t: &Target, spec: &WorkloadSpec) -> Result<(), String> {
         let paths = &self.cfg.paths;
         let identity = paths.identity(&t.actor);
-        std::fs::create_dir_all(&identity).map_err(|e| format!("while creating actor identity dir: {e}"))?;
+        std::fs::create_dir_all(&identity)
+            .map_err(|e| format!("while creating actor identity dir: {e}"))?;
         crate::identity::write_actor_id(&identity, t.actor.id.as_bytes())
             .map_err(|e| format!("while writing actor identity file: {}", chain(&e)))?;
         let netns = paths.netns(&t.uid);
-        self.prepare_one(t, PAUSE, &spec.pause_image, vec!["/pause".into()], Vec::new(), None, &netns)
-            .await
-            .map_err(|e| format!("while creating pause OCI bundle: {e}"))?;
+        self.prepare_one(
+            t,
+            PAUSE,
+            &spec.pause_image,
+            vec!["/pause".into()],
+            Vec::new(),
+            None,
+            &netns,
+        )
+        .await
+        .map_err(|e| format!("while creating pause OCI bundle: {e}"))?;
         for c in &spec.containers {
-            let env = c.env.iter().map(|e| format!("{}={}", e.name, e.value)).collect();
-            self.prepare_one(t, &c.name, &c.image, c.command.clone(), env, Some(&identity), &netns)
-                .await
-                .map_err(|e| format!("while creating {:?} OCI bundle: {e}", c.name))?;
+            let env = c
+                .env
+                .iter()
+                .map(|e| format!("{}={}", e.name, e.value))
+                .collect();
+            self.prepare_one(
+                t,
+                &c.name,
+                &c.image,
+                c.command.clone(),
+                env,
+                Some(&identity),
+                &netns,
+            )
+            .await
+            .map_err(|e| format!("while creating {:?} OCI bundle: {e}", c.name))?;
         }
         Ok(())
     }
@@ -319,10 +382,20 @@ impl Atelet {
         match std::fs::remove_dir_all(&rootfs) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("while clearing rootfs {:?}: {e}", rootfs.display().to_string())),
+            Err(e) => {
+                return Err(format!(
+                    "while clearing rootfs {:?}: {e}",
+                    rootfs.display().to_string()
+                ))
+            }
         }
-        std::fs::create_dir_all(&rootfs).map_err(|e| format!("in os.MkdirAll for container bundle dir: {e}"))?;
-        let (tree, _digest) = self.images.unpacked(image).await.map_err(|e| format!("in pullCache.Fetch: {}", chain(&e)))?;
+        std::fs::create_dir_all(&rootfs)
+            .map_err(|e| format!("in os.MkdirAll for container bundle dir: {e}"))?;
+        let (tree, _digest) = self
+            .images
+            .unpacked(image)
+            .await
+            .map_err(|e| format!("in pullCache.Fetch: {}", chain(&e)))?;
         let (from, to) = (tree.clone(), rootfs.clone());
         tokio::task::spawn_blocking(move || crate::rootfs::copy_image_tree(&from, &to))
             .await
@@ -360,7 +433,9 @@ impl Atelet {
             hostname: "runsc".into(),
             rootfs: rootfs.clone(),
             readonly_root: false,
-            identity: identity.map_or(IdentityMount::None, |d| IdentityMount::ReadOnlyDir(d.to_owned())),
+            identity: identity.map_or(IdentityMount::None, |d| {
+                IdentityMount::ReadOnlyDir(d.to_owned())
+            }),
             helper_dir: None,
             part,
         })
@@ -392,14 +467,23 @@ impl Atelet {
                 ms.push(m);
             }
         }
-        bundle::write_bundle(&bundle_dir, &spec).map_err(|e| format!("while writing OCI spec: {}", chain(&e)))
+        bundle::write_bundle(&bundle_dir, &spec)
+            .map_err(|e| format!("while writing OCI spec: {}", chain(&e)))
     }
 
     /// The worker pod's netns: `/proc/<ateom stand-in>/ns/net`.
     fn pod_netns(&self, uid: &str) -> Result<PathBuf, String> {
         let f = self.cfg.paths.ateom_pid_file(uid);
-        let text = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e} (is the ateom stand-in of worker {uid} running?)", f.display()))?;
-        let pid: u32 = text.trim().parse().map_err(|e| format!("{}: {e}", f.display()))?;
+        let text = std::fs::read_to_string(&f).map_err(|e| {
+            format!(
+                "cannot read {}: {e} (is the ateom stand-in of worker {uid} running?)",
+                f.display()
+            )
+        })?;
+        let pid: u32 = text
+            .trim()
+            .parse()
+            .map_err(|e| format!("{}: {e}", f.display()))?;
         Ok(PathBuf::from(format!("/proc/{pid}/ns/net")))
     }
 
@@ -408,22 +492,35 @@ impl Atelet {
     async fn wait_ready(&self, uid: &str, containers: &[Container]) -> Result<(), String> {
         let probes: Vec<_> = containers
             .iter()
-            .filter_map(|c| c.readyz.as_ref().and_then(|r| r.http_get.as_ref()).map(|h| (c.name.clone(), h.clone())))
+            .filter_map(|c| {
+                c.readyz
+                    .as_ref()
+                    .and_then(|r| r.http_get.as_ref())
+                    .map(|h| (c.name.clone(), h.clone()))
+            })
             .collect();
         if probes.is_empty() {
             return Ok(());
         }
         let netns = self.pod_netns(uid)?;
         for (name, h) in probes {
-            let port = u16::try_from(h.port).ok().filter(|p| *p > 0).ok_or_else(|| format!("invalid readyz config for {name:?}: port {}", h.port))?;
-            let path = if h.path.is_empty() { READYZ_DEFAULT_PATH.to_owned() } else { h.path.clone() };
+            let port = u16::try_from(h.port)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("invalid readyz config for {name:?}: port {}", h.port))?;
+            let path = if h.path.is_empty() {
+                READYZ_DEFAULT_PATH.to_owned()
+            } else {
+                h.path.clone()
+            };
             let target = SocketAddr::from((super::ateom::ACTOR_IP, port));
             let start = tokio::time::Instant::now();
             let mut attempts = 0u32;
             let mut last;
             loop {
                 attempts += 1;
-                match tokio::time::timeout(READYZ_REQUEST, get_status(&netns, target, &path)).await {
+                match tokio::time::timeout(READYZ_REQUEST, get_status(&netns, target, &path)).await
+                {
                     Ok(Ok(200)) => {
                         info!(container = %name, %target, attempts, elapsed = ?start.elapsed(), "readyz reached 200");
                         break;
@@ -446,12 +543,25 @@ impl Atelet {
     /// Starts the bundles prepared for `t` (Run: create + start; Restore:
     /// create + restore), pause first, recording each created container
     /// in `run` so a failure can remove them.
-    async fn start_containers(&self, run: &mut Running, spec: &WorkloadSpec, image: Option<&Path>) -> Result<(), String> {
+    async fn start_containers(
+        &self,
+        run: &mut Running,
+        spec: &WorkloadSpec,
+        image: Option<&Path>,
+    ) -> Result<(), String> {
         let rs = self.runsc_for(run);
-        let names: Vec<String> = std::iter::once(PAUSE.to_owned()).chain(spec.containers.iter().map(|c| c.name.clone())).collect();
+        let names: Vec<String> = std::iter::once(PAUSE.to_owned())
+            .chain(spec.containers.iter().map(|c| c.name.clone()))
+            .collect();
         for c in names {
-            let what = if c == PAUSE { "pause container".to_owned() } else { format!("{c:?} application container") };
-            rs.create(&c).await.map_err(|e| format!("while creating {what}: {e}"))?;
+            let what = if c == PAUSE {
+                "pause container".to_owned()
+            } else {
+                format!("{c:?} application container")
+            };
+            rs.create(&c)
+                .await
+                .map_err(|e| format!("while creating {what}: {e}"))?;
             run.containers.push(c.clone());
             match image {
                 None => rs.start(&c).await,
@@ -463,7 +573,13 @@ impl Atelet {
     }
 
     async fn run_inner(&self, req: RunRequest) -> Result<(), Status> {
-        let t = target(&req.target_ateom_uid, &req.actor_template_namespace, &req.actor_template_name, &req.actor_id, req.spec.as_ref())?;
+        let t = target(
+            &req.target_ateom_uid,
+            &req.actor_template_namespace,
+            &req.actor_template_name,
+            &req.actor_id,
+            req.spec.as_ref(),
+        )?;
         let spec = req.spec.clone().unwrap_or_default();
         let rec = record_from_request(req.sandbox_assets.as_ref())?;
         let runsc = self.runsc_path(&rec)?;
@@ -472,9 +588,13 @@ impl Atelet {
         let mut current = slot.lock().await;
         self.teardown(&mut current).await;
         info!(actor = %t.actor, worker = %t.uid, "Run");
-        self.reset_actor_dirs(&t.actor).map_err(|e| failed("Run", &t, "while resetting actor dirs", e))?;
-        self.write_record(&t.actor, &rec).map_err(|e| failed("Run", &t, "while recording sandbox assets", e))?;
-        self.prepare_bundles(&t, &spec).await.map_err(|e| failed("Run", &t, "while preparing OCI bundles", e))?;
+        self.reset_actor_dirs(&t.actor)
+            .map_err(|e| failed("Run", &t, "while resetting actor dirs", e))?;
+        self.write_record(&t.actor, &rec)
+            .map_err(|e| failed("Run", &t, "while recording sandbox assets", e))?;
+        self.prepare_bundles(&t, &spec)
+            .await
+            .map_err(|e| failed("Run", &t, "while preparing OCI bundles", e))?;
         let mut run = Running {
             actor: t.actor.clone(),
             runsc,
@@ -485,7 +605,9 @@ impl Atelet {
                 .await
                 .map_err(|e| format!("while setting up actor network: {e}"))?;
             self.start_containers(&mut run, &spec, None).await?;
-            self.wait_ready(&t.uid, &spec.containers).await.map_err(|e| format!("while waiting for container readyz: {e}"))
+            self.wait_ready(&t.uid, &spec.containers)
+                .await
+                .map_err(|e| format!("while waiting for container readyz: {e}"))
         }
         .await;
         if let Err(e) = started {
@@ -515,7 +637,13 @@ impl Atelet {
     }
 
     fn check_snapshot(&self, req: &SnapshotRequest, method: &str) -> Result<Target, Status> {
-        let t = target(&req.target_ateom_uid, &req.actor_template_namespace, &req.actor_template_name, &req.actor_id, req.spec.as_ref())?;
+        let t = target(
+            &req.target_ateom_uid,
+            &req.actor_template_namespace,
+            &req.actor_template_name,
+            &req.actor_id,
+            req.spec.as_ref(),
+        )?;
         match SnapshotScope::try_from(req.scope) {
             Ok(SnapshotScope::Full) => {}
             Ok(SnapshotScope::Data) => {
@@ -527,18 +655,28 @@ impl Atelet {
         }
         match (CheckpointType::try_from(req.r#type), &req.config) {
             (Ok(CheckpointType::External), Some(snapshot::Config::External(c))) => {
-                parse_uri_prefix(&c.snapshot_uri_prefix).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                parse_uri_prefix(&c.snapshot_uri_prefix)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 if self.cfg.s3.is_none() {
                     return Err(Status::failed_precondition(
                         "EXTERNAL snapshots need ATE_STORAGE_BACKEND=s3 and the AWS_* variables (the atelet stand-in does not speak GCS, upstream's default)",
                     ));
                 }
             }
-            (Ok(CheckpointType::Local), Some(snapshot::Config::Local(c))) => local_prefix(&c.snapshot_prefix)?,
-            (Ok(CheckpointType::External), _) | (Ok(CheckpointType::Local), _) => {
-                return Err(Status::invalid_argument("the snapshot config does not match the checkpoint type"))
+            (Ok(CheckpointType::Local), Some(snapshot::Config::Local(c))) => {
+                local_prefix(&c.snapshot_prefix)?
             }
-            _ => return Err(Status::invalid_argument(format!("invalid checkpoint type: {}", req.r#type))),
+            (Ok(CheckpointType::External), _) | (Ok(CheckpointType::Local), _) => {
+                return Err(Status::invalid_argument(
+                    "the snapshot config does not match the checkpoint type",
+                ))
+            }
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "invalid checkpoint type: {}",
+                    req.r#type
+                )))
+            }
         }
         Ok(t)
     }
@@ -565,16 +703,22 @@ impl Atelet {
             None => Running {
                 actor: t.actor.clone(),
                 runsc,
-                containers: std::iter::once(PAUSE.to_owned()).chain(spec.containers.iter().map(|c| c.name.clone())).collect(),
+                containers: std::iter::once(PAUSE.to_owned())
+                    .chain(spec.containers.iter().map(|c| c.name.clone()))
+                    .collect(),
             },
         };
         info!(actor = %t.actor, worker = %t.uid, "Checkpoint");
         let dir = self.cfg.paths.checkpoint_state(&t.actor);
-        std::fs::create_dir_all(&dir).map_err(|e| fail("while creating checkpoint directory", e.to_string()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| fail("while creating checkpoint directory", e.to_string()))?;
         let rs = self.runsc_for(&run);
-        rs.checkpoint(PAUSE, &dir)
-            .await
-            .map_err(|e| fail("while calling ateom.CheckpointWorkload: while checkpointing pause", e.to_string()))?;
+        rs.checkpoint(PAUSE, &dir).await.map_err(|e| {
+            fail(
+                "while calling ateom.CheckpointWorkload: while checkpointing pause",
+                e.to_string(),
+            )
+        })?;
         // Best effort, as upstream (`cmd/ateom-gvisor/main.go:287-297`).
         for c in &run.containers {
             let _ = rs.state(c).await;
@@ -582,7 +726,9 @@ impl Atelet {
         let _ = self.remove_containers(&run).await;
         *current = None;
         let mut files = Vec::new();
-        for e in std::fs::read_dir(&dir).map_err(|e| fail("while listing checkpoint files", e.to_string()))? {
+        for e in std::fs::read_dir(&dir)
+            .map_err(|e| fail("while listing checkpoint files", e.to_string()))?
+        {
             let e = e.map_err(|e| fail("while listing checkpoint files", e.to_string()))?;
             if e.file_type().map(|f| f.is_file()).unwrap_or(false) {
                 files.push(e.file_name().to_string_lossy().into_owned());
@@ -590,16 +736,23 @@ impl Atelet {
         }
         files.sort();
         if files.is_empty() {
-            return Err(fail("checkpoint", "ateom reported no snapshot files for checkpoint".into()));
+            return Err(fail(
+                "checkpoint",
+                "ateom reported no snapshot files for checkpoint".into(),
+            ));
         }
         rec.snapshot_files = files;
-        let manifest = serde_json::to_vec(&rec).map_err(|e| fail("while marshaling snapshot manifest", e.to_string()))?;
+        let manifest = serde_json::to_vec(&rec)
+            .map_err(|e| fail("while marshaling snapshot manifest", e.to_string()))?;
         match &req.config {
             Some(snapshot::Config::External(c)) => {
                 let s3 = self.cfg.s3.as_ref().expect("checked");
-                let (bucket, prefix) = parse_uri_prefix(&c.snapshot_uri_prefix).map_err(|e| fail("snapshot", e.to_string()))?;
+                let (bucket, prefix) = parse_uri_prefix(&c.snapshot_uri_prefix)
+                    .map_err(|e| fail("snapshot", e.to_string()))?;
                 for f in &rec.snapshot_files {
-                    let bytes = tokio::fs::read(dir.join(f)).await.map_err(|e| fail("while uploading", format!("{f}: {e}")))?;
+                    let bytes = tokio::fs::read(dir.join(f))
+                        .await
+                        .map_err(|e| fail("while uploading", format!("{f}: {e}")))?;
                     s3.put(&bucket, &object_key(&prefix, &format!("{f}.zstd")), bytes)
                         .await
                         .map_err(|e| fail(&format!("while uploading {f} to GCS"), e.to_string()))?;
@@ -609,17 +762,25 @@ impl Atelet {
                     .map_err(|e| fail("while uploading snapshot manifest", e.to_string()))?;
             }
             Some(snapshot::Config::Local(c)) => {
-                let to = self.cfg.paths.local_checkpoints(&t.actor).join(&c.snapshot_prefix);
-                std::fs::create_dir_all(&to).map_err(|e| fail("while creating local checkpoint directory", e.to_string()))?;
+                let to = self
+                    .cfg
+                    .paths
+                    .local_checkpoints(&t.actor)
+                    .join(&c.snapshot_prefix);
+                std::fs::create_dir_all(&to).map_err(|e| {
+                    fail("while creating local checkpoint directory", e.to_string())
+                })?;
                 for f in &rec.snapshot_files {
-                    std::fs::rename(dir.join(f), to.join(f)).map_err(|e| fail("while moving checkpoint", format!("{f}: {e}")))?;
+                    std::fs::rename(dir.join(f), to.join(f))
+                        .map_err(|e| fail("while moving checkpoint", format!("{f}: {e}")))?;
                 }
                 crate::identity::write_file_atomic(&to, MANIFEST, &manifest, 0o600)
                     .map_err(|e| fail("while writing snapshot manifest", chain(&e)))?;
             }
             None => unreachable!("checked"),
         }
-        self.reset_actor_dirs(&t.actor).map_err(|e| fail("while resetting actor dirs", e.to_string()))?;
+        self.reset_actor_dirs(&t.actor)
+            .map_err(|e| fail("while resetting actor dirs", e.to_string()))?;
         Ok(())
     }
 
@@ -632,38 +793,61 @@ impl Atelet {
         let mut current = slot.lock().await;
         self.teardown(&mut current).await;
         info!(actor = %t.actor, worker = %t.uid, "Restore");
-        self.reset_actor_dirs(&t.actor).map_err(|e| fail("while resetting actor dirs", e.to_string()))?;
+        self.reset_actor_dirs(&t.actor)
+            .map_err(|e| fail("while resetting actor dirs", e.to_string()))?;
         let image = self.cfg.paths.restore_state(&t.actor);
         let rec: SandboxRecord = match &req.config {
             Some(snapshot::Config::External(c)) => {
                 let s3 = self.cfg.s3.as_ref().expect("checked");
-                let (bucket, prefix) = parse_uri_prefix(&c.snapshot_uri_prefix).map_err(|e| fail("snapshot", e.to_string()))?;
-                let m = s3.get(&bucket, &object_key(&prefix, MANIFEST)).await.map_err(|e| fail("while fetching snapshot manifest", e.to_string()))?;
-                let rec: SandboxRecord = serde_json::from_slice(&m).map_err(|e| fail("while parsing sandbox record/manifest", e.to_string()))?;
+                let (bucket, prefix) = parse_uri_prefix(&c.snapshot_uri_prefix)
+                    .map_err(|e| fail("snapshot", e.to_string()))?;
+                let m = s3
+                    .get(&bucket, &object_key(&prefix, MANIFEST))
+                    .await
+                    .map_err(|e| fail("while fetching snapshot manifest", e.to_string()))?;
+                let rec: SandboxRecord = serde_json::from_slice(&m)
+                    .map_err(|e| fail("while parsing sandbox record/manifest", e.to_string()))?;
                 for f in &rec.snapshot_files {
                     check_name("snapshot file", f).map_err(|e| fail("manifest", e.to_string()))?;
                     let bytes = s3
                         .get(&bucket, &object_key(&prefix, &format!("{f}.zstd")))
                         .await
-                        .map_err(|e| fail(&format!("while downloading {f} from GCS"), e.to_string()))?;
-                    tokio::fs::write(image.join(f), bytes).await.map_err(|e| fail("while downloading", format!("{f}: {e}")))?;
+                        .map_err(|e| {
+                            fail(&format!("while downloading {f} from GCS"), e.to_string())
+                        })?;
+                    tokio::fs::write(image.join(f), bytes)
+                        .await
+                        .map_err(|e| fail("while downloading", format!("{f}: {e}")))?;
                 }
                 rec
             }
             Some(snapshot::Config::Local(c)) => {
-                let from = self.cfg.paths.local_checkpoints(&t.actor).join(&c.snapshot_prefix);
-                let m = std::fs::read(from.join(MANIFEST)).map_err(|e| fail("while reading local snapshot manifest", format!("{}: {e}", from.join(MANIFEST).display())))?;
-                let rec: SandboxRecord = serde_json::from_slice(&m).map_err(|e| fail("while parsing sandbox record/manifest", e.to_string()))?;
+                let from = self
+                    .cfg
+                    .paths
+                    .local_checkpoints(&t.actor)
+                    .join(&c.snapshot_prefix);
+                let m = std::fs::read(from.join(MANIFEST)).map_err(|e| {
+                    fail(
+                        "while reading local snapshot manifest",
+                        format!("{}: {e}", from.join(MANIFEST).display()),
+                    )
+                })?;
+                let rec: SandboxRecord = serde_json::from_slice(&m)
+                    .map_err(|e| fail("while parsing sandbox record/manifest", e.to_string()))?;
                 for f in &rec.snapshot_files {
                     check_name("snapshot file", f).map_err(|e| fail("manifest", e.to_string()))?;
-                    std::fs::copy(from.join(f), image.join(f)).map_err(|e| fail("while copying checkpoint", format!("{f}: {e}")))?;
+                    std::fs::copy(from.join(f), image.join(f))
+                        .map_err(|e| fail("while copying checkpoint", format!("{f}: {e}")))?;
                 }
                 rec
             }
             None => unreachable!("checked"),
         };
         let runsc = self.runsc_path(&rec)?;
-        self.prepare_bundles(&t, &spec).await.map_err(|e| fail("while preparing OCI bundles", e))?;
+        self.prepare_bundles(&t, &spec)
+            .await
+            .map_err(|e| fail("while preparing OCI bundles", e))?;
         let mut run = Running {
             actor: t.actor.clone(),
             runsc,
@@ -674,7 +858,9 @@ impl Atelet {
                 .await
                 .map_err(|e| format!("while setting up actor network: {e}"))?;
             self.start_containers(&mut run, &spec, Some(&image)).await?;
-            self.wait_ready(&t.uid, &spec.containers).await.map_err(|e| format!("while waiting for container readyz: {e}"))
+            self.wait_ready(&t.uid, &spec.containers)
+                .await
+                .map_err(|e| format!("while waiting for container readyz: {e}"))
         }
         .await;
         if let Err(e) = started {
@@ -683,7 +869,8 @@ impl Atelet {
         }
         let mut record = rec.clone();
         record.snapshot_files.clear();
-        self.write_record(&t.actor, &record).map_err(|e| fail("while recording sandbox assets", e.to_string()))?;
+        self.write_record(&t.actor, &record)
+            .map_err(|e| fail("while recording sandbox assets", e.to_string()))?;
         *current = Some(run);
         Ok(())
     }
@@ -693,22 +880,35 @@ impl Atelet {
 /// actor's `local-checkpoint/`).
 fn local_prefix(p: &str) -> Result<(), Status> {
     if p.is_empty() {
-        return Err(Status::invalid_argument("snapshot prefix must be non-empty for type CHECKPOINT_TYPE_LOCAL"));
+        return Err(Status::invalid_argument(
+            "snapshot prefix must be non-empty for type CHECKPOINT_TYPE_LOCAL",
+        ));
     }
-    if Path::new(p).components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(Status::invalid_argument(format!("snapshot prefix {p:?} must be a relative path without '..'")));
+    if Path::new(p)
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return Err(Status::invalid_argument(format!(
+            "snapshot prefix {p:?} must be a relative path without '..'"
+        )));
     }
     Ok(())
 }
 
 /// The request's assets for [`ARCH`] (`cmd/atelet/sandbox_assets.go:70-89`).
-pub fn record_from_request(sa: Option<&ate_atelet_api::SandboxAssets>) -> Result<SandboxRecord, Status> {
+pub fn record_from_request(
+    sa: Option<&ate_atelet_api::SandboxAssets>,
+) -> Result<SandboxRecord, Status> {
     let sa = sa.ok_or_else(|| Status::invalid_argument("missing sandbox_assets"))?;
     let arch = sa
         .assets
         .get(ARCH)
         .filter(|a| !a.files.is_empty())
-        .ok_or_else(|| Status::invalid_argument(format!("sandbox_assets has no assets for architecture {ARCH:?}")))?;
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "sandbox_assets has no assets for architecture {ARCH:?}"
+            ))
+        })?;
     Ok(SandboxRecord {
         sandbox_class: sa.sandbox_class.clone(),
         assets: arch
@@ -736,7 +936,8 @@ pub fn record_from_request(sa: Option<&ate_atelet_api::SandboxAssets>) -> Result
 /// 20240729 refuse the next checkpoint (CONTRACT.md V).
 async fn get_status(netns: &Path, addr: SocketAddr, path: &str) -> std::io::Result<u16> {
     let mut s = connect_in(netns, addr, READYZ_REQUEST).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
@@ -746,25 +947,41 @@ async fn get_status(netns: &Path, addr: SocketAddr, path: &str) -> std::io::Resu
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             let len = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                })
                 .unwrap_or(0);
             if buf.len() >= end + 4 + len || n == 0 {
                 return head
                     .split_whitespace()
                     .nth(1)
                     .and_then(|c| c.parse().ok())
-                    .ok_or_else(|| std::io::Error::other(format!("not an HTTP status line: {:?}", head.lines().next().unwrap_or(""))));
+                    .ok_or_else(|| {
+                        std::io::Error::other(format!(
+                            "not an HTTP status line: {:?}",
+                            head.lines().next().unwrap_or("")
+                        ))
+                    });
             }
         }
         if n == 0 {
-            return Err(std::io::Error::other(format!("connection closed after {} bytes", buf.len())));
+            return Err(std::io::Error::other(format!(
+                "connection closed after {} bytes",
+                buf.len()
+            )));
         }
     }
 }
 
 /// A TCP connection made in the netns `netns`, from a thread of its own
 /// that joins it (no other thread changes namespace).
-async fn connect_in(netns: &Path, addr: SocketAddr, timeout: Duration) -> std::io::Result<tokio::net::TcpStream> {
+async fn connect_in(
+    netns: &Path,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<tokio::net::TcpStream> {
     use std::os::fd::AsRawFd;
     let ns = std::fs::File::open(netns)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -777,7 +994,9 @@ async fn connect_in(netns: &Path, addr: SocketAddr, timeout: Duration) -> std::i
         };
         let _ = tx.send(r);
     });
-    let s = rx.await.map_err(|_| std::io::Error::other("the connecting thread ended"))??;
+    let s = rx
+        .await
+        .map_err(|_| std::io::Error::other("the connecting thread ended"))??;
     s.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(s)
 }

@@ -82,10 +82,30 @@ async fn ip(args: &[&str]) -> Result<(), String> {
 /// default route (`cmd/ateom-gvisor/main.go:529-582`): run before every
 /// sandbox start, since gVisor strips the addresses of the links it takes.
 pub async fn configure_actor_veth(netns_name: &str) -> Result<(), String> {
-    ip(&["-n", netns_name, "addr", "replace", ACTOR_VETH_CIDR, "dev", ACTOR_VETH]).await?;
+    ip(&[
+        "-n",
+        netns_name,
+        "addr",
+        "replace",
+        ACTOR_VETH_CIDR,
+        "dev",
+        ACTOR_VETH,
+    ])
+    .await?;
     ip(&["-n", netns_name, "link", "set", "dev", ACTOR_VETH, "up"]).await?;
     ip(&["-n", netns_name, "link", "set", "dev", "lo", "up"]).await?;
-    ip(&["-n", netns_name, "route", "replace", "default", "via", ACTOR_GATEWAY, "dev", ACTOR_VETH]).await
+    ip(&[
+        "-n",
+        netns_name,
+        "route",
+        "replace",
+        "default",
+        "via",
+        ACTOR_GATEWAY,
+        "dev",
+        ACTOR_VETH,
+    ])
+    .await
 }
 
 /// Makes a new network namespace and bind-mounts it on `target` (an
@@ -166,7 +186,15 @@ fn bind(source: &Path, target: &Path) -> std::io::Result<()> {
     let src = cpath(source);
     let dst = cpath(target);
     // SAFETY: both are valid C strings; a bind mount takes no data.
-    let r = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) };
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -205,9 +233,11 @@ impl Ateom {
         use std::os::unix::fs::PermissionsExt;
         let dir = paths.ateom(uid);
         std::fs::create_dir_all(&dir).map_err(err("cannot create", &dir))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(err("cannot chmod", &dir))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(err("cannot chmod", &dir))?;
         let pid_file = paths.ateom_pid_file(uid);
-        std::fs::write(&pid_file, std::process::id().to_string()).map_err(err("cannot write", &pid_file))?;
+        std::fs::write(&pid_file, std::process::id().to_string())
+            .map_err(err("cannot write", &pid_file))?;
 
         let pod_addr = interface_ipv4("eth0")
             .map_err(err("cannot list the interfaces of its netns for", &dir))?
@@ -234,18 +264,42 @@ impl Ateom {
         let veth = async {
             // A pair left by an earlier run in this pod goes first.
             let _ = ip(&["link", "del", HOST_VETH]).await;
-            ip(&["link", "add", HOST_VETH, "type", "veth", "peer", "name", ACTOR_VETH_TEMP]).await?;
+            ip(&[
+                "link",
+                "add",
+                HOST_VETH,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ACTOR_VETH_TEMP,
+            ])
+            .await?;
             ip(&["link", "set", ACTOR_VETH_TEMP, "netns", &name]).await?;
             ip(&["addr", "add", HOST_VETH_CIDR, "dev", HOST_VETH]).await?;
             ip(&["link", "set", "dev", HOST_VETH, "up"]).await?;
-            ip(&["-n", &name, "link", "set", "dev", ACTOR_VETH_TEMP, "name", ACTOR_VETH]).await?;
+            ip(&[
+                "-n",
+                &name,
+                "link",
+                "set",
+                "dev",
+                ACTOR_VETH_TEMP,
+                "name",
+                ACTOR_VETH,
+            ])
+            .await?;
             configure_actor_veth(&name).await
         };
-        veth.await.map_err(|e| err("while setting up actor network in", &netns)(io_err(e)))?;
+        veth.await
+            .map_err(|e| err("while setting up actor network in", &netns)(io_err(e)))?;
 
         let forward = tokio::net::TcpListener::bind((pod_addr, ACTOR_PORT))
             .await
-            .map_err(err("cannot listen on the pod address's port 80 for", &netns))?;
+            .map_err(err(
+                "cannot listen on the pod address's port 80 for",
+                &netns,
+            ))?;
 
         let socket = paths.ateom_socket(uid);
         match std::fs::remove_file(&socket) {
@@ -253,7 +307,8 @@ impl Ateom {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(err("while removing", &socket)(e)),
         }
-        let listener = tokio::net::UnixListener::bind(&socket).map_err(err("while opening unix socket", &socket))?;
+        let listener = tokio::net::UnixListener::bind(&socket)
+            .map_err(err("while opening unix socket", &socket))?;
         Ok(Ateom {
             netns,
             socket,
@@ -267,8 +322,10 @@ impl Ateom {
     /// 80 until SIGTERM or SIGINT, then undoes what [`Ateom::start`] made.
     pub async fn serve_until_signal(self) -> Result<(), AteomError> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).map_err(err("cannot watch SIGTERM for", &self.socket))?;
-        let mut int = signal(SignalKind::interrupt()).map_err(err("cannot watch SIGINT for", &self.socket))?;
+        let mut term = signal(SignalKind::terminate())
+            .map_err(err("cannot watch SIGTERM for", &self.socket))?;
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(err("cannot watch SIGINT for", &self.socket))?;
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             tokio::select! {

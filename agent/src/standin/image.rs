@@ -130,7 +130,9 @@ impl Reference {
         };
         let (registry, rest) = s.split_once('/').ok_or_else(|| bad("no registry host"))?;
         if !(registry.contains('.') || registry.contains(':') || registry == "localhost") {
-            return Err(bad("no registry host (the first component must be host[:port])"));
+            return Err(bad(
+                "no registry host (the first component must be host[:port])",
+            ));
         }
         let (repository, reference) = if let Some((repo, digest)) = rest.split_once('@') {
             // A tag before the digest (repo:tag@sha256:...) is ignored.
@@ -159,7 +161,10 @@ impl Reference {
     }
 
     fn host(&self) -> &str {
-        self.registry.rsplit_once(':').map(|(h, _)| h).unwrap_or(&self.registry)
+        self.registry
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&self.registry)
     }
 }
 
@@ -197,7 +202,10 @@ struct ManifestOrIndex {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl ImageStore {
@@ -250,21 +258,30 @@ impl ImageStore {
             });
         }
         let base = format!("http://{}/v2/{}", r.registry, r.repository);
-        let mut bytes = self.get(&format!("{base}/manifests/{}", r.reference), Some(ACCEPT)).await?;
-        let mut m: ManifestOrIndex = serde_json::from_slice(&bytes).map_err(|e| ImageError::Manifest {
-            reference: image.to_owned(),
-            reason: format!("not a manifest: {e}"),
-        })?;
+        let mut bytes = self
+            .get(&format!("{base}/manifests/{}", r.reference), Some(ACCEPT))
+            .await?;
+        let mut m: ManifestOrIndex =
+            serde_json::from_slice(&bytes).map_err(|e| ImageError::Manifest {
+                reference: image.to_owned(),
+                reason: format!("not a manifest: {e}"),
+            })?;
         if let Some(list) = &m.manifests {
             let pick = list
                 .iter()
-                .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"))
+                .find(|d| {
+                    d.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                })
                 .ok_or_else(|| ImageError::Manifest {
                     reference: image.to_owned(),
                     reason: format!("index ({}) has no linux/amd64 manifest", m.media_type),
                 })?;
             let digest = pick.digest.clone();
-            bytes = self.get(&format!("{base}/manifests/{digest}"), Some(ACCEPT)).await?;
+            bytes = self
+                .get(&format!("{base}/manifests/{digest}"), Some(ACCEPT))
+                .await?;
             m = serde_json::from_slice(&bytes).map_err(|e| ImageError::Manifest {
                 reference: image.to_owned(),
                 reason: format!("not a manifest: {e}"),
@@ -297,12 +314,15 @@ impl ImageStore {
             if layer.digest.strip_prefix("sha256:") != Some(got.as_str()) {
                 return Err(ImageError::Digest { url, got });
             }
-            let (tree, digest, media) = (tree.clone(), layer.digest.clone(), layer.media_type.clone());
-            tokio::task::spawn_blocking(move || apply_layer(&tree, &blob, &media).map_err(|source| ImageError::Unpack {
-                digest,
-                dir: tree,
-                source,
-            }))
+            let (tree, digest, media) =
+                (tree.clone(), layer.digest.clone(), layer.media_type.clone());
+            tokio::task::spawn_blocking(move || {
+                apply_layer(&tree, &blob, &media).map_err(|source| ImageError::Unpack {
+                    digest,
+                    dir: tree,
+                    source,
+                })
+            })
             .await
             .expect("the unpack task does not panic")?;
         }
@@ -326,7 +346,10 @@ pub fn apply_layer(tree: &Path, blob: &[u8], media_type: &str) -> std::io::Resul
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if let Some(hidden) = name.strip_prefix(".wh.") {
             let parent = path.parent().unwrap_or(Path::new(""));
             let Some(parent) = confined(tree, parent) else {
@@ -384,10 +407,20 @@ mod tests {
     #[test]
     fn references_parse() {
         let r = Reference::parse("127.0.0.1:5000/ate/probe:v1").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.reference.as_str()), ("127.0.0.1:5000", "ate/probe", "v1"));
+        assert_eq!(
+            (
+                r.registry.as_str(),
+                r.repository.as_str(),
+                r.reference.as_str()
+            ),
+            ("127.0.0.1:5000", "ate/probe", "v1")
+        );
         let d = format!("sha256:{}", "a".repeat(64));
         let r = Reference::parse(&format!("localhost:5000/p:tag@{d}")).unwrap();
-        assert_eq!((r.repository.as_str(), r.reference.as_str()), ("p", d.as_str()));
+        assert_eq!(
+            (r.repository.as_str(), r.reference.as_str()),
+            ("p", d.as_str())
+        );
         let r = Reference::parse("localhost/p").unwrap();
         assert_eq!(r.reference, "latest");
         assert!(Reference::parse("probe:v1").is_err());
@@ -441,7 +474,10 @@ mod tests {
         assert!(!tree.join("etc/a").exists());
         assert!(tree.join("etc/b").exists());
         assert!(tree.join("opq").is_dir() && !tree.join("opq/x").exists());
-        assert!(outside.join("keep").exists(), "a whiteout under a symlink removed a file outside");
+        assert!(
+            outside.join("keep").exists(),
+            "a whiteout under a symlink removed a file outside"
+        );
         // A file through the symlink is refused, not written outside.
         let l3 = layer(&[("run/evil", None, b"e")]);
         assert!(apply_layer(&tree, &l3, "").is_err());

@@ -243,13 +243,22 @@ mod tests {
             template: "t".into(),
             id: "probe-alpha".into(),
         };
-        assert_eq!(p.actor(&a), Path::new("/var/lib/ateom-gvisor/actors/ns:t:probe-alpha"));
+        assert_eq!(
+            p.actor(&a),
+            Path::new("/var/lib/ateom-gvisor/actors/ns:t:probe-alpha")
+        );
         assert_eq!(p.identity(&a), p.actor(&a).join("identity"));
         assert_eq!(p.bundle(&a, PAUSE), p.actor(&a).join("bundles/pause"));
         assert_eq!(p.pidfile(&a, "app"), p.actor(&a).join("pidfiles/app.pid"));
-        assert_eq!(p.ateom_socket("w0"), Path::new("/var/lib/ateom-gvisor/ateoms/w0/ateom.sock"));
+        assert_eq!(
+            p.ateom_socket("w0"),
+            Path::new("/var/lib/ateom-gvisor/ateoms/w0/ateom.sock")
+        );
         assert_eq!(p.netns("w0"), Path::new("/run/netns/ateom:w0"));
-        assert_eq!(p.runsc_binary("ab"), Path::new("/var/lib/ateom-gvisor/static-files/runsc-ab"));
+        assert_eq!(
+            p.runsc_binary("ab"),
+            Path::new("/var/lib/ateom-gvisor/static-files/runsc-ab")
+        );
     }
 
     #[test]

@@ -11,8 +11,9 @@
 
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{
-    DescriptorProto, EnumDescriptorProto, EnumValueDescriptorProto, FieldDescriptorProto, FileDescriptorProto,
-    FileDescriptorSet, MessageOptions, MethodDescriptorProto, OneofDescriptorProto, ServiceDescriptorProto,
+    DescriptorProto, EnumDescriptorProto, EnumValueDescriptorProto, FieldDescriptorProto,
+    FileDescriptorProto, FileDescriptorSet, MessageOptions, MethodDescriptorProto,
+    OneofDescriptorProto, ServiceDescriptorProto,
 };
 
 /// The descriptor's file name (upstream's path of its definition).
@@ -87,7 +88,11 @@ fn field(f: F) -> FieldDescriptorProto {
     FieldDescriptorProto {
         name: Some(f.name.into()),
         number: Some(f.number),
-        label: Some(if f.repeated { Label::Repeated } else { Label::Optional } as i32),
+        label: Some(if f.repeated {
+            Label::Repeated
+        } else {
+            Label::Optional
+        } as i32),
         r#type: Some(f.typ as i32),
         type_name: f.type_name.map(|t| format!(".atelet.{t}")),
         oneof_index: f.oneof,
@@ -106,7 +111,12 @@ fn message(name: &str, fields: Vec<F>) -> DescriptorProto {
 
 /// A `map<string, V>` field `name` of message `owner`: the repeated field
 /// and its nested `<Name>Entry` type (as protoc writes maps).
-fn with_map(mut msg: DescriptorProto, name: &'static str, number: i32, value: &'static str) -> DescriptorProto {
+fn with_map(
+    mut msg: DescriptorProto,
+    name: &'static str,
+    number: i32,
+    value: &'static str,
+) -> DescriptorProto {
     let owner = msg.name.clone().unwrap_or_default();
     let entry_name = format!("{}Entry", json_name(&format!("_{name}")));
     let mut entry = message(&entry_name, vec![s("key", 1), m("value", 2, value)]);
@@ -153,7 +163,10 @@ fn snapshot_request(name: &str) -> DescriptorProto {
             m("spec", 7, "WorkloadSpec"),
             e("type", 9, "CheckpointType"),
             in_oneof(m("local_config", 10, "LocalCheckpointConfiguration"), 0),
-            in_oneof(m("external_config", 11, "ExternalCheckpointConfiguration"), 0),
+            in_oneof(
+                m("external_config", 11, "ExternalCheckpointConfiguration"),
+                0,
+            ),
             e("scope", 12, "SnapshotScope"),
         ],
     );
@@ -168,7 +181,11 @@ fn snapshot_request(name: &str) -> DescriptorProto {
 pub fn file() -> FileDescriptorProto {
     let mut volume = message(
         "Volume",
-        vec![s("name", 1), e("type", 2, "VolumeType"), in_oneof(m("durable_dir", 3, "DurableDirVolume"), 0)],
+        vec![
+            s("name", 1),
+            e("type", 2, "VolumeType"),
+            in_oneof(m("durable_dir", 3, "DurableDirVolume"), 0),
+        ],
     );
     volume.oneof_decl.push(OneofDescriptorProto {
         name: Some("source".into()),
@@ -188,10 +205,19 @@ pub fn file() -> FileDescriptorProto {
         ),
         message("AssetFile", vec![s("url", 1), s("sha256", 2)]),
         with_map(message("ArchAssets", vec![]), "files", 1, "AssetFile"),
-        with_map(message("SandboxAssets", vec![s("sandbox_class", 1)]), "assets", 2, "ArchAssets"),
+        with_map(
+            message("SandboxAssets", vec![s("sandbox_class", 1)]),
+            "assets",
+            2,
+            "ArchAssets",
+        ),
         message(
             "WorkloadSpec",
-            vec![rep(m("containers", 1, "Container")), s("pause_image", 2), rep(m("volumes", 3, "Volume"))],
+            vec![
+                rep(m("containers", 1, "Container")),
+                s("pause_image", 2),
+                rep(m("volumes", 3, "Volume")),
+            ],
         ),
         message("DurableDirVolume", vec![]),
         volume,
@@ -220,22 +246,42 @@ pub fn file() -> FileDescriptorProto {
             ],
         ),
         message("RunResponse", vec![]),
-        message("LocalCheckpointConfiguration", vec![s("snapshot_prefix", 1)]),
-        message("ExternalCheckpointConfiguration", vec![s("snapshot_uri_prefix", 1)]),
+        message(
+            "LocalCheckpointConfiguration",
+            vec![s("snapshot_prefix", 1)],
+        ),
+        message(
+            "ExternalCheckpointConfiguration",
+            vec![s("snapshot_uri_prefix", 1)],
+        ),
         snapshot_request("CheckpointRequest"),
         message("CheckpointResponse", vec![]),
         snapshot_request("RestoreRequest"),
         message("RestoreResponse", vec![]),
     ];
     let enums = vec![
-        enumeration("VolumeType", &[("VOLUME_TYPE_UNSPECIFIED", 0), ("VOLUME_TYPE_DURABLE_DIR", 1)]),
+        enumeration(
+            "VolumeType",
+            &[
+                ("VOLUME_TYPE_UNSPECIFIED", 0),
+                ("VOLUME_TYPE_DURABLE_DIR", 1),
+            ],
+        ),
         enumeration(
             "CheckpointType",
-            &[("CHECKPOINT_TYPE_UNSPECIFIED", 0), ("CHECKPOINT_TYPE_LOCAL", 1), ("CHECKPOINT_TYPE_EXTERNAL", 2)],
+            &[
+                ("CHECKPOINT_TYPE_UNSPECIFIED", 0),
+                ("CHECKPOINT_TYPE_LOCAL", 1),
+                ("CHECKPOINT_TYPE_EXTERNAL", 2),
+            ],
         ),
         enumeration(
             "SnapshotScope",
-            &[("SNAPSHOT_SCOPE_UNSPECIFIED", 0), ("SNAPSHOT_SCOPE_FULL", 1), ("SNAPSHOT_SCOPE_DATA", 2)],
+            &[
+                ("SNAPSHOT_SCOPE_UNSPECIFIED", 0),
+                ("SNAPSHOT_SCOPE_FULL", 1),
+                ("SNAPSHOT_SCOPE_DATA", 2),
+            ],
         ),
     ];
     let method = |name: &str, input: &str, output: &str| MethodDescriptorProto {
@@ -288,9 +334,18 @@ mod tests {
             defined.insert(format!(".atelet.{}", en.name()));
         }
         for msg in &f.message_type {
-            for fld in msg.field.iter().chain(msg.nested_type.iter().flat_map(|n| n.field.iter())) {
+            for fld in msg
+                .field
+                .iter()
+                .chain(msg.nested_type.iter().flat_map(|n| n.field.iter()))
+            {
                 if let Some(t) = &fld.type_name {
-                    assert!(defined.contains(t), "{}.{} names undefined {t}", msg.name(), fld.name());
+                    assert!(
+                        defined.contains(t),
+                        "{}.{} names undefined {t}",
+                        msg.name(),
+                        fld.name()
+                    );
                 }
             }
         }
@@ -305,7 +360,11 @@ mod tests {
         assert_eq!(numbers("CheckpointRequest"), [1, 3, 4, 5, 7, 9, 10, 11, 12]);
         assert_eq!(numbers("Container"), [1, 2, 3, 4, 5, 6]);
         assert_eq!(numbers("WorkloadSpec"), [1, 2, 3]);
-        let sa = f.message_type.iter().find(|m| m.name() == "SandboxAssets").unwrap();
+        let sa = f
+            .message_type
+            .iter()
+            .find(|m| m.name() == "SandboxAssets")
+            .unwrap();
         assert_eq!(sa.field[1].type_name(), ".atelet.SandboxAssets.AssetsEntry");
         // It serves: the builder accepts it.
         tonic_reflection::server::Builder::configure()

@@ -61,10 +61,15 @@ pub fn messages(text: &str, n: usize) -> String {
             msgs.push(m);
             continue;
         }
-        let glog = l.len() > 5 && l.as_bytes()[1..5].iter().all(u8::is_ascii_digit) && l.contains("] ");
+        let glog =
+            l.len() > 5 && l.as_bytes()[1..5].iter().all(u8::is_ascii_digit) && l.contains("] ");
         if glog {
             if matches!(l.as_bytes()[0], b'W' | b'E' | b'F') {
-                msgs.push(l.split_once("] ").map(|(_, t)| t.to_owned()).unwrap_or_default());
+                msgs.push(
+                    l.split_once("] ")
+                        .map(|(_, t)| t.to_owned())
+                        .unwrap_or_default(),
+                );
             }
             continue;
         }
@@ -72,7 +77,10 @@ pub fn messages(text: &str, n: usize) -> String {
             first_other = Some(l.to_owned());
         }
     }
-    let mut out: Vec<String> = msgs[msgs.len().saturating_sub(n)..].iter().map(|m| elide(m, 600)).collect();
+    let mut out: Vec<String> = msgs[msgs.len().saturating_sub(n)..]
+        .iter()
+        .map(|m| elide(m, 600))
+        .collect();
     if out.is_empty() {
         out.extend(first_other.map(|l| elide(&l, 600)));
     }
@@ -107,7 +115,10 @@ impl ActorRunsc {
     }
 
     fn root(&self) -> [String; 2] {
-        ["-root".into(), self.paths.runsc_state(&self.actor).display().to_string()]
+        [
+            "-root".into(),
+            self.paths.runsc_state(&self.actor).display().to_string(),
+        ]
     }
 
     /// `create`'s argument vector.
@@ -124,12 +135,20 @@ impl ActorRunsc {
 
     /// `start`'s argument vector.
     pub fn start_cmd(&self, c: &str) -> Cmd {
-        self.base().arg("-allow-connected-on-save").args(self.root()).arg("start").arg(c)
+        self.base()
+            .arg("-allow-connected-on-save")
+            .args(self.root())
+            .arg("start")
+            .arg(c)
     }
 
     /// `checkpoint`'s argument vector.
     pub fn checkpoint_cmd(&self, c: &str, image: &Path) -> Cmd {
-        self.base().args(self.root()).args(["checkpoint", "-image-path"]).arg(image).arg(c)
+        self.base()
+            .args(self.root())
+            .args(["checkpoint", "-image-path"])
+            .arg(image)
+            .arg(c)
     }
 
     /// `restore`'s argument vector.
@@ -149,7 +168,10 @@ impl ActorRunsc {
 
     /// `delete -force`'s argument vector.
     pub fn delete_cmd(&self, c: &str) -> Cmd {
-        self.base().args(self.root()).args(["delete", "-force"]).arg(c)
+        self.base()
+            .args(self.root())
+            .args(["delete", "-force"])
+            .arg(c)
     }
 
     /// `state`'s argument vector.
@@ -169,18 +191,36 @@ impl ActorRunsc {
             container: c.to_owned(),
             detail,
         };
-        std::fs::create_dir_all(&dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-        let open = || std::fs::OpenOptions::new().create(true).append(true).open(&log);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+        };
         let (out, err) = match (open(), open()) {
             (Ok(o), Ok(e)) => (o, e),
-            (Err(e), _) | (_, Err(e)) => return Err(fail(format!("cannot open {}: {e}", log.display()))),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(fail(format!("cannot open {}: {e}", log.display())))
+            }
         };
         let before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        let result = cmd.stdin(Stdio::null()).stdout(Stdio::file(out)).stderr(Stdio::file(err)).run().await;
+        let result = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::file(out))
+            .stderr(Stdio::file(err))
+            .run()
+            .await;
         result.map(drop).map_err(|e| {
             let text = std::fs::read(&log).unwrap_or_default();
-            let new = String::from_utf8_lossy(text.get(before as usize..).unwrap_or_default()).into_owned();
-            fail(format!("{} ({e}; console log {})", messages(&new, 4), log.display()))
+            let new = String::from_utf8_lossy(text.get(before as usize..).unwrap_or_default())
+                .into_owned();
+            fail(format!(
+                "{} ({e}; console log {})",
+                messages(&new, 4),
+                log.display()
+            ))
         })
     }
 
@@ -192,7 +232,11 @@ impl ActorRunsc {
             container: c.to_owned(),
             detail,
         };
-        let out = cmd.stdin(Stdio::null()).output().await.map_err(|e| fail(format!("{e}")))?;
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| fail(format!("{e}")))?;
         if out.status.success() {
             return Ok(());
         }
@@ -200,8 +244,16 @@ impl ActorRunsc {
         let dir = self.paths.runsc_logs(&self.actor, c);
         let log = dir.join(format!("{op}.log"));
         let kept = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&log, &text));
-        let kept = if kept.is_ok() { format!("; output in {}", log.display()) } else { String::new() };
-        Err(fail(format!("{} ({}{kept})", messages(&text, 4), out.status)))
+        let kept = if kept.is_ok() {
+            format!("; output in {}", log.display())
+        } else {
+            String::new()
+        };
+        Err(fail(format!(
+            "{} ({}{kept})",
+            messages(&text, 4),
+            out.status
+        )))
     }
 
     /// `runsc create`.
@@ -216,12 +268,14 @@ impl ActorRunsc {
 
     /// `runsc restore`.
     pub async fn restore(&self, c: &str, image: &Path) -> Result<(), RunscFailed> {
-        self.with_console("restore", c, self.restore_cmd(c, image)).await
+        self.with_console("restore", c, self.restore_cmd(c, image))
+            .await
     }
 
     /// `runsc checkpoint`.
     pub async fn checkpoint(&self, c: &str, image: &Path) -> Result<(), RunscFailed> {
-        self.captured("checkpoint", c, self.checkpoint_cmd(c, image)).await
+        self.captured("checkpoint", c, self.checkpoint_cmd(c, image))
+            .await
     }
 
     /// `runsc state` (upstream checks it before deleting,
@@ -241,7 +295,9 @@ mod tests {
     use super::*;
 
     fn argv(cmd: &Cmd) -> Vec<String> {
-        cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]
@@ -258,7 +314,14 @@ mod tests {
         let root = ["-root".to_owned(), format!("{act}/runsc-state")];
         let mut want: Vec<String> = pre.iter().map(|s| s.to_string()).collect();
         want.extend(root.clone());
-        want.extend(["create".into(), "-bundle".into(), format!("{act}/bundles/app"), "-pid-file".into(), format!("{act}/pidfiles/app.pid"), "app".into()]);
+        want.extend([
+            "create".into(),
+            "-bundle".into(),
+            format!("{act}/bundles/app"),
+            "-pid-file".into(),
+            format!("{act}/pidfiles/app.pid"),
+            "app".into(),
+        ]);
         assert_eq!(argv(&r.create_cmd("app")), want);
 
         let mut want: Vec<String> = pre.iter().map(|s| s.to_string()).collect();
@@ -272,21 +335,45 @@ mod tests {
         want.extend(root.clone());
         want.extend(["restore", "-bundle"].map(String::from));
         want.push(format!("{act}/bundles/pause"));
-        want.extend(["-image-path".into(), "/img".into(), "-pid-file".into(), format!("{act}/pidfiles/pause.pid")]);
+        want.extend([
+            "-image-path".into(),
+            "/img".into(),
+            "-pid-file".into(),
+            format!("{act}/pidfiles/pause.pid"),
+        ]);
         want.extend(["-background", "-direct", "-detach", "pause"].map(String::from));
         assert_eq!(argv(&r.restore_cmd("pause", img)), want);
 
         let tail = argv(&r.checkpoint_cmd("pause", img));
-        assert_eq!(tail[3..], [root[0].clone(), root[1].clone(), "checkpoint".into(), "-image-path".into(), "/img".into(), "pause".into()]);
+        assert_eq!(
+            tail[3..],
+            [
+                root[0].clone(),
+                root[1].clone(),
+                "checkpoint".into(),
+                "-image-path".into(),
+                "/img".into(),
+                "pause".into()
+            ]
+        );
         assert_eq!(argv(&r.delete_cmd("app"))[5..], ["delete", "-force", "app"]);
     }
 
     #[test]
     fn messages_are_the_json_msgs() {
         let text = "{\"msg\":\"starting\",\"level\":\"info\"}\n\nplain\n{\"msg\":\"endpoint cannot be saved in connected state\"}\n";
-        assert_eq!(messages(text, 1), "endpoint cannot be saved in connected state");
+        assert_eq!(
+            messages(text, 1),
+            "endpoint cannot be saved in connected state"
+        );
         let glog = "I1202 06:15:46.620790   17146 main.go:196] **** gVisor ****\nW1202 06:15:46.7   17146 util.go:64] FATAL ERROR: checkpoint failed: endpoint cannot be saved in connected state\ngoroutine 1\n";
-        assert_eq!(messages(glog, 4), "FATAL ERROR: checkpoint failed: endpoint cannot be saved in connected state");
-        assert_eq!(messages("panic: boom\ngoroutine 1 [running]:\n", 4), "panic: boom");
+        assert_eq!(
+            messages(glog, 4),
+            "FATAL ERROR: checkpoint failed: endpoint cannot be saved in connected state"
+        );
+        assert_eq!(
+            messages("panic: boom\ngoroutine 1 [running]:\n", 4),
+            "panic: boom"
+        );
     }
 }

@@ -51,7 +51,11 @@ pub struct SandboxRecord {
     /// Asset name (`runsc`) to file.
     pub assets: BTreeMap<String, AssetEntry>,
     /// The snapshot's files, relative names, sorted.
-    #[serde(rename = "snapshotFiles", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "snapshotFiles",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub snapshot_files: Vec<String>,
 }
 
@@ -100,7 +104,11 @@ impl S3Config {
         if get("ATE_STORAGE_BACKEND").as_deref() != Some("s3") {
             return Ok(None);
         }
-        let need = |k: &str| get(k).filter(|v| !v.is_empty()).ok_or_else(|| S3Error::Config(format!("{k} is not set")));
+        let need = |k: &str| {
+            get(k)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| S3Error::Config(format!("{k} is not set")))
+        };
         let endpoint = need("AWS_ENDPOINT_URL")?;
         let endpoint = endpoint
             .parse()
@@ -117,7 +125,9 @@ impl S3Config {
 
 /// Bucket and key prefix (no trailing `/`) of `s3://bucket/path/`.
 pub fn parse_uri_prefix(uri: &str) -> Result<(String, String), S3Error> {
-    let rest = uri.strip_prefix("s3://").ok_or_else(|| S3Error::Uri(uri.to_owned()))?;
+    let rest = uri
+        .strip_prefix("s3://")
+        .ok_or_else(|| S3Error::Uri(uri.to_owned()))?;
     let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
         return Err(S3Error::Uri(uri.to_owned()));
@@ -162,7 +172,13 @@ impl S3Client {
         } else {
             UrlStyle::VirtualHost
         };
-        Bucket::new(self.cfg.endpoint.clone(), style, bucket.to_owned(), self.cfg.region.clone()).map_err(|e| S3Error::Call {
+        Bucket::new(
+            self.cfg.endpoint.clone(),
+            style,
+            bucket.to_owned(),
+            self.cfg.region.clone(),
+        )
+        .map_err(|e| S3Error::Call {
             op,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
@@ -203,7 +219,10 @@ impl S3Client {
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| fail(format!("{e}")))?;
         if !status.is_success() {
-            return Err(fail(format!("{status}: {}", String::from_utf8_lossy(&body).trim())));
+            return Err(fail(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            )));
         }
         Ok(body.to_vec())
     }
@@ -215,7 +234,10 @@ mod tests {
 
     #[test]
     fn uri_prefixes_parse_as_upstream() {
-        assert_eq!(parse_uri_prefix("s3://b/ns/t/").unwrap(), ("b".into(), "ns/t".into()));
+        assert_eq!(
+            parse_uri_prefix("s3://b/ns/t/").unwrap(),
+            ("b".into(), "ns/t".into())
+        );
         assert_eq!(parse_uri_prefix("s3://b").unwrap(), ("b".into(), "".into()));
         assert!(parse_uri_prefix("gs://b/x").is_err());
         assert_eq!(object_key("ns/t", MANIFEST), "ns/t/manifest.json");
@@ -227,13 +249,21 @@ mod tests {
             sandbox_class: "gvisor".into(),
             ..Default::default()
         };
-        r.assets.insert("runsc".into(), AssetEntry { url: "gs://x".into(), sha256: "ab".into() });
+        r.assets.insert(
+            "runsc".into(),
+            AssetEntry {
+                url: "gs://x".into(),
+                sha256: "ab".into(),
+            },
+        );
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
             r#"{"sandboxClass":"gvisor","assets":{"runsc":{"url":"gs://x","sha256":"ab"}}}"#
         );
         r.snapshot_files = vec!["checkpoint.img".into()];
-        assert!(serde_json::to_string(&r).unwrap().ends_with(r#""snapshotFiles":["checkpoint.img"]}"#));
+        assert!(serde_json::to_string(&r)
+            .unwrap()
+            .ends_with(r#""snapshotFiles":["checkpoint.img"]}"#));
     }
 
     #[test]
@@ -246,7 +276,13 @@ mod tests {
             _ => None,
         };
         assert!(S3Config::from_env(env).unwrap().is_none());
-        let with = |k: &str| if k == "ATE_STORAGE_BACKEND" { Some("s3".to_owned()) } else { env(k) };
+        let with = |k: &str| {
+            if k == "ATE_STORAGE_BACKEND" {
+                Some("s3".to_owned())
+            } else {
+                env(k)
+            }
+        };
         let c = S3Config::from_env(with).unwrap().unwrap();
         assert!(c.path_style);
         let missing = |k: &str| if k == "AWS_REGION" { None } else { with(k) };
