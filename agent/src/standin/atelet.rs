@@ -404,7 +404,11 @@ impl Atelet {
         if identity.is_some() {
             // Confined to the rootfs: an image's symlink `run -> /outside`
             // is refused, as upstream's os.Root refuses it
-            // (`cmd/atelet/oci.go:84-91, 235-251`).
+            // (`cmd/atelet/oci.go:84-91, 235-251`), with its words (Go
+            // 1.27.3's os.Root, checked: `creating mount dir "run/ate":
+            // mkdirat run/ate: path escapes from parent`). Stricter than
+            // os.Root: a symlink that stays inside the rootfs is refused
+            // too (`crate::rootfs`, ID-13).
             crate::rootfs::mkdir_all_in_root(&rootfs, Path::new("run/ate"), 0o755).map_err(|e| match e {
                 crate::rootfs::RootfsError::Symlink { .. } => format!(
                     "while creating identity mount point: creating mount dir \"run/ate\": mkdirat run/ate: path escapes from parent ({e})"
