@@ -594,15 +594,24 @@ async fn drive(
     // runsc's own words (the sandbox is left dead; SIGTERM must still
     // remove its containers).
     let mut held = node.connect(pod(w0)).await.map_err(|e| e.to_string())?;
-    held.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.map_err(|e| e.to_string())?;
+    held.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
     let mut answer = [0u8; 256];
     let _ = tokio::time::timeout(Duration::from_secs(5), held.read(&mut answer)).await;
     let e = client
-        .checkpoint(SnapshotRequest::external(&alpha, spec, &s3.uri_prefix(NS, "held")))
+        .checkpoint(SnapshotRequest::external(
+            &alpha,
+            spec,
+            &s3.uri_prefix(NS, "held"),
+        ))
         .await
         .err()
         .ok_or("a checkpoint with a connection open succeeded")?;
-    if !e.message.contains("endpoint cannot be saved in connected state") {
+    if !e
+        .message
+        .contains("endpoint cannot be saved in connected state")
+    {
         return Err(format!("checkpoint with a connection open: {e}"));
     }
     eprintln!("refused checkpoint: {}", e.message);
