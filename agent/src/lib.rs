@@ -18,10 +18,10 @@
 //! - [`runtime`]: what the engine asks of the container runtime, as a
 //!   trait; [`runsc`]: the `runsc` command vectors that implement it,
 //! - [`names`], [`identity`], [`rootfs`], [`bundle`]: the identity contract's
-//!   host side (ID-14/15, ID-9/10, ID-13, ID-6/7),
-//! - [`standin`]: the stand-in for upstream's atelet and ateom-gvisor
-//!   (binaries `ate-standin-atelet`, `ate-standin-ateom`) that CI tests the
-//!   node backend against.
+//!   host side (ID-14/15, ID-9/10, ID-13, ID-6/7).
+//!
+//! The stand-in for upstream's atelet and ateom-gvisor, which CI tests the
+//! node backend against, is its own crate over this library (`standin/`).
 
 pub mod api;
 pub mod bundle;
@@ -35,7 +35,6 @@ pub mod router;
 pub mod runsc;
 pub mod runtime;
 pub mod server;
-pub mod standin;
 
 /// Names and the Host rules (ID-14, ID-15): they live in `ate-agent-api`,
 /// shared with the node backend's routing front in the harness.

@@ -101,7 +101,7 @@ fn main() -> std::process::ExitCode {
         .next()
         .is_some_and(|a0| std::path::Path::new(&a0).file_name() == Some("pause".as_ref()));
     if named_pause && argv.next().is_none() {
-        return ate_refagent::pause::run_in_sandbox();
+        ate_refagent::pause::run_in_sandbox();
     }
     let cli = Cli::parse();
     match cli.cmd {

@@ -1,5 +1,5 @@
 //! `ate-standin-atelet`: the stand-in for upstream's `atelet` (see
-//! `ate_refagent::standin`). Flags as upstream's (`cmd/atelet/main.go:
+//! `ate_standin`). Flags as upstream's (`cmd/atelet/main.go:
 //! 62-68` at 86e138f6): `--port` (8085), `--metrics-listen-addr`
 //! (`:9090`; accepted, nothing is served there), `--gcp-auth-for-image-pulls`
 //! (accepted; the stand-in never uses cloud credentials),
@@ -7,8 +7,10 @@
 //! from the environment as upstream's does (`main.go:123-139`).
 //!
 //! Serves `atelet.AteomHerder` and gRPC reflection on `0.0.0.0:<port>`
-//! (`main.go:168-175`). On SIGTERM or SIGINT it stops serving, removes every
-//! runsc container it runs by its ID, and exits.
+//! (`main.go:168-175`). On SIGTERM or SIGINT it stops serving and exits,
+//! leaving the actors' sandboxes running, as upstream's atelet and ateom do
+//! (measured, `docs/upstream-node.md`): the node backend ends them by PID
+//! from runsc's state files.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ate_atelet_api::server::AteomHerderServer;
-use ate_refagent::standin::{atelet, paths::Paths, reflection, snapshot, version_line};
+use ate_standin::{atelet, paths::Paths, reflection, snapshot, version_line};
 use clap::{ArgAction, Parser};
 use tracing::{error, info};
 
@@ -108,7 +110,10 @@ async fn main() -> ExitCode {
         .add_service(reflection_v1alpha)
         .serve_with_shutdown(addr, signalled())
         .await;
-    service.shutdown().await;
+    // As upstream's atelet: stopping it leaves the actors' sandboxes
+    // running (measured, docs/upstream-node.md); whoever stops the node
+    // ends them by PID from runsc's state files.
+    drop(service);
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

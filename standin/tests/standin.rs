@@ -9,8 +9,9 @@
 //! snapshot on two workers and each answers its own ID; one is suspended
 //! (LOCAL) and resumed; reflection lists `atelet.AteomHerder`; an image
 //! planting `run -> <outside>`, an empty command and a runsc missing from
-//! the asset cache each fail with upstream's words; on SIGTERM every
-//! container is removed. Fails loudly when root, runsc or docker-registry
+//! the asset cache each fail with upstream's words; SIGTERM leaves the
+//! sandboxes running, as upstream's does, and the node backend's
+//! `kill_leftovers` ends them by PID. Fails loudly when root, runsc or docker-registry
 //! is missing.
 
 use std::collections::HashMap;
@@ -54,16 +55,6 @@ fn which(p: &str) -> bool {
     std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
         .unwrap_or(false)
-}
-
-/// The runsc adapter's job, as a script (the harness places its
-/// `ate-runsc-adapter` there): drop the two flags runsc 20240729 lacks,
-/// log each drop, exec the real runsc.
-fn adapter_script(log: &Path) -> String {
-    format!(
-        "#!/bin/sh\nfor a in \"$@\"; do shift; case \"$a\" in -allow-connected-on-save|-background) echo \"dropped $a\" >> {log} ;; *) set -- \"$@\" \"$a\" ;; esac; done\nexec {RUNSC} \"$@\"\n",
-        log = log.display()
-    )
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -304,6 +295,7 @@ async fn with_registry(
         binary: probe,
         path_in_image: "probe",
         symlinks: &planted,
+        extra_binaries: &[],
     })
     .map_err(|e| e.to_string())?;
     let p = push(&http, &push_as("probe"), "v1", &probe_img)
@@ -334,16 +326,32 @@ async fn with_registry(
     };
 
     // The runsc "adapter" in atelet's asset cache, under its own sha256.
-    let drops = tmp.join("adapter-drops.log");
-    let script = adapter_script(&drops);
-    let sha = sha256_hex(script.as_bytes());
+    // The real adapter (crate `runsc-adapter`), configured as the node
+    // backend configures it: drop the two flags runsc 20240729 lacks.
+    let drops = tmp.join("adapter-drops.jsonl");
+    let adapter = ate_harness::fixture::runsc_adapter(&BuildOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(&adapter).unwrap();
+    let sha = sha256_hex(&bytes);
     std::fs::create_dir_all(layout.static_files()).unwrap();
     let runsc_path = layout.runsc(&sha);
-    std::fs::write(&runsc_path, &script).unwrap();
+    std::fs::write(&runsc_path, &bytes).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&runsc_path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    let real = RUNSC;
+    std::fs::write(
+        format!("{}.adapter.json", runsc_path.display()),
+        serde_json::json!({
+            "runsc": real,
+            "drop": ["allow-connected-on-save", "background"],
+            "log": drops.display().to_string(),
+        })
+        .to_string(),
+    )
+    .unwrap();
 
     // S3 in the node's network.
     let listener = node
@@ -379,11 +387,20 @@ async fn with_registry(
     let result = result.map_err(|e| format!("{e}\natelet's log:\n{logs}"));
     result?;
     stopped.map_err(|e| format!("{e:#}"))?;
-    // SIGTERM removed every container; each ateom its socket.
-    let left = state_files(&node.var_lib());
-    if !left.is_empty() {
+    // As upstream's, SIGTERM left the running sandboxes: the node
+    // backend's teardown ends them by PID from runsc's state files.
+    let killed = ate_harness::backend::node::sandboxes::kill_leftovers(layout)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    tracing::info!(
+        count = killed.len(),
+        "sandbox processes left after SIGTERM, ended by PID"
+    );
+    let still =
+        ate_harness::backend::node::sandboxes::leftovers(layout).map_err(|e| format!("{e:#}"))?;
+    if !still.is_empty() {
         return Err(format!(
-            "runsc containers left after atelet's SIGTERM: {left:?}"
+            "sandbox processes still running after kill_leftovers: {still:?}"
         ));
     }
     for uid in ["w0", "w1"] {
@@ -392,9 +409,7 @@ async fn with_registry(
         }
     }
     let dropped = std::fs::read_to_string(&drops).unwrap_or_default();
-    if !dropped.contains("dropped -allow-connected-on-save")
-        || !dropped.contains("dropped -background")
-    {
+    if !dropped.contains("\"-allow-connected-on-save\"") || !dropped.contains("\"-background\"") {
         return Err(format!("the adapter dropped no flags: {dropped:?}"));
     }
     s3.stop().await;
@@ -591,8 +606,7 @@ async fn drive(
         return Err(format!("alpha reads {id:?} at the end"));
     }
     // A checkpoint while a connection to the actor is open: refused, with
-    // runsc's own words (the sandbox is left dead; SIGTERM must still
-    // remove its containers).
+    // runsc's own words (the sandbox is left dead).
     let mut held = node.connect(pod(w0)).await.map_err(|e| e.to_string())?;
     held.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await

@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use ate_cmd::Cmd;
 
-use super::paths::Paths;
+use crate::paths::Paths;
 
 /// The pod end of the veth pair (`cmd/ateom-gvisor/main.go:62`).
 pub const HOST_VETH: &str = "ateom0";

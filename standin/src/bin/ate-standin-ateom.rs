@@ -1,12 +1,12 @@
 //! `ate-standin-ateom`: the stand-in for upstream's `ateom-gvisor` (see
-//! `ate_refagent::standin::ateom`). Flags as upstream's
+//! `ate_standin::ateom`). Flags as upstream's
 //! (`cmd/ateom-gvisor/main.go:54-56` at 86e138f6): `--pod-uid`,
 //! `--version`. Start it in the worker's pod netns (with `eth0`) and the
 //! node's mount namespace; it is ready when its socket exists.
 
 use std::process::ExitCode;
 
-use ate_refagent::standin::{ateom::Ateom, paths::Paths, version_line};
+use ate_standin::{ateom::Ateom, paths::Paths, version_line};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
         println!("{}", version_line("ateom-gvisor"));
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = ate_refagent::standin::paths::check_name("--pod-uid", &args.pod_uid) {
+    if let Err(e) = ate_standin::paths::check_name("--pod-uid", &args.pod_uid) {
         eprintln!("ateom-gvisor stand-in: {e}");
         return ExitCode::FAILURE;
     }

@@ -18,7 +18,7 @@
 //! under [`Paths::image_cache`](super::paths::Paths::image_cache);
 //! whiteouts: `.wh.<name>` removes `<name>`, `.wh..wh..opq` empties its
 //! directory. Each container's rootfs is then a copy of that tree
-//! ([`crate::rootfs::copy_image_tree`]: hard links, symlinks recreated
+//! ([`ate_refagent::rootfs::copy_image_tree`]: hard links, symlinks recreated
 //! unfollowed).
 //!
 //! **Invariant:** nothing is written outside the cache directory: entries

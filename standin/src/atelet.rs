@@ -11,8 +11,8 @@
 //!   worker, `cmd/ateom-gvisor/main.go:161-163`).
 //! - **Every container the stand-in creates is removed by its ID**
 //!   (`runsc -root <actor>/runsc-state delete -force <id>`) on
-//!   `Checkpoint`, on a failed `Run`/`Restore`, when the worker's next
-//!   actor starts, and on [`Atelet::shutdown`] (SIGTERM).
+//!   `Checkpoint`, on a failed `Run`/`Restore` and when the worker's next
+//!   actor starts. Like upstream's, SIGTERM leaves running sandboxes alone.
 //!
 //! Where the stand-in differs from upstream, on purpose:
 //! - runsc comes only from the asset cache
@@ -27,7 +27,7 @@
 //!   closes first lingers and blocks a checkpoint with this runsc
 //!   (CONTRACT.md V).
 //! - The actor's `eth0` is given its address again before every sandbox
-//!   start ([`super::ateom::configure_actor_veth`]); upstream's ateom sets
+//!   start ([`crate::ateom::configure_actor_veth`]); upstream's ateom sets
 //!   the whole actor network up per Run/Restore.
 //! - EXTERNAL snapshot objects hold the raw files (see [`super::snapshot`]).
 //! - `DATA` scope (`runsc fscheckpoint`) and durable-dir volumes are not
@@ -46,13 +46,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Status;
 use tracing::{info, warn};
 
-use super::image::ImageStore;
-use super::paths::{check_name, ActorRef, Paths, PAUSE};
-use super::runsc::ActorRunsc;
-use super::snapshot::{
+use crate::image::ImageStore;
+use crate::paths::{check_name, ActorRef, Paths, PAUSE};
+use crate::runsc::ActorRunsc;
+use crate::snapshot::{
     object_key, parse_uri_prefix, AssetEntry, S3Client, SandboxRecord, MANIFEST,
 };
-use crate::bundle::{self, BundleSpec, IdentityMount, SandboxPart};
+use ate_refagent::bundle::{self, BundleSpec, IdentityMount, SandboxPart};
 
 /// The architecture whose assets are used (Go's `runtime.GOARCH` spelling,
 /// `cmd/atelet/sandbox_assets.go:76`).
@@ -111,7 +111,7 @@ fn target(
     id: &str,
     spec: Option<&WorkloadSpec>,
 ) -> Result<Target, Status> {
-    let inv = |e: super::paths::NameError| Status::invalid_argument(e.to_string());
+    let inv = |e: crate::paths::NameError| Status::invalid_argument(e.to_string());
     check_name("target_ateom_uid", uid).map_err(inv)?;
     check_name("actor_template_namespace", ns).map_err(inv)?;
     check_name("actor_template_name", tmpl).map_err(inv)?;
@@ -227,46 +227,6 @@ impl Atelet {
         }
     }
 
-    /// SIGTERM: removes every container of every worker's actor, the
-    /// workers at once (a caller gives a grace period of seconds).
-    pub async fn shutdown(&self) {
-        let slots: Vec<Slot> = self
-            .workers
-            .lock()
-            .expect("never poisoned")
-            .values()
-            .cloned()
-            .collect();
-        let all = slots.into_iter().map(|s| async move {
-            let mut g = s.lock().await;
-            if let Some(r) = g.take() {
-                self.remove_containers_at_once(&r).await;
-            }
-        });
-        futures_util::future::join_all(all).await;
-    }
-
-    /// Every container of `r` deleted at once (each `runsc delete` takes
-    /// 1-2 s on a loaded machine; a SIGTERM's grace is short), then each
-    /// that failed once more on its own.
-    async fn remove_containers_at_once(&self, r: &Running) {
-        let rs = self.runsc_for(r);
-        let tries = r.containers.iter().map(|c| {
-            let rs = rs.clone();
-            async move { (c.clone(), rs.delete(c).await) }
-        });
-        let failed: Vec<String> = futures_util::future::join_all(tries)
-            .await
-            .into_iter()
-            .filter_map(|(c, res)| res.err().map(|_| c))
-            .collect();
-        for c in failed {
-            if let Err(e) = rs.delete(&c).await {
-                warn!(actor = %r.actor, container = %c, error = %e, "cannot delete container at shutdown");
-            }
-        }
-    }
-
     /// atelet's `resetActorDirs` (`cmd/atelet/main.go:947-1009`).
     fn reset_actor_dirs(&self, a: &ActorRef) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
@@ -286,7 +246,7 @@ impl Atelet {
         let path = self.cfg.paths.sandbox_assets_file(a);
         let json = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
         std::fs::create_dir_all(self.cfg.paths.actor(a))?;
-        crate::identity::write_file_atomic(
+        ate_refagent::identity::write_file_atomic(
             &self.cfg.paths.actor(a),
             "sandbox-assets.json",
             &json,
@@ -331,7 +291,7 @@ impl Atelet {
         let identity = paths.identity(&t.actor);
         std::fs::create_dir_all(&identity)
             .map_err(|e| format!("while creating actor identity dir: {e}"))?;
-        crate::identity::write_actor_id(&identity, t.actor.id.as_bytes())
+        ate_refagent::identity::write_actor_id(&identity, t.actor.id.as_bytes())
             .map_err(|e| format!("while writing actor identity file: {}", chain(&e)))?;
         let netns = paths.netns(&t.uid);
         self.prepare_one(
@@ -397,7 +357,7 @@ impl Atelet {
             .await
             .map_err(|e| format!("in pullCache.Fetch: {}", chain(&e)))?;
         let (from, to) = (tree.clone(), rootfs.clone());
-        tokio::task::spawn_blocking(move || crate::rootfs::copy_image_tree(&from, &to))
+        tokio::task::spawn_blocking(move || ate_refagent::rootfs::copy_image_tree(&from, &to))
             .await
             .expect("the copy does not panic")
             .map_err(|e| format!("in untar: {}", chain(&e)))?;
@@ -408,9 +368,9 @@ impl Atelet {
             // 1.27.3's os.Root, checked: `creating mount dir "run/ate":
             // mkdirat run/ate: path escapes from parent`). Stricter than
             // os.Root: a symlink that stays inside the rootfs is refused
-            // too (`crate::rootfs`, ID-13).
-            crate::rootfs::mkdir_all_in_root(&rootfs, Path::new("run/ate"), 0o755).map_err(|e| match e {
-                crate::rootfs::RootfsError::Symlink { .. } => format!(
+            // too (`ate_refagent::rootfs`, ID-13).
+            ate_refagent::rootfs::mkdir_all_in_root(&rootfs, Path::new("run/ate"), 0o755).map_err(|e| match e {
+                ate_refagent::rootfs::RootfsError::Symlink { .. } => format!(
                     "while creating identity mount point: creating mount dir \"run/ate\": mkdirat run/ate: path escapes from parent ({e})"
                 ),
                 e => format!("while creating identity mount point: creating mount dir \"run/ate\": {}", chain(&e)),
@@ -517,7 +477,7 @@ impl Atelet {
             } else {
                 h.path.clone()
             };
-            let target = SocketAddr::from((super::ateom::ACTOR_IP, port));
+            let target = SocketAddr::from((crate::ateom::ACTOR_IP, port));
             let start = tokio::time::Instant::now();
             let mut attempts = 0u32;
             let mut last;
@@ -605,7 +565,7 @@ impl Atelet {
             containers: Vec::new(),
         };
         let started = async {
-            super::ateom::configure_actor_veth(&Paths::netns_name(&t.uid))
+            crate::ateom::configure_actor_veth(&Paths::netns_name(&t.uid))
                 .await
                 .map_err(|e| format!("while setting up actor network: {e}"))?;
             self.start_containers(&mut run, &spec, None).await?;
@@ -778,7 +738,7 @@ impl Atelet {
                     std::fs::rename(dir.join(f), to.join(f))
                         .map_err(|e| fail("while moving checkpoint", format!("{f}: {e}")))?;
                 }
-                crate::identity::write_file_atomic(&to, MANIFEST, &manifest, 0o600)
+                ate_refagent::identity::write_file_atomic(&to, MANIFEST, &manifest, 0o600)
                     .map_err(|e| fail("while writing snapshot manifest", chain(&e)))?;
             }
             None => unreachable!("checked"),
@@ -858,7 +818,7 @@ impl Atelet {
             containers: Vec::new(),
         };
         let started = async {
-            super::ateom::configure_actor_veth(&Paths::netns_name(&t.uid))
+            crate::ateom::configure_actor_veth(&Paths::netns_name(&t.uid))
                 .await
                 .map_err(|e| format!("while setting up actor network: {e}"))?;
             self.start_containers(&mut run, &spec, Some(&image)).await?;
