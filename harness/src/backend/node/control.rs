@@ -20,8 +20,8 @@
 //!   none is in flight, then asks atelet. runsc 20240729 refuses to
 //!   checkpoint while a TCP endpoint is connected, and an endpoint the
 //!   front closed first is gone within about 0.6 s (measured,
-//!   `docs/upstream-node.md`): a refusal for that reason is retried for
-//!   [`DRAIN_RETRY`], then reported quoting ateom's log.
+//!   `docs/upstream-node.md`): a refusal for that reason is reported as
+//!   such, quoting ateom's log.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -33,15 +33,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ate_atelet_api::{AteletClient, CallError, RunRequest, SnapshotRequest, Target, WorkloadSpec};
 use tokio::sync::{Mutex as AsyncMutex, Notify, OwnedMutexGuard};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::backend::{ActorInfo, ActorState, RestoreSource};
 
 /// How long a resume waits for a free worker.
 pub const WORKER_WAIT: Duration = Duration::from_secs(90);
-/// How long a suspend retries a checkpoint refused for a connected TCP
-/// endpoint.
-pub const DRAIN_RETRY: Duration = Duration::from_secs(3);
 /// The text ateom-gvisor logs when runsc refuses for that reason.
 pub const CONNECTED_REFUSAL: &str = "cannot be saved in connected state";
 /// The port the probe serves on, behind ateom's DNAT from the pod address.
@@ -191,17 +188,25 @@ pub struct Control {
     actors: Mutex<HashMap<(String, String), ActorSlot>>,
     /// Each worker's ateom log, quoted when a checkpoint is refused.
     ateom_logs: Vec<PathBuf>,
+    /// The node's directories (runsc's state files).
+    layout: super::layout::Layout,
 }
 
 impl Control {
     /// Over `atelet` with `workers`; `ateom_logs[i]` is worker i's log.
-    pub fn new(atelet: AteletClient, workers: Workers, ateom_logs: Vec<PathBuf>) -> Control {
+    pub fn new(
+        atelet: AteletClient,
+        workers: Workers,
+        ateom_logs: Vec<PathBuf>,
+        layout: super::layout::Layout,
+    ) -> Control {
         Control {
             atelet,
             workers,
             templates: Mutex::new(HashMap::new()),
             actors: Mutex::new(HashMap::new()),
             ateom_logs,
+            layout,
         }
     }
 
@@ -284,8 +289,11 @@ impl Control {
         Ok(w)
     }
 
-    /// Checkpoints the actor on worker `w` to `uri` (EXTERNAL, FULL),
-    /// retrying a refusal for a connected endpoint for [`DRAIN_RETRY`].
+    /// Checkpoints the actor on worker `w` to `uri` (EXTERNAL, FULL). A
+    /// refusal for a connected TCP endpoint is reported as such, quoting
+    /// ateom's log (or the error) line; it is not retried: with runsc
+    /// 20240729 the refused sandbox may not survive it (measured with the
+    /// stand-in; [`Control::suspend`] then looks).
     pub async fn checkpoint(
         &self,
         w: usize,
@@ -293,44 +301,32 @@ impl Control {
         spec: &WorkloadSpec,
         uri: &str,
     ) -> Result<()> {
-        let started = Instant::now();
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let log_mark = self.log_len(w);
-            match self
-                .atelet
-                .checkpoint(SnapshotRequest::external(target, spec, uri))
-                .await
-            {
-                Ok(()) => {
-                    if tries > 1 {
-                        info!(actor = %target.actor_id, tries, "checkpoint taken after a connected-endpoint refusal");
-                    }
-                    return Ok(());
-                }
-                Err(e) => {
-                    let refusal = self.connected_refusal(w, log_mark, &e);
-                    match refusal {
-                        Some(line) if started.elapsed() < DRAIN_RETRY => {
-                            warn!(actor = %target.actor_id, %line, "checkpoint refused for a connected TCP endpoint; retrying");
-                            tokio::time::sleep(Duration::from_millis(150)).await;
-                        }
-                        Some(line) => {
-                            bail!(
-                                "suspend of actor {} refused: runsc will not checkpoint while a TCP connection to the \
-                                 actor is open, and one still was after {tries} tries over {:?} (runsc 20240729 has no \
-                                 -allow-connected-on-save; the front closes its own connections first). ateom's log: \
-                                 {line}; atelet said: {e}",
-                                target.actor_id,
-                                started.elapsed()
-                            )
-                        }
-                        None => return Err(self.explain(w, e).into()),
-                    }
-                }
-            }
+        let log_mark = self.log_len(w);
+        match self.atelet.checkpoint(SnapshotRequest::external(target, spec, uri)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.connected_refusal(w, log_mark, &e) {
+                Some(line) => bail!(
+                    "suspend of actor {} refused: runsc will not checkpoint while a TCP connection to the actor \
+                     is open (runsc 20240729 has no -allow-connected-on-save; the routing front closes its own \
+                     connections first and waits for its requests, so another client holds one). ateom's log: \
+                     {line}; atelet said: {e}",
+                    target.actor_id
+                ),
+                None => Err(self.explain(w, e)),
+            },
         }
+    }
+
+    /// Whether the sandbox of actor `id` of template `template` still runs
+    /// (runsc's state files under the node's directory).
+    fn sandbox_runs(&self, namespace: &str, template: &str, id: &str) -> bool {
+        let dir = format!("{namespace}:{template}:{id}");
+        super::sandboxes::leftovers(&self.layout)
+            .map(|l| {
+                l.iter()
+                    .any(|l| l.actor_dir == dir && l.role == "runsc-sandbox")
+            })
+            .unwrap_or(false)
     }
 
     fn log_len(&self, w: usize) -> u64 {
@@ -530,9 +526,16 @@ impl Control {
                 Ok(info_of(atespace, id, &rec, &self.workers))
             }
             Err(e) => {
-                // ateom checkpoints before it deletes anything: a refused
-                // checkpoint leaves the actor running (main.go:241-296).
-                rec.state = ActorState::Running;
+                // ateom checkpoints before it deletes anything
+                // (main.go:241-296), but runsc may have ended the sandbox.
+                if self.sandbox_runs(&tpl.namespace, &rec.template, id) {
+                    rec.state = ActorState::Running;
+                } else {
+                    rec.state =
+                        ActorState::Unknown("its sandbox ended in a refused checkpoint".into());
+                    rec.worker = None;
+                    self.workers.give(w);
+                }
                 Err(e.context(format!("suspend of actor {atespace}/{id}")))
             }
         }

@@ -167,9 +167,15 @@ impl NodeBackend {
         if let Some(m) = flags.missing() {
             anyhow::bail!("{m}");
         }
+        // Absolute: they are started behind nsenter, in the node's mount
+        // namespace, where a relative path does not resolve.
+        let absolute = |p: &Option<PathBuf>| {
+            let p = p.clone().expect("checked");
+            std::fs::canonicalize(&p).with_context(|| format!("cannot resolve {}", p.display()))
+        };
         let bins = Binaries {
-            atelet: flags.atelet.clone().expect("checked"),
-            ateom: flags.ateom.clone().expect("checked"),
+            atelet: absolute(&flags.atelet)?,
+            ateom: absolute(&flags.ateom)?,
         };
         let t0 = Instant::now();
         let mut phases: Vec<(&str, Duration)> = Vec::new();
@@ -291,6 +297,7 @@ impl NodeBackend {
                 AteletClient::new(channel, CALL_DEADLINE),
                 workers,
                 logs,
+                layout.clone(),
             ));
             let front = Front::start(control.clone(), netns.clone()).await?;
             let agents_took = agents_started.elapsed();
@@ -613,6 +620,21 @@ impl NodeBackend {
             Err(e) => failed.push(format!("{e:#}")),
         }
         registry.stop().await;
+        // Every actor directory of the run is `<ns>:...` with the run's own
+        // namespace, so its runsc calls name it in `-root`.
+        match node
+            .kill_remaining(&format!("/actors/{}:", self.namespace()))
+            .await
+        {
+            Ok(killed) if !killed.is_empty() => {
+                info!(
+                    ?killed,
+                    "ended what the node's processes left running in it"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => failed.push(format!("{e:#}")),
+        }
         s3.stop().await;
         if let Err(e) = node.teardown().await {
             failed.push(format!("{e:#}"));

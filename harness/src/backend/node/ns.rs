@@ -412,6 +412,63 @@ impl Node {
         tokio::net::TcpListener::from_std(std)
     }
 
+    /// Kills (SIGKILL) every process still in the node's mount namespace
+    /// except the namespace holders, and every process whose command line
+    /// holds `marker` (a path only this run uses: runsc may re-execute
+    /// itself into a mount namespace of its own), and waits until each is
+    /// gone: after atelet and the ateoms are stopped, a runsc call one of
+    /// them had in flight (a `runsc delete`, say) can outlive it.
+    /// Everything in that namespace was started by this run; nothing else
+    /// can be in it. Returns `pid: command` of each one killed.
+    pub async fn kill_remaining(&self, marker: &str) -> Result<Vec<String>> {
+        let mnt =
+            std::fs::read_link(self.holder().ns("mnt")).context("the node's mount namespace")?;
+        let holders = self.holder_pids();
+        let inside = || -> Vec<(u32, String)> {
+            std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| !holders.contains(pid) && *pid != std::process::id())
+                .filter_map(|pid| {
+                    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    let cmd = String::from_utf8_lossy(&cmd)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_owned();
+                    let in_node =
+                        std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|m| m == mnt);
+                    (in_node || (!marker.is_empty() && cmd.contains(marker))).then_some((pid, cmd))
+                })
+                .collect()
+        };
+        let found = inside();
+        for (pid, _) in &found {
+            if let Some(p) = i32::try_from(*pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = inside();
+            if left.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= until {
+                bail!("processes still in the node 5 s after SIGKILL: {left:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(found
+            .into_iter()
+            .map(|(p, c)| format!("{p}: {c}"))
+            .collect())
+    }
+
     /// Ends every holder (workers first); the namespaces, the veth pairs
     /// and every mount of the node go with them. Fails naming each holder
     /// that could not be stopped.
