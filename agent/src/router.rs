@@ -22,23 +22,12 @@ use tracing::info;
 
 use crate::api::ApiError;
 use crate::engine::Engine;
-use crate::names::{self, ActorAddr};
+use crate::names::{self, ActorAddr, HOP_BY_HOP};
 
 /// Largest request body the router forwards.
 pub const MAX_BODY: usize = 1 << 20;
 /// Deadline for one routed request, including an on-demand resume.
 pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(60);
-
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// The router's HTTP app.
 pub fn app(engine: Arc<Engine>) -> Router {

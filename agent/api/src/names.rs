@@ -11,6 +11,20 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// The DNS domain under which every actor is addressed (ID-15).
 pub const ACTOR_DOMAIN: &str = "actors.resources.substrate.ate.dev";
 
+/// The hop-by-hop headers a Host-routing proxy does not forward (RFC 9110
+/// section 7.6.1): the agent's router and the node backend's front drop
+/// them both ways.
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// The reserved atespace of golden actors.
 pub const GOLDEN_ATESPACE: &str = "ate-golden";
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ate_agent_api::names;
+use ate_agent_api::names::{self, HOP_BY_HOP};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -43,17 +43,6 @@ use super::ns::connect_in;
 pub const MAX_BODY: usize = 1 << 20;
 /// Deadline of one request to an actor, after its resume.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
-
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// The front's own error body.
 #[derive(Debug, Serialize, Deserialize)]
