@@ -559,6 +559,24 @@ impl Atelet {
         self.prepare_bundles(&t, &spec)
             .await
             .map_err(|e| failed("Run", &t, "while preparing OCI bundles", e))?;
+        let run = self
+            .boot(&t, &spec, runsc, None)
+            .await
+            .map_err(|e| failed("Run", &t, "while calling ateom.RunWorkload", e))?;
+        *current = Some(run);
+        Ok(())
+    }
+
+    /// The actor's network, its containers (created and started, or
+    /// restored from `image`) and readiness, as ateom's RunWorkload and
+    /// RestoreWorkload do; on failure every container made is removed.
+    async fn boot(
+        &self,
+        t: &Target,
+        spec: &WorkloadSpec,
+        runsc: PathBuf,
+        image: Option<&Path>,
+    ) -> Result<Running, String> {
         let mut run = Running {
             actor: t.actor.clone(),
             runsc,
@@ -568,18 +586,19 @@ impl Atelet {
             crate::ateom::configure_actor_veth(&Paths::netns_name(&t.uid))
                 .await
                 .map_err(|e| format!("while setting up actor network: {e}"))?;
-            self.start_containers(&mut run, &spec, None).await?;
+            self.start_containers(&mut run, spec, image).await?;
             self.wait_ready(&t.uid, &spec.containers)
                 .await
                 .map_err(|e| format!("while waiting for container readyz: {e}"))
         }
         .await;
-        if let Err(e) = started {
-            let _ = self.remove_containers(&run).await;
-            return Err(failed("Run", &t, "while calling ateom.RunWorkload", e));
+        match started {
+            Ok(()) => Ok(run),
+            Err(e) => {
+                let _ = self.remove_containers(&run).await;
+                Err(e)
+            }
         }
-        *current = Some(run);
-        Ok(())
     }
 
     /// The worker's ateom is up: its socket and its netns are there.
@@ -812,25 +831,10 @@ impl Atelet {
         self.prepare_bundles(&t, &spec)
             .await
             .map_err(|e| fail("while preparing OCI bundles", e))?;
-        let mut run = Running {
-            actor: t.actor.clone(),
-            runsc,
-            containers: Vec::new(),
-        };
-        let started = async {
-            crate::ateom::configure_actor_veth(&Paths::netns_name(&t.uid))
-                .await
-                .map_err(|e| format!("while setting up actor network: {e}"))?;
-            self.start_containers(&mut run, &spec, Some(&image)).await?;
-            self.wait_ready(&t.uid, &spec.containers)
-                .await
-                .map_err(|e| format!("while waiting for container readyz: {e}"))
-        }
-        .await;
-        if let Err(e) = started {
-            let _ = self.remove_containers(&run).await;
-            return Err(fail("while calling ateom.RestoreWorkload", e));
-        }
+        let run = self
+            .boot(&t, &spec, runsc, Some(&image))
+            .await
+            .map_err(|e| fail("while calling ateom.RestoreWorkload", e))?;
         let mut record = rec.clone();
         record.snapshot_files.clear();
         self.write_record(&t.actor, &record)
