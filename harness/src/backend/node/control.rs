@@ -135,6 +135,8 @@ struct ActorRec {
 
 /// An actor's lock and its count of requests in flight through the front.
 struct ActorSlot {
+    /// Its template (fixed for the actor's life; readable without the lock).
+    template: String,
     rec: Arc<AsyncMutex<ActorRec>>,
     in_flight: Arc<AtomicUsize>,
     drained: Arc<Notify>,
@@ -244,12 +246,7 @@ impl Control {
             .lock()
             .expect("actors lock")
             .iter()
-            .filter(|(_, s)| {
-                s.rec
-                    .try_lock()
-                    .map(|r| r.template == name)
-                    .unwrap_or(false)
-            })
+            .filter(|(_, s)| s.template == name)
             .map(|((a, i), _)| format!("{a}/{i}"))
             .collect();
         if !users.is_empty() {
@@ -382,6 +379,7 @@ impl Control {
         actors.insert(
             key,
             ActorSlot {
+                template: template.to_owned(),
                 rec: Arc::new(AsyncMutex::new(rec)),
                 in_flight: Arc::new(AtomicUsize::new(0)),
                 drained: Arc::new(Notify::new()),
